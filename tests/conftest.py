@@ -1,0 +1,6 @@
+"""Shared pytest wiring. Each fixture family lives in its own plugin module under tests/fixtures."""
+
+pytest_plugins = [
+    "tests.fixtures.datastores",
+    "tests.fixtures.kube",
+]

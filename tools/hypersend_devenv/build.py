@@ -1,0 +1,280 @@
+"""Build upstream Go binaries into ~/.cache/hypersend/<part>-<version>/bin, once per version.
+
+Each part is a small Go module generated here (never committed with a go.sum or vendored code):
+it requires the upstream module at its pinned version and `go build`s the upstream commands.
+A finished build is marked by a stamp file, so a rerun with the cache present costs nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hypersend_devenv import versions
+
+CACHE_ROOT = Path(os.environ.get("HYPERSEND_CACHE", Path.home() / ".cache" / "hypersend"))
+TOOLS_DIR = Path(__file__).resolve().parent.parent
+GOMOD_TEMPLATES = TOOLS_DIR / "gomod"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One cached group of binaries built from one Go module."""
+
+    name: str
+    version: str
+    binaries: tuple[str, ...]
+
+    @property
+    def root(self) -> Path:
+        return CACHE_ROOT / f"{self.name}-{self.version}"
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.root / "bin"
+
+    def path(self, binary: str) -> Path:
+        return self.bin_dir / binary
+
+    def is_built(self) -> bool:
+        return (self.root / "stamp.json").exists() and all(
+            self.path(b).exists() for b in self.binaries
+        )
+
+
+KUBERNETES = Part(
+    "kubernetes",
+    versions.KUBERNETES,
+    ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"),
+)
+KWOK = Part("kwok", versions.KWOK, ("kwok",))
+FERRETDB = Part("ferretdb", versions.FERRETDB, ("ferretdb",))
+# The custom-metrics test adapter serves custom.metrics.k8s.io from a host process (HPA tests).
+METRICS_ADAPTER = Part("metrics-adapter", versions.CUSTOM_METRICS_APISERVER, ("metrics-adapter",))
+HELM = Part("helm", versions.HELM, ("helm",))
+# ArgoCD runs health.lua in gopher-lua; tests run it in the same engine.
+LUA = Part("gopher-lua", versions.GOPHER_LUA, ("glua",))
+PARTS: dict[str, Part] = {
+    p.name: p for p in (KUBERNETES, KWOK, FERRETDB, METRICS_ADAPTER, HELM, LUA)
+}
+
+
+@dataclass
+class GoBuild:
+    """A throwaway Go module in the cache that builds `packages` into a part's bin dir."""
+
+    part: Part
+    module: str
+    requires: dict[str, str]
+    packages: dict[str, str]  # binary name -> Go package path
+    replaces: dict[str, str] = field(default_factory=dict)
+    ldflags: str = ""
+    template: Path | None = None
+
+    def run(self) -> None:
+        work = CACHE_ROOT / "build" / f"{self.part.name}-{self.part.version}"
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        if self.template is not None:
+            shutil.copytree(self.template, work, dirs_exist_ok=True)
+        lines = [f"module {self.module}", "", "go 1.26", "", "require ("]
+        lines += [f"\t{mod} {ver}" for mod, ver in sorted(self.requires.items())]
+        lines += [")", ""]
+        if self.replaces:
+            lines += ["replace ("]
+            lines += [f"\t{mod} => {target}" for mod, target in sorted(self.replaces.items())]
+            lines += [")", ""]
+        (work / "go.mod").write_text("\n".join(lines))
+        env = go_env()
+        started = time.monotonic()
+        _run(["go", "mod", "tidy"], cwd=work, env=env)
+        self.part.bin_dir.mkdir(parents=True, exist_ok=True)
+        for binary, package in self.packages.items():
+            print(f"[build] {self.part.name}: {binary} ({package})", flush=True)
+            _run(
+                [
+                    "go", "build", "-trimpath", f"-ldflags=-s -w {self.ldflags}",
+                    "-o", str(self.part.path(binary)), package,
+                ],
+                cwd=work,
+                env=env,
+            )
+        seconds = round(time.monotonic() - started, 1)
+        stamp = {"version": self.part.version, "build_seconds": seconds, "built_at": time.time()}
+        (self.part.root / "stamp.json").write_text(json.dumps(stamp))
+        print(f"[build] {self.part.name} {self.part.version} built in {seconds}s", flush=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["CGO_ENABLED"] = "0"
+    # 2-core machines: more parallel compiles only thrash memory and the scheduler.
+    env.setdefault("GOFLAGS", "-p=2 -buildvcs=false")
+    env.setdefault("GOTOOLCHAIN", "local")
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, text=True, capture_output=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise SystemExit(f"[build] failed in {cwd}: {' '.join(cmd)}")
+    return proc.stdout
+
+
+def published_gomod(module: str, version: str) -> str:
+    """The go.mod a module published at `version`, fetched through the Go module proxy."""
+    out = subprocess.run(
+        ["go", "mod", "download", "-json", f"{module}@{version}"],
+        env=go_env(), text=True, capture_output=True, check=True, cwd=CACHE_ROOT,
+    ).stdout
+    return Path(json.loads(out)["GoMod"]).read_text()
+
+
+def staging_replaces(gomod: str, staging_version: str) -> dict[str, str]:
+    """Map each k8s.io module that kubernetes replaces with ./staging/... to its published version.
+
+    k8s.io/kubernetes requires its staging modules at v0.0.0 and points them at its own tree;
+    outside that tree they must come from the proxy as v0.<minor>.<patch>.
+    """
+    found = re.findall(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/", gomod, flags=re.MULTILINE)
+    if not found:
+        raise ValueError("no staging replace directives found in the kubernetes go.mod")
+    return {mod: f"{mod} {staging_version}" for mod in found}
+
+
+def required_version(gomod: str, module: str) -> str:
+    match = re.search(rf"^\s*{re.escape(module)}\s+(v\S+)", gomod, flags=re.MULTILINE)
+    if match is None:
+        raise ValueError(f"{module} is not required by this go.mod")
+    return match.group(1)
+
+
+def kubernetes_ldflags(version: str) -> str:
+    major, minor, _ = version.lstrip("v").split(".")
+    pkg = "k8s.io/component-base/version"
+    values = {
+        "gitVersion": version,
+        "gitMajor": major,
+        "gitMinor": minor,
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+    }
+    flags = [f"-X {pkg}.{k}={v}" for k, v in values.items()]
+    flags += [f"-X k8s.io/client-go/pkg/version.{k}={v}" for k, v in values.items()]
+    return " ".join(flags)
+
+
+def build_kubernetes() -> None:
+    version = KUBERNETES.version
+    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+    gomod = published_gomod("k8s.io/kubernetes", version)
+    etcd_version = required_version(gomod, "go.etcd.io/etcd/server/v3")
+    GoBuild(
+        part=KUBERNETES,
+        module="hypersend.io/tools/kubernetes",
+        requires={"k8s.io/kubernetes": version, "go.etcd.io/etcd/server/v3": etcd_version},
+        replaces=staging_replaces(gomod, versions.staging_version(version)),
+        packages={
+            "etcd": "./etcd",
+            "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+            "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+            "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+            "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+        },
+        ldflags=kubernetes_ldflags(version),
+        template=GOMOD_TEMPLATES / "k8s",
+    ).run()
+
+
+def build_kwok() -> None:
+    GoBuild(
+        part=KWOK,
+        module="hypersend.io/tools/kwok",
+        requires={"sigs.k8s.io/kwok": KWOK.version},
+        packages={"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
+        ldflags=f"-X sigs.k8s.io/kwok/pkg/consts.Version={KWOK.version}",
+        template=GOMOD_TEMPLATES / "kwok",
+    ).run()
+
+
+def build_ferretdb() -> None:
+    GoBuild(
+        part=FERRETDB,
+        module="hypersend.io/tools/ferretdb",
+        requires={"github.com/FerretDB/FerretDB": FERRETDB.version},
+        packages={"ferretdb": "."},
+        template=GOMOD_TEMPLATES / "ferretdb",
+    ).run()
+
+
+def build_metrics_adapter() -> None:
+    GoBuild(
+        part=METRICS_ADAPTER,
+        module="hypersend.io/tools/metricsadapter",
+        requires={"sigs.k8s.io/custom-metrics-apiserver": METRICS_ADAPTER.version},
+        packages={"metrics-adapter": "sigs.k8s.io/custom-metrics-apiserver/test-adapter"},
+        template=GOMOD_TEMPLATES / "metrics-adapter",
+    ).run()
+
+
+def build_helm() -> None:
+    GoBuild(
+        part=HELM,
+        module="hypersend.io/tools/helm",
+        requires={"helm.sh/helm/v3": HELM.version},
+        packages={"helm": "helm.sh/helm/v3/cmd/helm"},
+        ldflags=f"-X helm.sh/helm/v3/internal/version.version={HELM.version}",
+        template=GOMOD_TEMPLATES / "helm",
+    ).run()
+
+
+def build_lua() -> None:
+    GoBuild(
+        part=LUA,
+        module="hypersend.io/tools/glua",
+        requires={"github.com/yuin/gopher-lua": LUA.version},
+        packages={"glua": "./glua"},
+        template=GOMOD_TEMPLATES / "gopher-lua",
+    ).run()
+
+
+BUILDERS = {
+    "kubernetes": build_kubernetes,
+    "kwok": build_kwok,
+    "ferretdb": build_ferretdb,
+    "metrics-adapter": build_metrics_adapter,
+    "helm": build_helm,
+    "gopher-lua": build_lua,
+}
+
+
+def ensure(names: list[str], force: bool = False) -> None:
+    for name in names:
+        part = PARTS[name]
+        if part.is_built() and not force:
+            print(f"[build] {name} {part.version}: cached at {part.bin_dir}", flush=True)
+            continue
+        BUILDERS[name]()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("parts", nargs="*", default=list(PARTS), choices=list(PARTS))
+    parser.add_argument("--force", action="store_true", help="rebuild even when cached")
+    args = parser.parse_args(argv)
+    ensure(args.parts, force=args.force)
+
+
+if __name__ == "__main__":
+    main()
