@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.datastores",
     "tests.fixtures.kube",
+    "tests.fixtures.chat",
 ]
