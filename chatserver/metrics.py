@@ -1,0 +1,123 @@
+"""Every Prometheus metric of the chat server, the HTTP metrics middleware and `/metrics`.
+
+All metrics are defined here so names stay consistent across modules; `realtime` and `api`
+import the objects and only call `.inc()`, `.observe()`, `.set()`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Latency buckets for delivery and pub/sub lag: sub-millisecond to tens of seconds.
+_LATENCY_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+# The autoscaling signal: the HPA scales chat pods on this per-pod gauge.
+WEBSOCKET_CONNECTIONS: Final = Gauge(
+    "hypersend_websocket_connections",
+    "WebSocket connections currently open on this process.",
+)
+MESSAGES_RECEIVED: Final = Counter(
+    "hypersend_messages_received_total",
+    "Chat messages stored from clients (REST and WebSocket; idempotent retries excluded).",
+)
+MESSAGES_DELIVERED: Final = Counter(
+    "hypersend_messages_delivered_total",
+    "Message frames written to WebSocket clients of this process.",
+)
+DELIVERY_LATENCY: Final = Histogram(
+    "hypersend_message_delivery_latency_seconds",
+    "Time from a message being stored to its frame being written to a recipient's socket.",
+    buckets=_LATENCY_BUCKETS,
+)
+PUBSUB_LAG: Final = Histogram(
+    "hypersend_pubsub_lag_seconds",
+    "Time from publishing an event to Redis to this process receiving it.",
+    buckets=_LATENCY_BUCKETS,
+)
+SLOW_CONSUMER_DISCONNECTS: Final = Counter(
+    "hypersend_slow_consumer_disconnects_total",
+    "WebSocket clients disconnected because their bounded send queue overflowed.",
+)
+RATE_LIMITED: Final = Counter(
+    "hypersend_rate_limited_total",
+    "Requests and WebSocket frames refused by the per-user rate limit.",
+)
+HTTP_REQUESTS: Final = Counter(
+    "hypersend_http_requests_total",
+    "HTTP requests served, by method, route template and status code.",
+    ["method", "route", "status"],
+)
+HTTP_REQUEST_DURATION: Final = Histogram(
+    "hypersend_http_request_duration_seconds",
+    "HTTP request duration, by method and route template.",
+    ["method", "route"],
+)
+
+# Requests matching no route share one label value so unknown paths cannot blow up cardinality.
+UNMATCHED_ROUTE: Final = "<unmatched>"
+
+
+def route_template(scope: Scope) -> str:
+    """The route template (`/api/v1/rooms/{room_id}`), never the raw path with ids in it."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
+class HttpMetricsMiddleware:
+    """Pure ASGI middleware counting HTTP requests and their duration by route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = route_template(scope)
+            method = str(scope.get("method", "GET"))
+            HTTP_REQUESTS.labels(method=method, route=route, status=str(status)).inc()
+            HTTP_REQUEST_DURATION.labels(method=method, route=route).observe(
+                time.perf_counter() - started
+            )
+
+
+router = APIRouter()
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    """Prometheus text exposition of the default registry (includes process RSS/CPU)."""
+    return Response(content=generate_latest(), media_type=CONTENT_TYPE_LATEST)
