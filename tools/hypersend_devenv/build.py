@@ -102,8 +102,13 @@ class GoBuild:
             print(f"[build] {self.part.name}: {binary} ({package})", flush=True)
             _run(
                 [
-                    "go", "build", "-trimpath", f"-ldflags=-s -w {self.ldflags}",
-                    "-o", str(self.part.path(binary)), package,
+                    "go",
+                    "build",
+                    "-trimpath",
+                    f"-ldflags=-s -w {self.ldflags}",
+                    "-o",
+                    str(self.part.path(binary)),
+                    package,
                 ],
                 cwd=work,
                 env=env,
@@ -136,7 +141,11 @@ def published_gomod(module: str, version: str) -> str:
     """The go.mod a module published at `version`, fetched through the Go module proxy."""
     out = subprocess.run(
         ["go", "mod", "download", "-json", f"{module}@{version}"],
-        env=go_env(), text=True, capture_output=True, check=True, cwd=CACHE_ROOT,
+        env=go_env(),
+        text=True,
+        capture_output=True,
+        check=True,
+        cwd=CACHE_ROOT,
     ).stdout
     return Path(json.loads(out)["GoMod"]).read_text()
 
@@ -223,18 +232,35 @@ def build_metrics_adapter() -> None:
         part=METRICS_ADAPTER,
         module="hypersend.io/tools/metricsadapter",
         requires={"sigs.k8s.io/custom-metrics-apiserver": METRICS_ADAPTER.version},
-        packages={"metrics-adapter": "sigs.k8s.io/custom-metrics-apiserver/test-adapter"},
+        # Upstream's test-adapter main writes metrics on a fixed ":8080"; the template's main.go
+        # runs the same provider with a configurable (loopback) write address.
+        packages={"metrics-adapter": "."},
         template=GOMOD_TEMPLATES / "metrics-adapter",
     ).run()
 
 
+def helm_ldflags(version: str, client_go: str) -> str:
+    """The -X flags helm's Makefile sets: its version, and the Kubernetes version it defaults to
+    (from the client-go it requires, v0.<minor>.<patch> -> 1.<minor>)."""
+    _, k8s_minor, _ = client_go.lstrip("v").split(".")
+    flags = [
+        f"-X helm.sh/helm/v3/internal/version.version={version}",
+        "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+    ]
+    for pkg in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
+        flags += [f"-X {pkg}.k8sVersionMajor=1", f"-X {pkg}.k8sVersionMinor={k8s_minor}"]
+    return " ".join(flags)
+
+
 def build_helm() -> None:
+    CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+    gomod = published_gomod("helm.sh/helm/v3", HELM.version)
     GoBuild(
         part=HELM,
         module="hypersend.io/tools/helm",
         requires={"helm.sh/helm/v3": HELM.version},
         packages={"helm": "helm.sh/helm/v3/cmd/helm"},
-        ldflags=f"-X helm.sh/helm/v3/internal/version.version={HELM.version}",
+        ldflags=helm_ldflags(HELM.version, required_version(gomod, "k8s.io/client-go")),
         template=GOMOD_TEMPLATES / "helm",
     ).run()
 
@@ -243,7 +269,11 @@ def build_lua() -> None:
     GoBuild(
         part=LUA,
         module="hypersend.io/tools/glua",
-        requires={"github.com/yuin/gopher-lua": LUA.version},
+        # ArgoCD encodes a script's returned table with gopher-json; the runner does the same.
+        requires={
+            "github.com/yuin/gopher-lua": LUA.version,
+            "layeh.com/gopher-json": "v0.0.0-20190114024228-97fed8db8427",
+        },
         packages={"glua": "./glua"},
         template=GOMOD_TEMPLATES / "gopher-lua",
     ).run()

@@ -1,0 +1,84 @@
+"""The two Dockerfiles follow the image rules; the rule checker itself catches each violation."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.unit.delivery import dockerfile
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[3]
+IMAGES = {"Dockerfile.operator": ".[operator]", "Dockerfile.server": ".[server]"}
+GOOD = """\
+# syntax=docker/dockerfile:1
+FROM python:3.11-slim-bookworm AS builder
+RUN python -m venv /opt/v && \\
+    /opt/v/bin/pip install ".[server]"
+FROM python:3.11-slim-bookworm
+COPY --from=builder /opt/v /opt/v
+USER 10001:10001
+ENTRYPOINT ["hypersend-server"]
+"""
+
+
+def console_scripts() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return dict(project["scripts"])
+
+
+@pytest.mark.parametrize(("name", "extra"), sorted(IMAGES.items()))
+def test_dockerfile_follows_the_image_rules(name: str, extra: str) -> None:
+    text = (ROOT / name).read_text()
+    assert dockerfile.violations(text) == []
+    assert dockerfile.pip_install_targets(text) == [extra]
+    argv = dockerfile.entrypoint(text)
+    assert argv is not None
+    assert argv[0] in console_scripts(), f"{argv[0]} is not a console script in pyproject.toml"
+
+
+def test_dockerignore_sends_only_what_the_images_install() -> None:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    assert lines[lines.index("**")] == "**"
+    for needed in ("!pyproject.toml", "!README.md", "!chatserver/", "!operator/"):
+        assert needed in lines
+
+
+def test_checker_accepts_a_good_dockerfile() -> None:
+    assert dockerfile.violations(GOOD) == []
+    assert dockerfile.pip_install_targets(GOOD) == [".[server]"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "complaint"),
+    [
+        ("FROM python:3.11-slim-bookworm\n", "", "not multi-stage"),
+        ("FROM python:3.11-slim-bookworm\n", "FROM python:3.11\n", "is not the pinned"),
+        ("FROM python:3.11-slim-bookworm\n", "FROM python:latest\n", "is not the pinned"),
+        ("USER 10001:10001\n", "", "no USER"),
+        ("USER 10001:10001", "USER app", "non-root numeric"),
+        ("USER 10001:10001", "USER 0", "non-root numeric"),
+        ('ENTRYPOINT ["hypersend-server"]', "ENTRYPOINT hypersend-server", "not exec form"),
+        ('ENTRYPOINT ["hypersend-server"]\n', "", "no ENTRYPOINT"),
+        ("USER 10001", "RUN apt-get install -y gcc\nUSER 10001", "build tooling"),
+        ("COPY --from=builder /opt/v /opt/v\n", "", "copies nothing"),
+        ('/opt/v/bin/pip install ".[server]"', "true", "pip-installs"),
+    ],
+)
+def test_checker_names_each_violation(old: str, new: str, complaint: str) -> None:
+    bad = GOOD.replace(old, new, 1) if old != "FROM python:3.11-slim-bookworm\n" else _final(new)
+    assert any(complaint in problem for problem in dockerfile.violations(bad)), bad
+
+
+def _final(replacement: str) -> str:
+    """GOOD with its final FROM replaced (the builder FROM stays)."""
+    head, sep, tail = GOOD.rpartition("FROM python:3.11-slim-bookworm\n")
+    return head + replacement + tail if sep else GOOD
+
+
+def test_instructions_join_continuations_and_skip_comments() -> None:
+    parsed = dockerfile.instructions("FROM a\n# c\nRUN x \\\n  # inner\n  y\n")
+    assert [(i.keyword, i.args, i.line) for i in parsed] == [("FROM", "a", 1), ("RUN", "x  y", 3)]
