@@ -1,0 +1,545 @@
+"""MongoDB access for the chat server: the only module that imports pymongo.
+
+Works on MongoDB 6+/Atlas and on FerretDB v1, so it uses only indexes (unique, compound),
+find with sort/limit, findAndModify, upserts and plain updates: no TTL indexes, `$lookup`,
+change streams or transactions. Refresh-token expiry is done by the application.
+
+Sequence numbers: a message's `_id` is `"<room_id>:<seq>"`. `append_message` reads the room's
+highest stored seq and inserts seq + 1; a concurrent sender that took the same seq makes the
+insert fail on the unique `_id`, and the loser retries with the next one. So a seq exists only
+once its message is stored, seq N is stored only after N-1 was, and per-room sequences have no
+gaps: resume can always fetch a missing seq from history instead of waiting for it. (A separate
+`$inc` counter would leave a hole whenever the process dies between allocating and inserting.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from chatserver.config import Settings
+from chatserver.models import Member, Message, Role, Room, RoomKind, User, utcnow
+
+Document = dict[str, Any]
+
+# A seq race is lost at most once per concurrent sender; this bound only stops a livelock.
+_MAX_SEQ_ATTEMPTS: Final = 64
+# Rooms listed by GET /rooms at most (newest activity first).
+MAX_ROOMS_LISTED: Final = 500
+
+
+class StoreError(Exception):
+    """Base class of the store's domain errors."""
+
+
+class UsernameTaken(StoreError):
+    """A user with this username already exists."""
+
+
+class RoomNotFound(StoreError):
+    """The room does not exist."""
+
+
+class SeqContention(StoreError):
+    """Too many concurrent senders raced for the same sequence numbers."""
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshTokenRecord:
+    """A stored refresh token (only its SHA-256 hash is stored)."""
+
+    token_hash: str
+    user_id: str
+    family_id: str
+    expires_at: datetime
+    used: bool
+    revoked: bool
+
+
+def message_id(room_id: str, seq: int) -> str:
+    """The `_id` (and public id) of the message `seq` of `room_id`."""
+    return f"{room_id}:{seq}"
+
+
+def member_id(room_id: str, user_id: str) -> str:
+    return f"{room_id}:{user_id}"
+
+
+def direct_room_id(user_a: str, user_b: str) -> str:
+    """Deterministic id of the direct room of two users, so the pair can only have one."""
+    low, high = sorted((user_a, user_b))
+    return "d" + hashlib.sha256(f"{low}\n{high}".encode()).hexdigest()[:31]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _user(doc: Mapping[str, Any]) -> User:
+    return User.model_validate({**doc, "id": doc["_id"]})
+
+
+def _message(doc: Mapping[str, Any]) -> Message:
+    return Message.model_validate({**doc, "id": doc["_id"]})
+
+
+def _member(doc: Mapping[str, Any]) -> Member:
+    return Member.model_validate(doc)
+
+
+def _room(doc: Mapping[str, Any], last_message: Message | None = None) -> Room:
+    return Room.model_validate({**doc, "id": doc["_id"], "last_message": last_message})
+
+
+class Store:
+    """Async MongoDB access (PyMongo's `AsyncMongoClient`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: AsyncMongoClient[Document] | None = None
+        self._db: AsyncDatabase[Document] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        self._client = AsyncMongoClient(
+            self._settings.mongo_url.get_secret_value(),
+            tz_aware=True,
+            minPoolSize=self._settings.mongo_min_pool,
+            maxPoolSize=self._settings.mongo_max_pool,
+            serverSelectionTimeoutMS=5000,
+            appname=f"hypersend-{self._settings.pod_name}",
+        )
+        self._db = self._client[self._settings.mongo_db]
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+            self._db = None
+
+    async def ping(self) -> None:
+        """Raises if MongoDB cannot be reached."""
+        await self._database.command("ping")
+
+    async def ensure_indexes(self) -> None:
+        await self._users.create_index([("username", ASCENDING)], unique=True, name="username")
+        await self._refresh_tokens.create_index([("family_id", ASCENDING)], name="family")
+        await self._refresh_tokens.create_index([("expires_at", ASCENDING)], name="expires_at")
+        await self._members.create_index(
+            [("user_id", ASCENDING), ("room_id", ASCENDING)], name="user_rooms"
+        )
+        await self._members.create_index(
+            [("room_id", ASCENDING), ("joined_at", ASCENDING)], name="room_members"
+        )
+        await self._messages.create_index(
+            [("room_id", ASCENDING), ("seq", ASCENDING)], unique=True, name="room_seq"
+        )
+        # Makes a retried send idempotent even when two retries race.
+        await self._messages.create_index(
+            [("room_id", ASCENDING), ("sender_id", ASCENDING), ("client_id", ASCENDING)],
+            unique=True,
+            name="room_sender_client",
+        )
+
+    @property
+    def _database(self) -> AsyncDatabase[Document]:
+        if self._db is None:
+            raise RuntimeError("Store.connect() was not called")
+        return self._db
+
+    @property
+    def _users(self) -> AsyncCollection[Document]:
+        return self._database["users"]
+
+    @property
+    def _refresh_tokens(self) -> AsyncCollection[Document]:
+        return self._database["refresh_tokens"]
+
+    @property
+    def _rooms(self) -> AsyncCollection[Document]:
+        return self._database["rooms"]
+
+    @property
+    def _members(self) -> AsyncCollection[Document]:
+        return self._database["members"]
+
+    @property
+    def _messages(self) -> AsyncCollection[Document]:
+        return self._database["messages"]
+
+    # -- users ----------------------------------------------------------------------------------
+
+    async def create_user(self, username: str, display_name: str, password_hash: str) -> User:
+        doc: Document = {
+            "_id": new_id(),
+            "username": username,
+            "display_name": display_name,
+            "password_hash": password_hash,
+            "created_at": utcnow(),
+        }
+        try:
+            await self._users.insert_one(doc)
+        except DuplicateKeyError as exc:
+            raise UsernameTaken(username) from exc
+        return _user(doc)
+
+    async def user_with_password_hash(self, username: str) -> tuple[User, str] | None:
+        doc = await self._users.find_one({"username": username})
+        return None if doc is None else (_user(doc), str(doc["password_hash"]))
+
+    async def get_user(self, user_id: str) -> User | None:
+        doc = await self._users.find_one({"_id": user_id})
+        return None if doc is None else _user(doc)
+
+    async def users_by_ids(self, user_ids: Iterable[str]) -> list[User]:
+        ids = list(dict.fromkeys(user_ids))
+        return [_user(doc) async for doc in self._users.find({"_id": {"$in": ids}})]
+
+    async def search_users(self, query: str, limit: int) -> list[User]:
+        """Users whose username starts with `query` or whose display name contains it."""
+        pattern = re.escape(query)
+        cursor = (
+            self._users.find(
+                {
+                    "$or": [
+                        {"username": {"$regex": f"^{pattern}"}},
+                        {"display_name": {"$regex": pattern, "$options": "i"}},
+                    ]
+                }
+            )
+            .sort("username", ASCENDING)
+            .limit(limit)
+        )
+        return [_user(doc) async for doc in cursor]
+
+    # -- refresh tokens -------------------------------------------------------------------------
+
+    async def insert_refresh_token(
+        self, token_hash: str, user_id: str, family_id: str, expires_at: datetime
+    ) -> None:
+        await self._refresh_tokens.insert_one(
+            {
+                "_id": token_hash,
+                "user_id": user_id,
+                "family_id": family_id,
+                "expires_at": expires_at,
+                "used": False,
+                "revoked": False,
+                "created_at": utcnow(),
+            }
+        )
+
+    async def claim_refresh_token(self, token_hash: str) -> RefreshTokenRecord | None:
+        """Atomically mark an unused, unrevoked token used; None if it was not claimable."""
+        doc = await self._refresh_tokens.find_one_and_update(
+            {"_id": token_hash, "used": False, "revoked": False},
+            {"$set": {"used": True, "used_at": utcnow()}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if doc is None else self._token(doc)
+
+    async def get_refresh_token(self, token_hash: str) -> RefreshTokenRecord | None:
+        doc = await self._refresh_tokens.find_one({"_id": token_hash})
+        return None if doc is None else self._token(doc)
+
+    async def revoke_token_family(self, family_id: str) -> None:
+        await self._refresh_tokens.update_many(
+            {"family_id": family_id}, {"$set": {"revoked": True}}
+        )
+
+    async def delete_expired_refresh_tokens(self, now: datetime) -> int:
+        result = await self._refresh_tokens.delete_many({"expires_at": {"$lt": now}})
+        return result.deleted_count
+
+    @staticmethod
+    def _token(doc: Mapping[str, Any]) -> RefreshTokenRecord:
+        return RefreshTokenRecord(
+            token_hash=str(doc["_id"]),
+            user_id=str(doc["user_id"]),
+            family_id=str(doc["family_id"]),
+            expires_at=doc["expires_at"],
+            used=bool(doc["used"]),
+            revoked=bool(doc["revoked"]),
+        )
+
+    # -- rooms and members ----------------------------------------------------------------------
+
+    def _room_doc(
+        self, room_id: str, kind: RoomKind, name: str | None, creator: str, pair: tuple[str, ...]
+    ) -> Document:
+        now = utcnow()
+        return {
+            "_id": room_id,
+            "kind": kind,
+            "name": name,
+            "created_by": creator,
+            "created_at": now,
+            "last_activity_at": now,
+            "last_seq": 0,
+            "pair": list(pair),
+        }
+
+    async def create_group_room(self, creator_id: str, name: str, member_ids: list[str]) -> Room:
+        doc = self._room_doc(new_id(), "group", name, creator_id, ())
+        await self._rooms.insert_one(doc)
+        await self._ensure_member(doc["_id"], creator_id, "owner")
+        for user_id in member_ids:
+            if user_id != creator_id:
+                await self._ensure_member(doc["_id"], user_id, "member")
+        return _room(doc)
+
+    async def get_or_create_direct_room(self, creator_id: str, other_id: str) -> tuple[Room, bool]:
+        """The one direct room of the pair, created if missing; (room, created)."""
+        pair = tuple(sorted((creator_id, other_id)))
+        room_id = direct_room_id(creator_id, other_id)
+        doc = self._room_doc(room_id, "direct", None, creator_id, pair)
+        created = True
+        try:
+            await self._rooms.insert_one(doc)
+        except DuplicateKeyError:
+            created = False
+        # Upserts, so a crash between the room insert and here heals on the next attempt.
+        for user_id in pair:
+            await self._ensure_member(room_id, user_id, "member")
+        room = await self.get_room(room_id)
+        if room is None:  # pragma: no cover - the room was just inserted or found
+            raise RoomNotFound(room_id)
+        return room, created
+
+    async def _ensure_member(self, room_id: str, user_id: str, role: Role) -> bool:
+        """Add a member unless already one; True if added."""
+        result = await self._members.update_one(
+            {"_id": member_id(room_id, user_id)},
+            {
+                "$setOnInsert": {
+                    "room_id": room_id,
+                    "user_id": user_id,
+                    "role": role,
+                    "joined_at": utcnow(),
+                    "last_read_seq": 0,
+                }
+            },
+            upsert=True,
+        )
+        return result.upserted_id is not None
+
+    async def get_room(self, room_id: str) -> Room | None:
+        doc = await self._rooms.find_one({"_id": room_id})
+        if doc is None:
+            return None
+        last = await self.get_message(room_id, int(doc["last_seq"])) if doc["last_seq"] else None
+        return _room(doc, last)
+
+    async def rooms_for_user(self, user_id: str) -> list[tuple[Room, Member]]:
+        """The user's rooms with their membership, newest activity first, with last messages."""
+        members = {
+            m["room_id"]: _member(m)
+            async for m in self._members.find({"user_id": user_id}).limit(MAX_ROOMS_LISTED)
+        }
+        if not members:
+            return []
+        room_docs = [
+            doc
+            async for doc in self._rooms.find({"_id": {"$in": list(members)}}).sort(
+                "last_activity_at", DESCENDING
+            )
+        ]
+        last_ids = [message_id(d["_id"], int(d["last_seq"])) for d in room_docs if d["last_seq"]]
+        last_messages = {
+            doc["room_id"]: _message(doc)
+            async for doc in self._messages.find({"_id": {"$in": last_ids}})
+        }
+        return [
+            (_room(doc, last_messages.get(doc["_id"])), members[doc["_id"]]) for doc in room_docs
+        ]
+
+    async def room_ids_for_user(self, user_id: str) -> list[str]:
+        cursor = self._members.find({"user_id": user_id}, projection={"room_id": True})
+        return [str(doc["room_id"]) async for doc in cursor]
+
+    async def get_member(self, room_id: str, user_id: str) -> Member | None:
+        doc = await self._members.find_one({"_id": member_id(room_id, user_id)})
+        return None if doc is None else _member(doc)
+
+    async def is_member(self, room_id: str, user_id: str) -> bool:
+        doc = await self._members.find_one(
+            {"_id": member_id(room_id, user_id)}, projection={"_id": True}
+        )
+        return doc is not None
+
+    async def members(self, room_id: str) -> list[Member]:
+        cursor = self._members.find({"room_id": room_id}).sort("joined_at", ASCENDING)
+        return [_member(doc) async for doc in cursor]
+
+    async def member_ids(self, room_id: str) -> list[str]:
+        cursor = self._members.find({"room_id": room_id}, projection={"user_id": True})
+        return [str(doc["user_id"]) async for doc in cursor]
+
+    async def add_member(self, room_id: str, user_id: str, role: Role) -> bool:
+        """True if the user was added, False if already a member (role unchanged)."""
+        return await self._ensure_member(room_id, user_id, role)
+
+    async def remove_member(self, room_id: str, user_id: str) -> bool:
+        result = await self._members.delete_one({"_id": member_id(room_id, user_id)})
+        return result.deleted_count == 1
+
+    async def set_role(self, room_id: str, user_id: str, role: Role) -> Member | None:
+        doc = await self._members.find_one_and_update(
+            {"_id": member_id(room_id, user_id)},
+            {"$set": {"role": role}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if doc is None else _member(doc)
+
+    async def mark_read(self, room_id: str, user_id: str, seq: int) -> None:
+        """Raise the member's read marker to `seq` (never lowers it)."""
+        await self._members.update_one(
+            {"_id": member_id(room_id, user_id), "last_read_seq": {"$lt": seq}},
+            {"$set": {"last_read_seq": seq}},
+        )
+
+    # -- messages -------------------------------------------------------------------------------
+
+    async def append_message(
+        self, room_id: str, sender_id: str, client_id: str, text: str
+    ) -> tuple[Message, bool]:
+        """Store a message with the room's next seq; (message, created).
+
+        A retry with the same (room_id, sender_id, client_id) returns the stored message with
+        created=False; the unique index makes that hold for concurrent retries too.
+        """
+        existing = await self._find_by_client_id(room_id, sender_id, client_id)
+        if existing is not None:
+            return existing, False
+        if await self._rooms.find_one({"_id": room_id}, projection={"_id": True}) is None:
+            raise RoomNotFound(room_id)
+        seq = await self._highest_seq(room_id) + 1
+        for _ in range(_MAX_SEQ_ATTEMPTS):
+            now = utcnow()
+            doc: Document = {
+                "_id": message_id(room_id, seq),
+                "room_id": room_id,
+                "seq": seq,
+                "sender_id": sender_id,
+                "client_id": client_id,
+                "text": text,
+                "created_at": now,
+                "edited_at": None,
+                "deleted": False,
+                "deleted_at": None,
+                "edits": [],
+                "reactions": {},
+            }
+            try:
+                await self._messages.insert_one(doc)
+            except DuplicateKeyError:
+                existing = await self._find_by_client_id(room_id, sender_id, client_id)
+                if existing is not None:
+                    return existing, False
+                # Another sender stored this seq first: take the next free one.
+                seq = max(seq, await self._highest_seq(room_id)) + 1
+                continue
+            await self._rooms.update_one(
+                {"_id": room_id, "last_seq": {"$lt": seq}},
+                {"$set": {"last_seq": seq, "last_activity_at": now}},
+            )
+            return _message(doc), True
+        raise SeqContention(room_id)
+
+    async def _highest_seq(self, room_id: str) -> int:
+        doc = await self._messages.find_one(
+            {"room_id": room_id}, projection={"seq": True}, sort=[("seq", DESCENDING)]
+        )
+        return 0 if doc is None else int(doc["seq"])
+
+    async def _find_by_client_id(
+        self, room_id: str, sender_id: str, client_id: str
+    ) -> Message | None:
+        doc = await self._messages.find_one(
+            {"room_id": room_id, "sender_id": sender_id, "client_id": client_id}
+        )
+        return None if doc is None else _message(doc)
+
+    async def get_message(self, room_id: str, seq: int) -> Message | None:
+        doc = await self._messages.find_one({"_id": message_id(room_id, seq)})
+        return None if doc is None else _message(doc)
+
+    async def messages_after(self, room_id: str, after_seq: int, limit: int) -> list[Message]:
+        """Messages with seq > after_seq, ascending, at most `limit`."""
+        cursor = (
+            self._messages.find({"room_id": room_id, "seq": {"$gt": after_seq}})
+            .sort("seq", ASCENDING)
+            .limit(limit)
+        )
+        return [_message(doc) async for doc in cursor]
+
+    async def messages_before(
+        self, room_id: str, before_seq: int | None, limit: int
+    ) -> list[Message]:
+        """The `limit` newest messages with seq < before_seq (all if None), ascending."""
+        query: Document = {"room_id": room_id}
+        if before_seq is not None:
+            query["seq"] = {"$lt": before_seq}
+        cursor = self._messages.find(query).sort("seq", DESCENDING).limit(limit)
+        newest_first = [_message(doc) async for doc in cursor]
+        return newest_first[::-1]
+
+    async def edit_message(self, room_id: str, seq: int, text: str) -> Message | None:
+        """Replace the text, keeping the previous one in `edits`; None if missing or deleted."""
+        for _ in range(_MAX_SEQ_ATTEMPTS):
+            current = await self.get_message(room_id, seq)
+            if current is None or current.deleted:
+                return None
+            now = utcnow()
+            # Conditional on the text we read, so two racing edits both keep their history.
+            doc = await self._messages.find_one_and_update(
+                {"_id": current.id, "text": current.text, "deleted": False},
+                {
+                    "$set": {"text": text, "edited_at": now},
+                    "$push": {"edits": {"text": current.text, "edited_at": now}},
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is not None:
+                return _message(doc)
+        raise SeqContention(room_id)
+
+    async def delete_message(self, room_id: str, seq: int) -> Message | None:
+        """Soft-delete (idempotent); None if the message does not exist."""
+        doc = await self._messages.find_one_and_update(
+            {"_id": message_id(room_id, seq), "deleted": False},
+            {"$set": {"deleted": True, "deleted_at": utcnow()}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _message(doc) if doc is not None else await self.get_message(room_id, seq)
+
+    async def add_reaction(
+        self, room_id: str, seq: int, emoji: str, user_id: str
+    ) -> Message | None:
+        doc = await self._messages.find_one_and_update(
+            {"_id": message_id(room_id, seq)},
+            {"$addToSet": {f"reactions.{emoji}": user_id}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if doc is None else _message(doc)
+
+    async def remove_reaction(
+        self, room_id: str, seq: int, emoji: str, user_id: str
+    ) -> Message | None:
+        doc = await self._messages.find_one_and_update(
+            {"_id": message_id(room_id, seq)},
+            {"$pull": {f"reactions.{emoji}": user_id}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if doc is None else _message(doc)
