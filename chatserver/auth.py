@@ -1,0 +1,189 @@
+"""Accounts and tokens: argon2 password hashes, HS256 JWT access tokens, rotating refresh tokens.
+
+Access tokens are short-lived JWTs (`sub` = user id, `typ` = "access"). Refresh tokens are opaque
+random strings; MongoDB keeps only their SHA-256. Each refresh token belongs to a family (one
+login): refreshing marks the presented token used and issues the next one in the family;
+presenting a used token again means it leaked, so the whole family is revoked. Expired tokens are
+refused and swept by the application (FerretDB v1 has no TTL indexes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final, Literal
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from chatserver.config import Settings
+from chatserver.models import utcnow
+from chatserver.store import Store
+
+JWT_ALGORITHM: Final = "HS256"
+ACCESS_TOKEN_TYPE: Final = "access"
+
+AuthReason = Literal["missing", "expired", "invalid"]
+RefreshReason = Literal["invalid", "expired", "reused", "revoked"]
+
+_HASHER: Final = PasswordHasher()
+# Verified against when the username is unknown, so the response time does not reveal it.
+_DUMMY_HASH: Final = _HASHER.hash("hypersend-dummy-password")
+
+
+class AuthError(Exception):
+    """An access token was missing, expired or invalid. `reason` is safe to return to clients."""
+
+    def __init__(self, reason: AuthReason, message: str) -> None:
+        super().__init__(message)
+        self.reason: AuthReason = reason
+        self.message = message
+
+
+class RefreshError(Exception):
+    """A refresh token could not be used."""
+
+    def __init__(self, reason: RefreshReason, message: str) -> None:
+        super().__init__(message)
+        self.reason: RefreshReason = reason
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    user_id: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "token_type": "bearer",
+            "expires_in": self.expires_in,
+        }
+
+
+# -- passwords (argon2 is CPU-bound: run it off the event loop) ---------------------------------
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.to_thread(_HASHER.hash, password)
+
+
+async def verify_password(password_hash: str | None, password: str) -> bool:
+    def verify() -> bool:
+        try:
+            return bool(_HASHER.verify(password_hash or _DUMMY_HASH, password))
+        except (VerificationError, InvalidHashError):
+            return False
+
+    ok = await asyncio.to_thread(verify)
+    return ok and password_hash is not None
+
+
+# -- access tokens ------------------------------------------------------------------------------
+
+
+def issue_access_token(user_id: str, settings: Settings, now: datetime | None = None) -> str:
+    issued = now or utcnow()
+    claims = {
+        "sub": user_id,
+        "typ": ACCESS_TOKEN_TYPE,
+        "iat": int(issued.timestamp()),
+        "exp": int((issued + timedelta(seconds=settings.access_token_ttl_seconds)).timestamp()),
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=JWT_ALGORITHM)
+
+
+def decode_access_token(token: str, settings: Settings) -> str:
+    """The user id of a valid access token; raises AuthError(missing | expired | invalid)."""
+    if not token:
+        raise AuthError("missing", "an access token is required")
+    try:
+        claims = jwt.decode(
+            token,
+            settings.jwt_secret.get_secret_value(),
+            algorithms=[JWT_ALGORITHM],
+            options={"require": ["exp", "iat", "sub"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise AuthError("expired", "the access token has expired") from exc
+    except jwt.InvalidTokenError as exc:
+        raise AuthError("invalid", "the access token is invalid") from exc
+    subject = claims.get("sub")
+    if claims.get("typ") != ACCESS_TOKEN_TYPE or not isinstance(subject, str) or not subject:
+        raise AuthError("invalid", "the access token is invalid")
+    return subject
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header; AuthError if missing/malformed."""
+    if not authorization:
+        raise AuthError("missing", "an Authorization: Bearer <access token> header is required")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("invalid", "the Authorization header must be 'Bearer <access token>'")
+    return token.strip()
+
+
+# -- refresh tokens -----------------------------------------------------------------------------
+
+
+def hash_refresh_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+async def issue_tokens(
+    store: Store, settings: Settings, user_id: str, family_id: str | None = None
+) -> TokenPair:
+    """A new access token and a new refresh token (in `family_id`, or a new family)."""
+    now = utcnow()
+    refresh = secrets.token_urlsafe(32)
+    await store.insert_refresh_token(
+        hash_refresh_token(refresh),
+        user_id,
+        family_id or uuid.uuid4().hex,
+        now + timedelta(seconds=settings.refresh_token_ttl_seconds),
+    )
+    return TokenPair(
+        access_token=issue_access_token(user_id, settings, now),
+        refresh_token=refresh,
+        expires_in=settings.access_token_ttl_seconds,
+        user_id=user_id,
+    )
+
+
+async def rotate_refresh_token(store: Store, settings: Settings, token: str) -> TokenPair:
+    """Use a refresh token once: the next pair of its family, or RefreshError."""
+    token_hash = hash_refresh_token(token)
+    claimed = await store.claim_refresh_token(token_hash)
+    if claimed is None:
+        record = await store.get_refresh_token(token_hash)
+        if record is None:
+            raise RefreshError("invalid", "the refresh token is invalid")
+        if record.revoked:
+            raise RefreshError("revoked", "the refresh token was revoked; log in again")
+        # Used before: someone replayed it. Revoke every token of this login.
+        await store.revoke_token_family(record.family_id)
+        raise RefreshError(
+            "reused", "the refresh token was already used; all sessions of this login were revoked"
+        )
+    if claimed.expires_at <= utcnow():
+        await store.delete_expired_refresh_tokens(utcnow())
+        raise RefreshError("expired", "the refresh token has expired; log in again")
+    return await issue_tokens(store, settings, claimed.user_id, claimed.family_id)
+
+
+async def revoke_refresh_token(store: Store, token: str) -> None:
+    """Logout: revoke the token's whole family (unknown tokens are ignored)."""
+    record = await store.get_refresh_token(hash_refresh_token(token))
+    if record is not None:
+        await store.revoke_token_family(record.family_id)
