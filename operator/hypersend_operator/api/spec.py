@@ -1,0 +1,433 @@
+"""`HypersendCluster.spec` (v1alpha1): fields, defaults and validation rules.
+
+Defaults come from the deployment study (DESIGN.md §3): 2-10 chat pods, HPA on 1,000 connections
+per pod, CPU 70 %, memory 80 %, scale-up 100 % or 2 pods per 30 s, scale-down stabilised 300 s,
+WebSocket ping 30 s and idle timeout 300 s, 100 requests per user per minute, Mongo pool 10-50.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints, field_validator
+
+from hypersend_operator.api.base import (
+    DNS_SUBDOMAIN_PATTERN,
+    ENV_NAME_PATTERN,
+    ApiModel,
+    IntOrPercent,
+    Quantity,
+    Rule,
+    SecretKeyRef,
+)
+
+# Environment variables the operator sets on the chat container itself; `chat.env` may not
+# override them (the operator's value would be silently shadowed or would shadow the user's).
+OPERATOR_ENV_NAMES: tuple[str, ...] = (
+    "HYPERSEND_HOST",
+    "HYPERSEND_PORT",
+    "HYPERSEND_MONGO_URL",
+    "HYPERSEND_MONGO_DB",
+    "HYPERSEND_MONGO_MIN_POOL",
+    "HYPERSEND_MONGO_MAX_POOL",
+    "HYPERSEND_REDIS_URL",
+    "HYPERSEND_JWT_SECRET",
+    "HYPERSEND_WS_PING_INTERVAL_SECONDS",
+    "HYPERSEND_WS_IDLE_TIMEOUT_SECONDS",
+    "HYPERSEND_WS_MAX_CONNECTIONS",
+    "HYPERSEND_RATE_LIMIT_PER_MINUTE",
+    "HYPERSEND_DRAIN_DELAY_SECONDS",
+    "HYPERSEND_DRAIN_SECONDS",
+    "HYPERSEND_LOG_LEVEL",
+    "HYPERSEND_POD_NAME",
+)
+
+MAX_ENV = 64
+MAX_ANNOTATIONS = 64
+MAX_POLICIES = 10
+
+DEFAULT_REDIS_IMAGE = "docker.io/library/redis:7.4.2-alpine"
+DEFAULT_MONGO_IMAGE = "docker.io/library/mongo:7.0.16"
+
+
+def _nested(model: type[ApiModel], description: str) -> Any:
+    """A nested block defaulting to `{}` (its fields carry the defaults), in Python and CRD."""
+    return Field(default_factory=model, description=description, json_schema_extra={"default": {}})
+
+
+class Resources(ApiModel):
+    """Container requests and limits (Kubernetes quantities)."""
+
+    requests: Annotated[dict[str, Quantity], Field(max_length=8)] = Field(default_factory=dict)
+    limits: Annotated[dict[str, Quantity], Field(max_length=8)] = Field(default_factory=dict)
+
+
+CHAT_RESOURCES = Resources(
+    requests={"cpu": "500m", "memory": "512Mi"}, limits={"cpu": "1", "memory": "1Gi"}
+)
+REDIS_RESOURCES = Resources(
+    requests={"cpu": "100m", "memory": "128Mi"}, limits={"cpu": "500m", "memory": "256Mi"}
+)
+MONGO_RESOURCES = Resources(
+    requests={"cpu": "250m", "memory": "512Mi"}, limits={"cpu": "1", "memory": "1Gi"}
+)
+
+
+class WebSocketSettings(ApiModel):
+    """WebSocket keep-alive, capacity and drain settings of each chat pod."""
+
+    ping_interval_seconds: int = Field(30, ge=1, le=300)
+    idle_timeout_seconds: int = Field(300, ge=10, le=86400)
+    max_connections_per_pod: int = Field(5000, ge=1, le=100000)
+    drain_delay_seconds: int = Field(
+        5,
+        ge=0,
+        le=60,
+        description="preStop pause before SIGTERM so endpoints drop the pod before sockets close.",
+    )
+    drain_seconds: int = Field(
+        30,
+        ge=1,
+        le=3600,
+        description="Whole drain budget: sockets are closed in batches within it.",
+    )
+
+    rules = (
+        Rule(
+            "self.idleTimeoutSeconds > self.pingIntervalSeconds",
+            "chat.websocket.idleTimeoutSeconds must be greater than pingIntervalSeconds",
+            lambda s: s.idle_timeout_seconds > s.ping_interval_seconds,
+        ),
+    )
+
+
+class RateLimit(ApiModel):
+    requests_per_minute: int = Field(100, ge=1, le=100000, description="Per user, across pods.")
+
+
+class EnvVar(ApiModel):
+    """An extra environment variable for the chat container."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=ENV_NAME_PATTERN)]
+    value: Annotated[str, StringConstraints(max_length=4096)] = ""
+
+    rules = (
+        Rule(
+            "!(self.name in " + "[" + ", ".join(f"'{n}'" for n in OPERATOR_ENV_NAMES) + "])",
+            "chat.env: this HYPERSEND_ variable is set by the operator from the spec; "
+            "set the matching spec field instead",
+            None,  # mirrored by _not_operator_owned, whose message names the variable
+        ),
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _not_operator_owned(cls, name: str) -> str:
+        if name in OPERATOR_ENV_NAMES:
+            raise ValueError(
+                f"chat.env: {name} is set by the operator from the spec; "
+                "set the matching spec field instead"
+            )
+        return name
+
+
+class PodDisruptionBudgetSpec(ApiModel):
+    enabled: bool = True
+    max_unavailable: IntOrPercent = Field(1, description="An integer or a percentage like '25%'.")
+
+
+class ChatSpec(ApiModel):
+    """The chat server Deployment."""
+
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    replicas: int = Field(2, ge=0, le=1000, description="Used only when autoscaling is disabled.")
+    resources: Resources = Field(default=CHAT_RESOURCES)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    websocket: WebSocketSettings = _nested(WebSocketSettings, "WebSocket settings.")
+    rate_limit: RateLimit = _nested(RateLimit, "Request rate limit per user.")
+    env: Annotated[list[EnvVar], Field(max_length=MAX_ENV)] = Field(
+        default_factory=list,
+        description="Extra environment; HYPERSEND_ names the operator sets are refused.",
+    )
+    pod_disruption_budget: PodDisruptionBudgetSpec = _nested(
+        PodDisruptionBudgetSpec, "PodDisruptionBudget of the chat pods."
+    )
+
+    rules = (
+        Rule(
+            "self.env.all(e, self.env.exists_one(f, f.name == e.name))",
+            "chat.env: variable names must be unique",
+            lambda c: len({e.name for e in c.env}) == len(c.env),
+        ),
+    )
+
+
+class ScalingPolicy(ApiModel):
+    type: Literal["Pods", "Percent"]
+    value: int = Field(ge=1, le=10000)
+    period_seconds: int = Field(ge=1, le=1800)
+
+
+class ScalingRules(ApiModel):
+    """Same shape as autoscaling/v2 HPAScalingRules."""
+
+    stabilization_window_seconds: int = Field(0, ge=0, le=3600)
+    select_policy: Literal["Max", "Min", "Disabled"] = "Max"
+    policies: Annotated[list[ScalingPolicy], Field(min_length=1, max_length=MAX_POLICIES)]
+
+
+SCALE_UP = ScalingRules(
+    stabilization_window_seconds=0,
+    select_policy="Max",
+    policies=[
+        ScalingPolicy(type="Percent", value=100, period_seconds=30),
+        ScalingPolicy(type="Pods", value=2, period_seconds=30),
+    ],
+)
+SCALE_DOWN = ScalingRules(
+    stabilization_window_seconds=300,
+    select_policy="Max",
+    policies=[ScalingPolicy(type="Percent", value=100, period_seconds=15)],
+)
+
+
+class ScalingBehavior(ApiModel):
+    """HPA v2 behavior. Defaults: up by 100 % or 2 pods per 30 s, down stabilised 300 s."""
+
+    scale_up: ScalingRules = SCALE_UP
+    scale_down: ScalingRules = SCALE_DOWN
+
+
+class AutoscalingSpec(ApiModel):
+    """HorizontalPodAutoscaler of the chat Deployment."""
+
+    enabled: bool = True
+    min_replicas: int = Field(2, ge=1, le=1000)
+    max_replicas: int = Field(10, ge=1, le=1000)
+    target_connections_per_pod: int = Field(1000, ge=1, le=100000)
+    target_cpu_utilization_percentage: int = Field(
+        70, ge=1, le=100, alias="targetCPUUtilizationPercentage"
+    )
+    target_memory_utilization_percentage: int = Field(
+        80, ge=1, le=100, alias="targetMemoryUtilizationPercentage"
+    )
+    behavior: ScalingBehavior = _nested(ScalingBehavior, "HPA v2 scaling behavior.")
+
+    rules = (
+        Rule(
+            "self.minReplicas <= self.maxReplicas",
+            "autoscaling.minReplicas must be less than or equal to autoscaling.maxReplicas",
+            lambda a: a.min_replicas <= a.max_replicas,
+        ),
+    )
+
+
+class RedisInCluster(ApiModel):
+    """A single Redis pod for development and small installs (pub/sub, rate limits, presence)."""
+
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] = DEFAULT_REDIS_IMAGE
+    resources: Resources = Field(default=REDIS_RESOURCES)
+
+
+class RedisExternal(ApiModel):
+    url_secret_ref: SecretKeyRef = Field(
+        description="Secret key holding a redis:// or rediss:// URL (ElastiCache, Memorystore…)."
+    )
+
+
+class RedisSpec(ApiModel):
+    mode: Literal["InCluster", "External"] = "InCluster"
+    in_cluster: RedisInCluster | None = None
+    external: RedisExternal | None = None
+
+    def in_cluster_settings(self) -> RedisInCluster:
+        """The in-cluster settings with defaults filled in (the block itself is optional)."""
+        return self.in_cluster or RedisInCluster()
+
+    rules = (
+        Rule(
+            "self.mode != 'External' || has(self.external)",
+            "redis.external.urlSecretRef is required when redis.mode is External",
+            lambda r: r.mode != "External" or r.external is not None,
+        ),
+        Rule(
+            "self.mode == 'External' || !has(self.external)",
+            "redis.external is only allowed when redis.mode is External: remove it or set the mode",
+            lambda r: r.mode == "External" or r.external is None,
+        ),
+        Rule(
+            "self.mode == 'InCluster' || !has(self.inCluster)",
+            "redis.inCluster is only allowed when redis.mode is InCluster: "
+            "remove it or set the mode",
+            lambda r: r.mode == "InCluster" or r.in_cluster is None,
+        ),
+    )
+
+
+class MongoStorage(ApiModel):
+    """The data volume of the in-cluster MongoDB. Fixed once created."""
+
+    size: Quantity = "10Gi"
+    storage_class_name: (
+        Annotated[
+            str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+        ]
+        | None
+    ) = None
+
+    rules = (
+        Rule(
+            "self == oldSelf",
+            "mongo.inCluster.storage is immutable (the volume already exists); "
+            "create a new HypersendCluster to change size or storageClassName",
+        ),
+    )
+
+
+class MongoInCluster(ApiModel):
+    """A single MongoDB pod on a PVC, for development and small installs."""
+
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] = DEFAULT_MONGO_IMAGE
+    resources: Resources = Field(default=MONGO_RESOURCES)
+    storage: MongoStorage = _nested(MongoStorage, "Data volume; immutable.")
+
+
+class MongoAtlas(ApiModel):
+    connection_secret_ref: SecretKeyRef = Field(
+        description="Secret key holding the mongodb+srv:// URI. The operator never modifies it."
+    )
+
+
+class MongoPool(ApiModel):
+    min_size: int = Field(10, ge=0, le=1000)
+    max_size: int = Field(50, ge=1, le=1000)
+
+    rules = (
+        Rule(
+            "self.minSize <= self.maxSize",
+            "mongo.pool.minSize must be less than or equal to mongo.pool.maxSize",
+            lambda p: p.min_size <= p.max_size,
+        ),
+    )
+
+
+class MongoSpec(ApiModel):
+    mode: Literal["InCluster", "Atlas"] = Field(
+        "InCluster",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                Rule(
+                    "self == oldSelf",
+                    "mongo.mode is immutable (data would be left behind); "
+                    "create a new HypersendCluster to switch between InCluster and Atlas",
+                ).as_cel()
+            ]
+        },
+    )
+    database: Annotated[
+        str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_-]+$")
+    ] = "hypersend"
+    pool: MongoPool = _nested(MongoPool, "Connection pool of each chat pod.")
+    delete_policy: Literal["Retain", "Delete"] = Field(
+        "Retain", description="What happens to in-cluster data volumes when the cluster is deleted."
+    )
+    in_cluster: MongoInCluster | None = None
+    atlas: MongoAtlas | None = None
+
+    def in_cluster_settings(self) -> MongoInCluster:
+        """The in-cluster settings with defaults filled in (the block itself is optional)."""
+        return self.in_cluster or MongoInCluster()
+
+    rules = (
+        Rule(
+            "self.mode != 'Atlas' || has(self.atlas)",
+            "mongo.atlas.connectionSecretRef is required when mongo.mode is Atlas",
+            lambda m: m.mode != "Atlas" or m.atlas is not None,
+        ),
+        Rule(
+            "self.mode == 'Atlas' || !has(self.atlas)",
+            "mongo.atlas is only allowed when mongo.mode is Atlas: remove it or set the mode",
+            lambda m: m.mode == "Atlas" or m.atlas is None,
+        ),
+        Rule(
+            "self.mode == 'InCluster' || !has(self.inCluster)",
+            "mongo.inCluster is only allowed when mongo.mode is InCluster: "
+            "remove it or set the mode",
+            lambda m: m.mode == "InCluster" or m.in_cluster is None,
+        ),
+    )
+
+
+class IngressSpec(ApiModel):
+    """Optional Ingress for the chat Service.
+
+    WebSockets need long proxy timeouts; for ingress-nginx set annotations such as
+    `nginx.ingress.kubernetes.io/proxy-read-timeout: "3600"` and `proxy-send-timeout: "3600"`.
+    """
+
+    enabled: bool = False
+    host: (
+        Annotated[
+            str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+        ]
+        | None
+    ) = None
+    class_name: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = None
+    tls_secret_name: (
+        Annotated[
+            str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+        ]
+        | None
+    ) = None
+    annotations: Annotated[dict[str, str], Field(max_length=MAX_ANNOTATIONS)] = Field(
+        default_factory=dict
+    )
+
+    rules = (
+        Rule(
+            "!self.enabled || has(self.host)",
+            "ingress.host is required when ingress.enabled is true",
+            lambda i: not i.enabled or i.host is not None,
+        ),
+    )
+
+
+class NetworkPolicySpec(ApiModel):
+    """When enabled: chat pods accept only port 8080; Redis and MongoDB only chat pods."""
+
+    enabled: bool = False
+
+
+class MonitoringSpec(ApiModel):
+    """Prometheus Operator objects, created only when their CRDs exist in the cluster."""
+
+    service_monitor: bool = False
+    prometheus_rule: bool = False
+    interval: Annotated[str, StringConstraints(pattern=r"^[0-9]+(ms|s|m|h)$")] = "30s"
+
+
+class HypersendClusterSpec(ApiModel):
+    """Desired state of a Hypersend chat backend."""
+
+    chat: ChatSpec
+    autoscaling: AutoscalingSpec = _nested(AutoscalingSpec, "Autoscaling of the chat pods.")
+    redis: RedisSpec = _nested(RedisSpec, "Redis: in-cluster or an external URL from a Secret.")
+    mongo: MongoSpec = _nested(MongoSpec, "MongoDB: in-cluster or an Atlas URI from a Secret.")
+    ingress: IngressSpec = _nested(IngressSpec, "Optional Ingress.")
+    network_policy: NetworkPolicySpec = _nested(NetworkPolicySpec, "Optional NetworkPolicies.")
+    monitoring: MonitoringSpec = _nested(MonitoringSpec, "Prometheus Operator integration.")
+
+    rules = (
+        Rule(
+            "!self.autoscaling.enabled || "
+            "self.autoscaling.targetConnectionsPerPod <= self.chat.websocket.maxConnectionsPerPod",
+            "autoscaling.targetConnectionsPerPod must not exceed "
+            "chat.websocket.maxConnectionsPerPod",
+            lambda s: (
+                not s.autoscaling.enabled
+                or s.autoscaling.target_connections_per_pod
+                <= s.chat.websocket.max_connections_per_pod
+            ),
+        ),
+    )

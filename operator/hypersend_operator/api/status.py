@@ -1,0 +1,65 @@
+"""`HypersendCluster.status`: every field the operator writes is declared here (and so in the CRD),
+because the API server prunes undeclared status fields."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from hypersend_operator.api.base import ApiModel
+
+Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Paused"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+# Condition types the operator reports (DESIGN.md §3).
+CONDITION_TYPES: tuple[str, ...] = (
+    "Ready",
+    "Progressing",
+    "Degraded",
+    "ChatReady",
+    "RedisReady",
+    "MongoReady",
+    "AutoscalingReady",
+    "ReconciliationPaused",
+)
+MAX_CONDITIONS = 16
+
+
+class Condition(ApiModel):
+    """A metav1.Condition."""
+
+    type: Annotated[str, StringConstraints(min_length=1, max_length=316)]
+    status: ConditionStatus
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    message: Annotated[str, StringConstraints(max_length=32768)] = ""
+    last_transition_time: str = Field(
+        description="RFC 3339 time of the last status change.",
+        json_schema_extra={"format": "date-time"},
+    )
+    observed_generation: int | None = Field(None, ge=0)
+
+
+class ChatStatus(ApiModel):
+    """The chat Deployment as last observed."""
+
+    replicas: int | None = Field(None, ge=0, description="Desired chat pods.")
+    ready_replicas: int | None = Field(None, ge=0)
+    ready: str | None = Field(
+        None, description='Preformatted "ready/desired" for the printer column, e.g. "2/3".'
+    )
+    selector: str | None = Field(None, description="Label selector of the chat pods.")
+    connections: int | None = Field(None, ge=0, description="Open WebSocket connections.")
+
+
+class HypersendClusterStatus(ApiModel):
+    observed_generation: int | None = Field(None, ge=0)
+    phase: Phase | None = None
+    conditions: Annotated[list[Condition], Field(max_length=MAX_CONDITIONS)] = Field(
+        default_factory=list,
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    )
+    chat: ChatStatus | None = None

@@ -1,0 +1,38 @@
+"""What every builder gets: the CR's identity, its validated spec, the generated secret values
+and the cluster's optional capabilities. Builders render from this alone (pure functions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hypersend_operator.api import HypersendClusterSpec
+
+# Capabilities: "<group>/<version>/<Kind>" of optional APIs found in the cluster.
+SERVICE_MONITOR = "monitoring.coreos.com/v1/ServiceMonitor"
+PROMETHEUS_RULE = "monitoring.coreos.com/v1/PrometheusRule"
+
+
+@dataclass(frozen=True)
+class GeneratedSecrets:
+    """Secret values the reconciler read from the existing Secrets, or generated once if absent.
+
+    Keep them out of logs, events and status; `repr` is masked for that reason.
+    """
+
+    jwt_key: str = field(repr=False)
+    mongo_root_password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: HypersendClusterSpec
+    secrets: GeneratedSecrets
+    capabilities: frozenset[str] = frozenset()
+
+    def has(self, capability: str) -> bool:
+        return capability in self.capabilities
