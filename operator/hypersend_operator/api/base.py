@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     StringConstraints,
     WithJsonSchema,
     model_validator,
@@ -87,10 +88,11 @@ def _quantity_to_str(value: Any) -> Any:
 Quantity = Annotated[
     str,
     BeforeValidator(_quantity_to_str),
-    StringConstraints(pattern=QUANTITY_PATTERN),
+    StringConstraints(max_length=64, pattern=QUANTITY_PATTERN),
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "maxLength": 64,
             "pattern": QUANTITY_PATTERN,
             "x-kubernetes-int-or-string": True,
         }
@@ -99,10 +101,11 @@ Quantity = Annotated[
 
 # An IntOrString such as a PDB's maxUnavailable (1 or "25%").
 IntOrPercent = Annotated[
-    int | Annotated[str, StringConstraints(pattern=r"^[0-9]+%$")],
+    Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(pattern=r"^[0-9]{1,3}%$")],
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": r"^[0-9]{1,3}%$",
             "x-kubernetes-int-or-string": True,
         }
     ),
