@@ -51,8 +51,15 @@ DEFAULT_MONGO_IMAGE = "docker.io/library/mongo:7.0.16"
 
 
 def _nested(model: type[ApiModel], description: str) -> Any:
-    """A nested block defaulting to `{}` (its fields carry the defaults), in Python and CRD."""
-    return Field(default_factory=model, description=description, json_schema_extra={"default": {}})
+    """A nested block that is present with its defaults when omitted, in Python and in the CRD.
+
+    The CRD default is the whole defaulted object, not `{}`: the API server checks CEL rules against
+    a default without applying the nested defaults first.
+    """
+    default = model().model_dump(mode="json", by_alias=True, exclude_none=True)
+    return Field(
+        default_factory=model, description=description, json_schema_extra={"default": default}
+    )
 
 
 class Resources(ApiModel):
@@ -156,7 +163,7 @@ class ChatSpec(ApiModel):
 
     rules = (
         Rule(
-            "self.env.all(e, self.env.exists_one(f, f.name == e.name))",
+            "!has(self.env) || self.env.all(e, self.env.exists_one(f, f.name == e.name))",
             "chat.env: variable names must be unique",
             lambda c: len({e.name for e in c.env}) == len(c.env),
         ),
