@@ -1,0 +1,136 @@
+"""The hypersend-operator chart, rendered by the real helm: lint, values schema, CRD in sync with
+crds/, the operator Deployment's shape and least-privilege RBAC in both watch modes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.unit.delivery import helm
+
+pytestmark = pytest.mark.unit
+
+
+def test_lint_is_clean() -> None:
+    out = helm.helm("lint", "--strict", str(helm.CHART)).stdout
+    assert "0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"watch.namespaces[0]": "Not_A_Namespace"}, "/watch/namespaces/0"),
+        ({"operator.logLevel": "loud"}, "/operator/logLevel"),
+        ({"operator.port": "80"}, "/operator/port"),
+        ({"unknownKey": "1"}, "unknownKey"),
+        ({"metrics.serviceMonitor.interval": "often"}, "/metrics/serviceMonitor/interval"),
+    ],
+)
+def test_values_schema_refuses_bad_values(values: dict[str, str], complaint: str) -> None:
+    proc = helm.helm("template", "hs", str(helm.CHART), *helm.set_args(values), check=False)
+    assert proc.returncode != 0
+    assert complaint in proc.stderr
+
+
+def test_crd_is_the_generated_one_and_kept_on_uninstall() -> None:
+    crd = helm.one(helm.render(), "CustomResourceDefinition")
+    source = yaml.safe_load(helm.CRD_FILE.read_text())
+    assert crd["spec"] == source["spec"], "chart CRD differs from crds/ (files/ must link to it)"
+    assert crd["metadata"]["name"] == source["metadata"]["name"]
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_crd_can_be_left_to_someone_else() -> None:
+    kinds = {o["kind"] for o in helm.render({"crds.install": "false"})}
+    assert "CustomResourceDefinition" not in kinds
+
+
+def test_operator_deployment_shape() -> None:
+    dep = helm.one(helm.render(), "Deployment")
+    spec = dep["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == "hs-hypersend-operator"
+    (container,) = pod["containers"]
+    assert container["image"] == "hypersend-operator:0.1.0"
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert "--all-namespaces" in container["args"]
+    assert container["resources"]["limits"] and container["resources"]["requests"]
+
+
+def test_pod_meets_the_restricted_pod_security_standard() -> None:
+    pod = helm.one(helm.render(), "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001  # the images' USER
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"]:
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["readOnlyRootFilesystem"] is True
+    assert not any("hostPath" in v for v in pod.get("volumes", []))
+
+
+def rules_text(role: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return sorted(
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    )
+
+
+def test_cluster_wide_watch_uses_one_cluster_role() -> None:
+    objs = helm.render()
+    role = helm.one(objs, "ClusterRole")
+    granted = rules_text(role)
+    assert ("hypersend.io", "hypersendclusters/status", "patch") in granted
+    assert ("", "secrets", "create") in granted
+    assert ("apiextensions.k8s.io", "customresourcedefinitions", "list") in granted
+    assert not any(o["kind"] in {"Role", "RoleBinding"} for o in objs)
+    # Least privilege: nothing may escalate, impersonate, or read pods' logs / exec into them.
+    assert not any(verb in {"*", "escalate", "bind", "impersonate"} for _, _, verb in granted)
+    assert not any(res in {"*", "pods/exec", "pods/log", "nodes"} for _, res, _ in granted)
+    binding = helm.one(objs, "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "hs-hypersend-operator", "namespace": "hypersend-system"}
+    ]
+
+
+def test_namespace_scoped_watch_grants_only_those_namespaces() -> None:
+    objs = helm.render({"watch.namespaces": "{team-a,team-b}"})
+    cluster = rules_text(helm.one(objs, "ClusterRole"))
+    assert {res for _, res, _ in cluster} == {"customresourcedefinitions"}
+    assert {verb for _, _, verb in cluster} == {"get", "list", "watch"}
+    for ns in ("team-a", "team-b"):
+        role = helm.one(objs, "Role", ns)
+        assert ("", "secrets", "create") in rules_text(role)
+        binding = helm.one(objs, "RoleBinding", ns)
+        assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    args = helm.one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=team-a" in args and "--namespace=team-b" in args
+    assert "--all-namespaces" not in args
+
+
+def test_metrics_service_and_optional_service_monitor() -> None:
+    objs = helm.render()
+    svc = helm.one(objs, "Service")
+    assert svc["spec"]["ports"][0]["targetPort"] == "http"
+    assert not any(o["kind"] == "ServiceMonitor" for o in objs)
+    objs = helm.render({"metrics.serviceMonitor.enabled": "true"})
+    monitor = helm.one(objs, "ServiceMonitor")
+    svc_labels = helm.one(objs, "Service")["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= svc_labels.items()
+    assert monitor["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
+
+
+def test_service_monitor_without_service_is_refused() -> None:
+    values = {"metrics.serviceMonitor.enabled": "true", "metrics.service.enabled": "false"}
+    proc = helm.helm("template", "hs", str(helm.CHART), *helm.set_args(values), check=False)
+    assert proc.returncode != 0
+    assert "needs metrics.service.enabled" in proc.stderr
