@@ -59,7 +59,8 @@ def test_operator_deployment_shape() -> None:
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert "--all-namespaces" in container["args"]
-    assert container["resources"]["limits"] and container["resources"]["requests"]
+    assert container["resources"]["limits"]
+    assert container["resources"]["requests"]
 
 
 def test_pod_meets_the_restricted_pod_security_standard() -> None:
@@ -113,7 +114,8 @@ def test_namespace_scoped_watch_grants_only_those_namespaces() -> None:
         binding = helm.one(objs, "RoleBinding", ns)
         assert binding["roleRef"]["name"] == role["metadata"]["name"]
     args = helm.one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--namespace=team-a" in args and "--namespace=team-b" in args
+    assert "--namespace=team-a" in args
+    assert "--namespace=team-b" in args
     assert "--all-namespaces" not in args
 
 
