@@ -55,7 +55,8 @@ KUBERNETES = Part(
     versions.KUBERNETES,
     ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"),
 )
-KWOK = Part("kwok", versions.KWOK, ("kwok",))
+# kwok-stages prints kwok's default Stage objects (a standalone kwok has none without --config).
+KWOK = Part("kwok", versions.KWOK, ("kwok", "kwok-stages"))
 FERRETDB = Part("ferretdb", versions.FERRETDB, ("ferretdb",))
 # The custom-metrics test adapter serves custom.metrics.k8s.io from a host process (HPA tests).
 METRICS_ADAPTER = Part("metrics-adapter", versions.CUSTOM_METRICS_APISERVER, ("metrics-adapter",))
@@ -211,7 +212,7 @@ def build_kwok() -> None:
         part=KWOK,
         module="hypersend.io/tools/kwok",
         requires={"sigs.k8s.io/kwok": KWOK.version},
-        packages={"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
+        packages={"kwok": "sigs.k8s.io/kwok/cmd/kwok", "kwok-stages": "./stages"},
         ldflags=f"-X sigs.k8s.io/kwok/pkg/consts.Version={KWOK.version}",
         template=GOMOD_TEMPLATES / "kwok",
     ).run()
