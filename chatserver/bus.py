@@ -206,6 +206,14 @@ class Bus:
         """Publish ``event`` to every process with members of ``room_id`` connected."""
         await self._client.publish(self.channel("room", room_id), envelope(event))
 
+    async def publish_rooms(self, room_ids: Iterable[str], event: dict[str, Any]) -> None:
+        """Publish one ``event`` to several rooms in one round trip (e.g. presence)."""
+        payload = envelope(event)
+        async with self._client.pipeline(transaction=False) as pipe:
+            for room_id in room_ids:
+                pipe.publish(self.channel("room", room_id), payload)
+            await pipe.execute()
+
     async def publish_user(self, user_id: str, event: dict[str, Any]) -> None:
         """Publish ``event`` to every socket of ``user_id``, on any process."""
         await self._client.publish(self.channel("user", user_id), envelope(event))

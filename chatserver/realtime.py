@@ -1,0 +1,774 @@
+"""WebSocket sessions: authentication, fan-out from the bus, resume, bounded queues, pings, drain.
+
+One :class:`Hub` per process owns every socket of the process. It keeps a local index
+room -> sessions and user -> sessions, and holds the bus subscriptions that index needs: a room
+channel is subscribed while at least one local socket follows the room (DESIGN.md §5).
+Ordering, dedupe and queue policy are pure and live in :mod:`chatserver.resume`; client frames are
+parsed by :mod:`chatserver.wsprotocol`. The protocol is documented in ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import secrets
+import time
+from collections.abc import Iterable
+from typing import Any, Final
+
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketState
+
+from chatserver import events, metrics
+from chatserver.auth import AuthError, decode_access_token
+from chatserver.bus import Bus, Delivery
+from chatserver.config import Settings
+from chatserver.models import Message
+from chatserver.resume import Outgoing, RoomCursor, SendQueue
+from chatserver.store import RoomNotFound, Store
+from chatserver.wsprotocol import (
+    AuthFrame,
+    ClientFrame,
+    Close,
+    FrameError,
+    PingFrame,
+    PongFrame,
+    ReadFrame,
+    ResumeFrame,
+    SendFrame,
+    TypingFrame,
+    parse_client_frame,
+)
+
+log = logging.getLogger(__name__)
+
+AUTH_TIMEOUT_SECONDS: Final = 10.0
+# After auth, live events are held this long for a ``resume`` frame (so a resume never follows
+# live events it would have to precede); any other frame ends the wait at once.
+RESUME_WINDOW_SECONDS: Final = 2.0
+# A message seq seen ahead of the next expected one: wait this long for the missing ones to
+# arrive through pub/sub before reading them from MongoDB.
+GAP_FILL_DELAY_SECONDS: Final = 0.5
+HISTORY_PAGE: Final = 200
+# Live events a cursor may buffer during one replay before the socket counts as a slow consumer.
+MAX_REPLAY_BUFFER_FACTOR: Final = 8
+CLOSE_TIMEOUT_SECONDS: Final = 2.0
+FLUSH_TIMEOUT_SECONDS: Final = 5.0
+TICK_SECONDS: Final = 1.0
+PRESENCE_REFRESH_SECONDS: Final = 30.0
+# Reconnect hint on drain: clients spread their reconnects over this window.
+RECONNECT_MIN_MS: Final = 250
+RECONNECT_MAX_MS: Final = 5000
+
+
+def encode(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def outgoing(frame: dict[str, Any], published_at: float | None = None) -> Outgoing:
+    """Wrap a server frame for the send queue (serialised once)."""
+    kind = str(frame.get("type", ""))
+    room_id = frame.get("room_id")
+    seq = frame.get("seq") if kind == "message" else None
+    user_id = frame.get("user_id")
+    online = frame.get("online")
+    return Outgoing(
+        type=kind,
+        text=encode(frame),
+        room_id=room_id if isinstance(room_id, str) else None,
+        seq=seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
+        published_at=published_at,
+        ephemeral=kind in events.EPHEMERAL_TYPES or kind == "ping",
+        user_id=user_id if isinstance(user_id, str) else None,
+        online=online if isinstance(online, bool) else None,
+    )
+
+
+def reconnect_after_ms(rng: random.Random) -> int:
+    """Jittered reconnect delay so drained clients do not all reconnect at once."""
+    return rng.randint(RECONNECT_MIN_MS, RECONNECT_MAX_MS)
+
+
+class SessionClosed(Exception):
+    """The socket closed while a coroutine was waiting to write to it."""
+
+
+class Session:
+    """One authenticated socket: its cursors per room, its send queue and its writer task."""
+
+    def __init__(self, hub: Hub, websocket: WebSocket, user_id: str) -> None:
+        self.hub = hub
+        self.ws = websocket
+        self.user_id = user_id
+        self.id = secrets.token_hex(8)
+        self.connection_id = f"{hub.settings.pod_name}:{self.id}"
+        self.rooms: dict[str, RoomCursor] = {}
+        self.queue = SendQueue(hub.settings.ws_send_queue_size)
+        self.awaiting_resume = True
+        # A resume frame arrived during the window: its replays end the window, not the timer.
+        self.resume_started = False
+        self.last_rx = time.monotonic()
+        self.last_ping = time.monotonic()
+        self.closed = asyncio.Event()
+        self.close_code: int | None = None
+        self._wake = asyncio.Event()
+        self._space = asyncio.Event()
+        self._room_locks: dict[str, asyncio.Lock] = {}
+        self._fills: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._presence_seen: dict[str, bool] = {}
+        self._close_reason = ""
+        self._flush_before_close = False
+        self._writer: asyncio.Task[None] | None = None
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def start_writer(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
+
+    def push(self, item: Outgoing) -> None:
+        """Queue a frame without waiting; ephemeral ones may be dropped, overflow closes."""
+        if self.close_code is not None:
+            return
+        result = self.queue.offer(item)
+        if result == "overflow":
+            metrics.SLOW_CONSUMER_DISCONNECTS.inc()
+            log.info("slow consumer disconnected user=%s conn=%s", self.user_id, self.id)
+            self.close(Close.SLOW_CONSUMER, "slow consumer: send queue full, resume", flush=False)
+            return
+        self._wake.set()
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.push(outgoing(frame))
+
+    async def push_wait(self, item: Outgoing) -> None:
+        """Queue a history frame, waiting while the queue is over half full (back-pressure)."""
+        while self.queue.space <= self.queue.maxsize // 2:
+            if self.close_code is not None:
+                raise SessionClosed
+            self._space.clear()
+            await self._space.wait()
+        if self.close_code is not None:
+            raise SessionClosed
+        self.push(item)
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                item = self.queue.pop()
+                if item is None:
+                    if self.close_code is not None:
+                        break
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                if self.queue.space > self.queue.maxsize // 2:
+                    self._space.set()
+                await self.ws.send_text(item.text)
+                if item.type == "message":
+                    metrics.MESSAGES_DELIVERED.inc()
+                    if item.published_at is not None:
+                        metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - item.published_at))
+        except Exception as exc:  # the peer went away mid-write
+            log.debug("writer stopped user=%s: %s", self.user_id, type(exc).__name__)
+            if self.close_code is None:
+                self.close_code = Close.NORMAL
+        finally:
+            self._space.set()
+            self.closed.set()
+
+    def close(self, code: int, reason: str, *, flush: bool) -> None:
+        """Close the socket with ``code``; ``flush`` writes what is queued first (bounded)."""
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        self._close_reason = reason
+        self._flush_before_close = flush
+        self._space.set()
+        self._wake.set()
+        if not flush and self._writer is not None:
+            self._writer.cancel()
+        self.closed.set()
+
+    async def finish_close(self) -> None:
+        """Wait for the writer (flushing if asked), then send the close frame."""
+        if self._writer is not None:
+            if self._flush_before_close:
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(asyncio.shield(self._writer), FLUSH_TIMEOUT_SECONDS)
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer
+        for task in [*self._tasks, *self._fills.values()]:
+            task.cancel()
+        if self.ws.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self.ws.close(self.close_code or Close.NORMAL, self._close_reason),
+                    CLOSE_TIMEOUT_SECONDS,
+                )
+
+    def spawn(self, coro: Any, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- live events ---------------------------------------------------------------------------
+
+    def on_room_event(self, room_id: str, item: Outgoing) -> None:
+        cursor = self.rooms.get(room_id)
+        if cursor is None:
+            return
+        if item.type == "presence":
+            if not self._presence_is_news(item):
+                return
+        elif item.type == "typing" and item.user_id == self.user_id:
+            return  # nobody needs to see their own typing indicator
+        step = cursor.live(item)
+        if cursor.buffered > self.queue.maxsize * MAX_REPLAY_BUFFER_FACTOR:
+            metrics.SLOW_CONSUMER_DISCONNECTS.inc()
+            self.close(
+                Close.SLOW_CONSUMER, "slow consumer: replay fell behind, resume", flush=False
+            )
+            return
+        for out in step.deliver:
+            self.push(out)
+        if step.gap:
+            self.schedule_fill(room_id)
+
+    def _presence_is_news(self, item: Outgoing) -> bool:
+        user_id, online = item.user_id, bool(item.online)
+        if user_id is None or user_id == self.user_id:
+            return False
+        if self._presence_seen.get(user_id) is online:
+            return False
+        self._presence_seen[user_id] = online
+        return True
+
+    def schedule_fill(self, room_id: str) -> None:
+        if room_id in self._fills or self.close_code is not None:
+            return
+        task = asyncio.create_task(self._fill_later(room_id), name=f"ws-fill-{self.id}")
+        self._fills[room_id] = task
+
+    async def _fill_later(self, room_id: str) -> None:
+        try:
+            await asyncio.sleep(GAP_FILL_DELAY_SECONDS)
+            cursor = self.rooms.get(room_id)
+            if cursor is not None and cursor.has_gap:
+                await self.replay(room_id, None)
+        except SessionClosed:
+            pass
+        except Exception:
+            log.exception("gap fill failed user=%s room=%s", self.user_id, room_id)
+            self.close(Close.INTERNAL_ERROR, "history unavailable, resume", flush=True)
+        finally:
+            self._fills.pop(room_id, None)
+
+    async def replay(self, room_id: str, after_seq: int | None) -> int | None:
+        """Replay history of a room after ``after_seq`` (None: fill the cursor's current gap).
+
+        The room channel is already subscribed, so nothing published after the read is missed.
+        Returns the last seq delivered.
+        """
+        lock = self._room_locks.setdefault(room_id, asyncio.Lock())
+        async with lock:
+            cursor = self.rooms.get(room_id)
+            if cursor is None:
+                return None
+            cursor.begin_replay(after_seq)
+            try:
+                position = cursor.next_fill_from
+                while True:
+                    page = await self.hub.store.messages_after(room_id, position, HISTORY_PAGE)
+                    for msg in page:
+                        for out in cursor.replayed(msg.seq, outgoing(events.message(msg))):
+                            await self.push_wait(out)
+                    if len(page) < HISTORY_PAGE:
+                        break
+                    position = page[-1].seq
+            finally:
+                step = cursor.end_replay()
+                for out in step.deliver:
+                    self.push(out)
+                if step.gap:
+                    self.schedule_fill(room_id)
+            return cursor.last_seq
+
+    def end_resume_window(self) -> None:
+        """Rooms the client did not resume go live (events buffered meanwhile are admitted)."""
+        if not self.awaiting_resume:
+            return
+        self.awaiting_resume = False
+        for room_id, cursor in self.rooms.items():
+            lock = self._room_locks.get(room_id)
+            if cursor.replaying and (lock is None or not lock.locked()):
+                step = cursor.end_replay()
+                for out in step.deliver:
+                    self.push(out)
+                if step.gap:
+                    self.schedule_fill(room_id)
+
+
+class Hub:
+    """Every WebSocket of this process, the local room index and its bus subscriptions."""
+
+    def __init__(self, settings: Settings, store: Store, bus: Bus) -> None:
+        self.settings = settings
+        self.store = store
+        self.bus = bus
+        self.sessions: set[Session] = set()
+        self.draining = False
+        self._open = 0  # accepted sockets, authenticated or not
+        self._room_sessions: dict[str, set[Session]] = {}
+        self._room_ready: dict[str, asyncio.Future[None]] = {}
+        self._user_sessions: dict[str, set[Session]] = {}
+        self._user_ready: dict[str, asyncio.Future[None]] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._rng = random.Random()
+
+    @property
+    def connection_count(self) -> int:
+        return self._open
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.bus.start(self._on_delivery, self._on_bus_interrupt)
+        self._ticker = asyncio.create_task(self._tick(), name="ws-ticker")
+
+    async def drain(self) -> None:
+        """Send every socket a jittered ``reconnect`` hint, then close them in batches (1012)."""
+        self.draining = True
+        sessions = list(self.sessions)
+        for session in sessions:
+            session.send(events.reconnect(reconnect_after_ms(self._rng)))
+        batch = self.settings.drain_batch_size
+        batches = max(1, -(-len(sessions) // batch))
+        # Spread the batches over part of the drain budget, never more than a second apart.
+        budget = max(0.0, self.settings.drain_seconds - self.settings.drain_delay_seconds) / 2
+        pause = min(1.0, budget / batches)
+        for start in range(0, len(sessions), batch):
+            chunk = sessions[start : start + batch]
+            for session in chunk:
+                session.close(Close.SERVICE_RESTART, "server draining, reconnect", flush=True)
+            await asyncio.gather(*(s.finish_close() for s in chunk), return_exceptions=True)
+            if start + batch < len(sessions):
+                await asyncio.sleep(pause)
+
+    async def stop(self) -> None:
+        self.draining = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        sessions = list(self.sessions)
+        for session in sessions:
+            session.close(Close.SERVICE_RESTART, "server stopping, reconnect", flush=False)
+        await asyncio.gather(*(s.finish_close() for s in sessions), return_exceptions=True)
+
+    # -- bus -----------------------------------------------------------------------------------
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        metrics.PUBSUB_LAG.observe(max(0.0, time.time() - delivery.published_at))
+        if delivery.kind == "room":
+            sessions = self._room_sessions.get(delivery.target)
+            if not sessions:
+                return
+            item = outgoing(delivery.event, delivery.published_at)
+            for session in list(sessions):
+                session.on_room_event(delivery.target, item)
+        else:
+            for session in list(self._user_sessions.get(delivery.target, ())):
+                session.spawn(
+                    self._on_user_event(session, delivery.event), f"ws-user-event-{session.id}"
+                )
+
+    async def _on_user_event(self, session: Session, event: dict[str, Any]) -> None:
+        kind, room_id = event.get("type"), event.get("room_id")
+        if not isinstance(room_id, str):
+            session.send(event)
+            return
+        if kind == "room_added" and room_id not in session.rooms:
+            room = event.get("room")
+            last_seq = room.get("last_seq") if isinstance(room, dict) else None
+            # Known baseline: anything newer that pub/sub missed is filled from history.
+            session.rooms[room_id] = RoomCursor(last_seq if isinstance(last_seq, int) else None)
+            session.send(event)
+            try:
+                await self._follow(session, [room_id])
+            except Exception:
+                log.exception("subscribing to room %s failed", room_id)
+                session.close(Close.INTERNAL_ERROR, "subscription failed, resume", flush=True)
+                return
+            session.schedule_fill(room_id)
+        elif kind == "room_removed":
+            session.send(event)
+            if session.rooms.pop(room_id, None) is not None:
+                await self._unfollow(session, [room_id])
+        else:
+            session.send(event)
+
+    async def _on_bus_interrupt(self) -> None:
+        # Events published while the pub/sub connection was down are lost for every socket here.
+        log.warning("pub/sub interrupted: asking %d sockets to resume", len(self.sessions))
+        for session in list(self.sessions):
+            session.close(Close.RESYNC_REQUIRED, "live events interrupted, resume", flush=True)
+
+    async def _follow(self, session: Session, room_ids: Iterable[str]) -> None:
+        """Add the session to rooms; return once every room channel is subscribed."""
+        new: list[str] = []
+        waits: list[asyncio.Future[None]] = []
+        loop = asyncio.get_running_loop()
+        for room_id in room_ids:
+            members = self._room_sessions.setdefault(room_id, set())
+            if not members:
+                self._room_ready[room_id] = loop.create_future()
+                new.append(room_id)
+            else:
+                waits.append(self._room_ready[room_id])
+            members.add(session)
+        if new:
+            try:
+                await self.bus.subscribe("room", new)
+            except BaseException as exc:
+                for room_id in new:
+                    fut = self._room_ready.pop(room_id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError())
+                        fut.exception()  # mark retrieved: waiters may be gone
+                    self._room_sessions.pop(room_id, None)
+                raise
+            for room_id in new:
+                fut = self._room_ready.get(room_id)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+        for fut in waits:
+            await asyncio.shield(fut)
+
+    async def _unfollow(self, session: Session, room_ids: Iterable[str]) -> None:
+        gone: list[str] = []
+        for room_id in room_ids:
+            members = self._room_sessions.get(room_id)
+            if members is None:
+                continue
+            members.discard(session)
+            if not members:
+                del self._room_sessions[room_id]
+                self._room_ready.pop(room_id, None)
+                gone.append(room_id)
+        if gone:
+            with contextlib.suppress(Exception):
+                await self.bus.unsubscribe("room", gone)
+
+    async def _follow_user(self, session: Session) -> None:
+        sessions = self._user_sessions.setdefault(session.user_id, set())
+        first = not sessions
+        sessions.add(session)
+        if first:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._user_ready[session.user_id] = fut
+            try:
+                await self.bus.subscribe("user", [session.user_id])
+            except Exception as exc:
+                fut.set_exception(exc)
+                fut.exception()
+                self._user_sessions.pop(session.user_id, None)
+                self._user_ready.pop(session.user_id, None)
+                raise
+            fut.set_result(None)
+        else:
+            await asyncio.shield(self._user_ready[session.user_id])
+
+    async def _unfollow_user(self, session: Session) -> None:
+        sessions = self._user_sessions.get(session.user_id)
+        if sessions is None:
+            return
+        sessions.discard(session)
+        if not sessions:
+            del self._user_sessions[session.user_id]
+            self._user_ready.pop(session.user_id, None)
+            with contextlib.suppress(Exception):
+                await self.bus.unsubscribe("user", [session.user_id])
+
+    # -- timers --------------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        interval = self.settings.ws_ping_interval_seconds
+        idle = self.settings.ws_idle_timeout_seconds
+        last_presence = time.monotonic()
+        while True:
+            await asyncio.sleep(min(TICK_SECONDS, interval))
+            now = time.monotonic()
+            ping = outgoing(events.ping())
+            for session in list(self.sessions):
+                if now - session.last_rx > idle:
+                    session.close(Close.IDLE_TIMEOUT, "idle timeout", flush=False)
+                elif now - session.last_ping >= interval:
+                    session.last_ping = now
+                    session.push(ping)
+            if now - last_presence >= PRESENCE_REFRESH_SECONDS and self.sessions:
+                last_presence = now
+                try:
+                    await self.bus.presence_refresh(
+                        (s.user_id, s.connection_id) for s in list(self.sessions)
+                    )
+                except Exception as exc:
+                    log.warning("presence refresh failed: %s", type(exc).__name__)
+
+    # -- one socket ----------------------------------------------------------------------------
+
+    async def serve(self, websocket: WebSocket) -> None:
+        """Run one WebSocket from accept to close."""
+        await websocket.accept()
+        if self.draining:
+            await websocket.close(Close.SERVICE_RESTART, "server draining, reconnect")
+            return
+        if self._open >= self.settings.ws_max_connections:
+            await websocket.close(Close.TRY_AGAIN_LATER, "too many connections on this server")
+            return
+        self._open += 1
+        metrics.WEBSOCKET_CONNECTIONS.inc()
+        try:
+            user_id = await self._authenticate(websocket)
+            if user_id is not None:
+                await self._run_session(websocket, user_id)
+        finally:
+            self._open -= 1
+            metrics.WEBSOCKET_CONNECTIONS.dec()
+
+    async def _authenticate(self, websocket: WebSocket) -> str | None:
+        token = websocket.query_params.get("token")
+        if token is None:
+            try:
+                message = await asyncio.wait_for(websocket.receive(), AUTH_TIMEOUT_SECONDS)
+            except TimeoutError:
+                await self._refuse(websocket, Close.AUTH_TIMEOUT, "auth_timeout", "auth timeout")
+                return None
+            if message["type"] == "websocket.disconnect":
+                return None
+            raw = message.get("text") or message.get("bytes") or ""
+            frame = parse_client_frame(raw, self.settings.max_message_bytes)
+            if not isinstance(frame, AuthFrame):
+                await self._refuse(
+                    websocket,
+                    Close.PROTOCOL_ERROR,
+                    "protocol_error",
+                    'the first frame must be {"type": "auth", "token": ...}',
+                )
+                return None
+            token = frame.token
+        try:
+            return decode_access_token(token, self.settings)
+        except AuthError as exc:
+            await self._refuse(websocket, Close.UNAUTHORIZED, "unauthorized", exc.message)
+            return None
+
+    async def _refuse(self, websocket: WebSocket, code: int, error: str, message: str) -> None:
+        with contextlib.suppress(Exception):
+            await websocket.send_text(encode(events.error(error, message)))
+            await asyncio.wait_for(websocket.close(code, message[:120]), CLOSE_TIMEOUT_SECONDS)
+
+    async def _run_session(self, websocket: WebSocket, user_id: str) -> None:
+        session = Session(self, websocket, user_id)
+        self.sessions.add(session)
+        session.start_writer()
+        room_ids: list[str] = []
+        reader: asyncio.Task[None] | None = None
+        try:
+            room_ids = await self.store.room_ids_for_user(user_id)
+            for room_id in room_ids:
+                cursor = RoomCursor()
+                cursor.begin_replay()  # hold live events until the resume window ends
+                session.rooms[room_id] = cursor
+            await self._follow_user(session)
+            await self._follow(session, room_ids)
+            session.send(events.ready(user_id, room_ids))
+            session.spawn(self._resume_window(session), f"ws-resume-window-{session.id}")
+            session.spawn(self._announce(session, True), f"ws-presence-{session.id}")
+            reader = asyncio.create_task(self._read_loop(session), name=f"ws-reader-{session.id}")
+            closed = asyncio.create_task(session.closed.wait())
+            await asyncio.wait({reader, closed}, return_when=asyncio.FIRST_COMPLETED)
+            closed.cancel()
+        except Exception:
+            log.exception("session failed user=%s", user_id)
+            session.close(Close.INTERNAL_ERROR, "internal error, reconnect", flush=True)
+        finally:
+            if session.close_code is None:
+                session.close(Close.NORMAL, "", flush=False)
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+            await session.finish_close()
+            self.sessions.discard(session)
+            await self._unfollow(session, list(session.rooms))
+            await self._unfollow_user(session)
+            with contextlib.suppress(Exception):
+                await self._announce(session, False)
+
+    async def _resume_window(self, session: Session) -> None:
+        await asyncio.sleep(RESUME_WINDOW_SECONDS)
+        if not session.resume_started:
+            session.end_resume_window()
+
+    async def _announce(self, session: Session, online: bool) -> None:
+        """Publish presence to the user's rooms when their first/last connection changes."""
+        try:
+            if online:
+                changed = await self.bus.presence_connect(session.user_id, session.connection_id)
+            else:
+                changed = await self.bus.presence_disconnect(session.user_id, session.connection_id)
+            if changed and session.rooms:
+                await self.bus.publish_rooms(
+                    list(session.rooms), events.presence(session.user_id, online)
+                )
+        except Exception as exc:
+            log.warning("presence update failed: %s", type(exc).__name__)
+
+    async def _read_loop(self, session: Session) -> None:
+        websocket = session.ws
+        while session.close_code is None:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            session.last_rx = time.monotonic()
+            raw = message.get("text")
+            if raw is None:
+                raw = message.get("bytes") or b""
+            frame = parse_client_frame(raw, self.settings.max_message_bytes)
+            if session.awaiting_resume:
+                if isinstance(frame, ResumeFrame):
+                    session.resume_started = True
+                else:
+                    session.end_resume_window()
+            if isinstance(frame, FrameError):
+                session.send(events.error(frame.code, frame.message))
+                continue
+            try:
+                await self._handle(session, frame)
+            except SessionClosed:
+                return
+            except Exception:
+                # One failed frame (e.g. MongoDB or Redis briefly unreachable) is reported to
+                # the client; the socket stays usable.
+                log.exception("handling a %s frame failed", type(frame).__name__)
+                session.send(events.error("internal", "the frame could not be processed; retry"))
+
+    async def _handle(self, session: Session, frame: ClientFrame) -> None:
+        if isinstance(frame, PingFrame):
+            session.send(events.pong())
+            return
+        if isinstance(frame, PongFrame):
+            return
+        if isinstance(frame, AuthFrame):
+            session.send(events.error("already_authenticated", "this socket is authenticated"))
+            return
+        decision = await self.bus.check_rate(session.user_id)
+        if not decision.allowed:
+            metrics.RATE_LIMITED.inc()
+            extra: dict[str, Any] = {"retry_after": decision.retry_after}
+            if isinstance(frame, SendFrame):
+                extra.update(room_id=frame.room_id, client_id=frame.client_id)
+            session.send(events.error("rate_limited", "too many requests", **extra))
+            if isinstance(frame, ResumeFrame):
+                session.end_resume_window()
+            return
+        if isinstance(frame, SendFrame):
+            await self._send(session, frame)
+        elif isinstance(frame, ResumeFrame):
+            await self._resume(session, frame)
+        elif isinstance(frame, TypingFrame):
+            if frame.room_id not in session.rooms:
+                session.send(_not_member(frame.room_id))
+                return
+            await self.bus.publish_room(
+                frame.room_id, events.typing(frame.room_id, session.user_id)
+            )
+        elif isinstance(frame, ReadFrame):
+            if not await self.store.is_member(frame.room_id, session.user_id):
+                session.send(_not_member(frame.room_id))
+                return
+            await self.store.mark_read(frame.room_id, session.user_id, frame.seq)
+            await self.bus.publish_room(
+                frame.room_id, events.read(frame.room_id, session.user_id, frame.seq)
+            )
+
+    async def _send(self, session: Session, frame: SendFrame) -> None:
+        ids = {"room_id": frame.room_id, "client_id": frame.client_id}
+        if not await self.store.is_member(frame.room_id, session.user_id):
+            session.send(_not_member(frame.room_id, client_id=frame.client_id))
+            return
+        try:
+            msg, created = await self.store.append_message(
+                frame.room_id, session.user_id, frame.client_id, frame.text
+            )
+        except RoomNotFound:
+            session.send(_not_member(frame.room_id, client_id=frame.client_id))
+            return
+        except Exception:
+            log.exception("storing a message failed room=%s", frame.room_id)
+            session.send(events.error("store_failed", "the message was not stored; retry", **ids))
+            return
+        if created:
+            metrics.MESSAGES_RECEIVED.inc()
+        await self._publish_message(msg)
+        session.send(events.ack(msg.room_id, msg.client_id, msg.seq, msg))
+
+    async def _publish_message(self, msg: Message) -> None:
+        # Stored already: if the publish fails, receivers get it through gap fill or resume.
+        try:
+            await self.bus.publish_room(msg.room_id, events.message(msg))
+        except Exception as exc:
+            log.warning("publishing message failed room=%s: %s", msg.room_id, type(exc).__name__)
+
+    async def _resume(self, session: Session, frame: ResumeFrame) -> None:
+        refused: list[str] = []
+        wanted: dict[str, int] = {}
+        for room_id, last_seq in frame.rooms.items():
+            if room_id in session.rooms:
+                wanted[room_id] = last_seq
+            elif await self.store.is_member(room_id, session.user_id):
+                # Joined after this socket connected and before its room_added arrived.
+                cursor = RoomCursor()
+                cursor.begin_replay()
+                session.rooms[room_id] = cursor
+                await self._follow(session, [room_id])
+                wanted[room_id] = last_seq
+            else:
+                refused.append(room_id)
+        if refused:
+            session.send(
+                events.error(
+                    "not_member",
+                    "not a member of these rooms; they were not resumed",
+                    room_ids=refused,
+                )
+            )
+        done: dict[str, int] = {}
+        try:
+            for room_id, last_seq in wanted.items():
+                last = await session.replay(room_id, last_seq)
+                done[room_id] = last if last is not None else last_seq
+        finally:
+            session.end_resume_window()
+        session.send(events.resumed(done))
+
+
+def _not_member(room_id: str, **extra: Any) -> dict[str, Any]:
+    return events.error(
+        "not_member", "not a member of this room (or it does not exist)", room_id=room_id, **extra
+    )
+
+
+router = APIRouter()
+
+
+@router.websocket("/ws")
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    """The real-time endpoint (protocol v1, ``docs/protocol.md``)."""
+    hub: Hub = websocket.app.state.hub
+    await hub.serve(websocket)
