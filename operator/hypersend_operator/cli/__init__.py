@@ -1,0 +1,1 @@
+"""Command-line tools that talk to a cluster running Hypersend (the `kubectl hypersend` plugin)."""
