@@ -1,0 +1,47 @@
+"""The chat server's non-secret settings (HYPERSEND_* names of the env contract) as a ConfigMap."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypersend_operator.builders.context import BuildContext
+from hypersend_operator.builders.labels import CHAT, child_name, metadata
+from hypersend_operator.builders.redis import in_cluster_redis_url
+
+CHAT_PORT = 8080
+
+
+def chat_config_name(ctx: BuildContext) -> str:
+    return child_name(ctx, CHAT)
+
+
+def chat_config_data(ctx: BuildContext) -> dict[str, str]:
+    chat, mongo = ctx.spec.chat, ctx.spec.mongo
+    ws = chat.websocket
+    data = {
+        "HYPERSEND_HOST": "0.0.0.0",
+        "HYPERSEND_PORT": str(CHAT_PORT),
+        "HYPERSEND_MONGO_DB": mongo.database,
+        "HYPERSEND_MONGO_MIN_POOL": str(mongo.pool.min_size),
+        "HYPERSEND_MONGO_MAX_POOL": str(mongo.pool.max_size),
+        "HYPERSEND_WS_PING_INTERVAL_SECONDS": str(ws.ping_interval_seconds),
+        "HYPERSEND_WS_IDLE_TIMEOUT_SECONDS": str(ws.idle_timeout_seconds),
+        "HYPERSEND_WS_MAX_CONNECTIONS": str(ws.max_connections_per_pod),
+        "HYPERSEND_RATE_LIMIT_PER_MINUTE": str(chat.rate_limit.requests_per_minute),
+        "HYPERSEND_DRAIN_DELAY_SECONDS": str(ws.drain_delay_seconds),
+        "HYPERSEND_DRAIN_SECONDS": str(ws.drain_seconds),
+        "HYPERSEND_LOG_LEVEL": chat.log_level,
+    }
+    if ctx.spec.redis.mode == "InCluster":
+        # Not a secret: the in-cluster Redis is reachable only from inside the namespace.
+        data["HYPERSEND_REDIS_URL"] = in_cluster_redis_url(ctx)
+    return dict(sorted(data.items()))
+
+
+def chat_config_map(ctx: BuildContext) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(ctx, chat_config_name(ctx), CHAT),
+        "data": chat_config_data(ctx),
+    }

@@ -1,0 +1,122 @@
+"""Secrets the operator generates once: the JWT signing key and the in-cluster MongoDB credentials.
+
+Values come from `ctx.secrets` (read back from the live Secrets, or generated once by the
+reconciler), so rendering is pure and a value never changes by accident. The Atlas and external
+Redis Secrets are the user's: they are referenced, never built.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from hypersend_operator.api import HypersendClusterSpec, SecretKeyRef
+from hypersend_operator.builders.context import BuildContext
+from hypersend_operator.builders.labels import CHAT, MONGO, child_name, metadata
+
+JWT_SECRET_SUFFIX = "jwt"
+JWT_SECRET_KEY = "jwt-secret"
+MONGO_CREDENTIALS_SUFFIX = "mongo-credentials"
+MONGO_USERNAME_KEY = "username"
+MONGO_PASSWORD_KEY = "password"
+MONGO_URL_KEY = "url"  # full connection URL for the chat pods
+MONGO_ROOT_USER = "root"
+MONGO_PORT = 27017
+
+GENERATED_ANNOTATION = "hypersend.io/generated"
+
+
+def jwt_secret_name(cluster_name: str) -> str:
+    return child_name(cluster_name, JWT_SECRET_SUFFIX)
+
+
+def mongo_credentials_secret_name(cluster_name: str) -> str:
+    return child_name(cluster_name, MONGO_CREDENTIALS_SUFFIX)
+
+
+def _b64(value: str) -> str:
+    return base64.b64encode(value.encode()).decode()
+
+
+def decode_secret_value(secret: Mapping[str, Any], key: str) -> str | None:
+    """The decoded value of `key` in a Secret object as read from the API, or None if absent."""
+    data = secret.get("data") or {}
+    raw = data.get(key)
+    if raw is None:
+        return None
+    return base64.b64decode(raw).decode()
+
+
+def _secret(ctx: BuildContext, name: str, component: str, data: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(ctx, name, component, annotations={GENERATED_ANNOTATION: "true"}),
+        "type": "Opaque",
+        "data": {k: _b64(v) for k, v in data.items()},
+    }
+
+
+def jwt_secret(ctx: BuildContext) -> dict[str, Any]:
+    return _secret(ctx, jwt_secret_name(ctx.name), CHAT, {JWT_SECRET_KEY: ctx.secrets.jwt_key})
+
+
+def mongo_host(ctx: BuildContext) -> str:
+    """DNS name of the single in-cluster MongoDB pod (through its headless Service)."""
+    sts = child_name(ctx, MONGO)
+    return f"{sts}-0.{sts}.{ctx.namespace}.svc:{MONGO_PORT}"
+
+
+def in_cluster_mongo_url(ctx: BuildContext) -> str:
+    password = quote(ctx.secrets.mongo_root_password, safe="")
+    return f"mongodb://{MONGO_ROOT_USER}:{password}@{mongo_host(ctx)}/?authSource=admin"
+
+
+def mongo_credentials_secret(ctx: BuildContext) -> dict[str, Any]:
+    return _secret(
+        ctx,
+        mongo_credentials_secret_name(ctx.name),
+        MONGO,
+        {
+            MONGO_USERNAME_KEY: MONGO_ROOT_USER,
+            MONGO_PASSWORD_KEY: ctx.secrets.mongo_root_password,
+            MONGO_URL_KEY: in_cluster_mongo_url(ctx),
+        },
+    )
+
+
+def build_secrets(ctx: BuildContext) -> list[dict[str, Any]]:
+    out = [jwt_secret(ctx)]
+    if ctx.spec.mongo.mode == "InCluster":
+        out.append(mongo_credentials_secret(ctx))
+    return out
+
+
+@dataclass(frozen=True)
+class UserSecretRef:
+    """A Secret key the user provides (never built or modified by the operator)."""
+
+    component: str  # "redis" or "mongo": whose readiness depends on it
+    field: str  # spec path, for messages: "mongo.atlas.connectionSecretRef"
+    ref: SecretKeyRef
+
+
+def user_secret_refs(spec: HypersendClusterSpec) -> list[UserSecretRef]:
+    """Secrets the chat pods need that the user must create; the reconciler checks they exist."""
+    out: list[UserSecretRef] = []
+    if spec.redis.mode == "External" and spec.redis.external is not None:
+        out.append(
+            UserSecretRef(
+                "redis", "redis.external.urlSecretRef", spec.redis.external.url_secret_ref
+            )
+        )
+    if spec.mongo.mode == "Atlas" and spec.mongo.atlas is not None:
+        out.append(
+            UserSecretRef(
+                "mongo", "mongo.atlas.connectionSecretRef", spec.mongo.atlas.connection_secret_ref
+            )
+        )
+    return out
