@@ -1,0 +1,157 @@
+"""`hypersend-server` / `python -m chatserver`: the chat server under uvicorn (uvloop, httptools).
+
+This module owns signal handling: the first SIGTERM starts the drain (see `chatserver.app.drain`)
+instead of stopping uvicorn at once; SIGINT or a second SIGTERM stops without draining. A watchdog
+ends the process if it is still alive at HYPERSEND_DRAIN_SECONDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any, Final
+
+import uvicorn
+from pydantic import ValidationError
+
+from chatserver.api import max_body_bytes
+from chatserver.app import SHUTDOWN_RESERVE_SECONDS, create_app, drain
+from chatserver.config import Settings
+
+log = logging.getLogger("chatserver")
+
+# Attributes every LogRecord has; anything else was passed through `extra=` and is logged too.
+_RECORD_FIELDS: Final = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, pod and any `extra` fields."""
+
+    def __init__(self, pod: str) -> None:
+        super().__init__()
+        self.pod = pod
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "pod": self.pod,
+        }
+        for key, value in vars(record).items():
+            if key not in _RECORD_FIELDS and not key.startswith("_") and key != "color_message":
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(settings.pod_name))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    # uvicorn's own loggers go through the root handler; its access log stays off because
+    # request lines may carry a token in the query string (/ws?token=...).
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn.Server whose first SIGTERM drains the app before shutting down."""
+
+    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+        super().__init__(config)
+        self.settings = settings
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+
+    async def startup(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets=sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and self._drain_task is None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._start_drain)
+            return
+        # Not re-raised after shutdown: the process exits with status 0 by itself.
+        self.should_exit = True
+        if sig == signal.SIGINT and self._drain_task is not None:
+            self.force_exit = True
+
+    def _start_drain(self) -> None:
+        if self._drain_task is not None:
+            return
+        deadline = time.monotonic() + self.settings.drain_seconds
+        _start_watchdog(self.settings.drain_seconds)
+        self._drain_task = asyncio.create_task(self._drain(deadline), name="drain")
+
+    async def _drain(self, deadline: float) -> None:
+        try:
+            await drain(self.config.app, deadline)  # type: ignore[arg-type]
+        except Exception:
+            log.exception("drain failed; shutting down")
+        # What is left of the budget goes to uvicorn's graceful shutdown.
+        left = deadline - time.monotonic() - SHUTDOWN_RESERVE_SECONDS / 2
+        self.config.timeout_graceful_shutdown = max(1, int(left))
+        self.should_exit = True
+
+
+def _start_watchdog(seconds: float) -> None:
+    """Last resort: never outlive the drain budget (the kubelet would SIGKILL us anyway)."""
+
+    def expire() -> None:
+        time.sleep(seconds)
+        log.error("drain budget of %.0fs exhausted; exiting", seconds)
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=expire, name="drain-watchdog", daemon=True).start()
+
+
+def main() -> None:
+    try:
+        settings = Settings()  # type: ignore[call-arg]  # jwt_secret comes from the environment
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"HYPERSEND_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        print(f"hypersend-server: invalid configuration: {problems}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        # Frames larger than this are refused by the protocol layer (close 1009).
+        ws_max_size=max_body_bytes(settings),
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        server_header=False,
+        # Pings and idle timeouts are the hub's (HYPERSEND_WS_PING_INTERVAL_SECONDS etc.).
+        ws_ping_interval=None,
+        ws_ping_timeout=None,
+        timeout_graceful_shutdown=max(1, int(settings.drain_seconds)),
+    )
+    DrainingServer(config, settings).run()
+
+
+if __name__ == "__main__":
+    main()

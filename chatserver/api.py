@@ -1,0 +1,754 @@
+"""REST routes of protocol v1 (mounted under /api/v1) and their error format.
+
+Every error is `{"error": {"code": "<machine-readable>", "message": "<what to fix>"}}` with a
+4xx status; validation errors add `details`. A room the caller is not a member of answers exactly
+like a room that does not exist (404 `room_not_found`), so ids cannot be probed. State changes are
+published to Redis only after MongoDB stored them; a failed publish is logged, never turned into
+an error, because clients recover it from history on resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from typing import Annotated, Any, Final, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chatserver import auth, events
+from chatserver.bus import Bus
+from chatserver.config import Settings
+from chatserver.metrics import MESSAGES_RECEIVED, RATE_LIMITED
+from chatserver.models import (
+    MANAGER_ROLES,
+    Member,
+    Room,
+    RoomKind,
+    User,
+    message_text_error,
+)
+from chatserver.store import Store, UsernameTaken
+
+log = logging.getLogger("chatserver.api")
+
+API_PREFIX: Final = "/api/v1"
+MAX_GROUP_MEMBERS: Final = 256
+MAX_PAGE: Final = 200
+DEFAULT_PAGE: Final = 50
+USERNAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_.-]{2,31}$"
+CLIENT_ID_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
+# Reaction keys become MongoDB field names: no dots, dollars or whitespace.
+EMOJI_PATTERN: Final = re.compile(r"^[^\s.$]{1,32}$")
+CACHE_CONTROL: Final = "private, no-store"
+
+router = APIRouter()
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """An HTTP error with a stable machine-readable code and a human-readable message."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def _location(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(part) for part in loc if part != "body") or "body"
+
+
+def validation_message(errors: list[dict[str, Any]]) -> str:
+    """'field: problem; other: problem' from pydantic/FastAPI validation errors."""
+    return "; ".join(
+        f"{_location(err.get('loc', ()))}: {err.get('msg', 'invalid')}" for err in errors
+    )
+
+
+_HTTP_CODES: Final = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def api_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return JSONResponse(
+            error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers
+        )
+
+    async def invalid_request(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type")}
+            for err in exc.errors()
+        ]
+        return JSONResponse(
+            error_body("invalid_request", validation_message(errors), details=errors),
+            status_code=422,
+        )
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        return JSONResponse(
+            error_body(code, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=dict(exc.headers or {}),
+        )
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+def room_not_found() -> ApiError:
+    return ApiError(404, "room_not_found", "no such room, or you are not a member of it")
+
+
+def message_not_found(seq: int) -> ApiError:
+    return ApiError(404, "message_not_found", f"no message with seq {seq} in this room")
+
+
+class ApiHeadersMiddleware:
+    """For /api/v1: `Cache-Control: private, no-store` on every response (a CDN must never
+    cache one user's data for another) and a request body cap checked before parsing."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(API_PREFIX):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control"
+                ]
+                headers.append((b"cache-control", CACHE_CONTROL.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        length = _content_length(scope)
+        if length is not None and length > self.max_body_bytes:
+            response = JSONResponse(
+                error_body(
+                    "request_too_large",
+                    f"request body of {length} bytes exceeds {self.max_body_bytes} bytes",
+                ),
+                status_code=413,
+            )
+            await response(scope, receive, send_no_store)
+            return
+        await self.app(scope, receive, send_no_store)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def max_body_bytes(settings: Settings) -> int:
+    """Room for a maximal message after JSON escaping (up to 6 bytes per byte) plus fields."""
+    return 6 * settings.max_message_bytes + 16_384
+
+
+# -- dependencies -------------------------------------------------------------------------------
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def get_bus(request: Request) -> Bus:
+    bus: Bus = request.app.state.bus
+    return bus
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[Store, Depends(get_store)]
+BusDep = Annotated[Bus, Depends(get_bus)]
+
+
+async def enforce_rate(bus: Bus, key: str) -> None:
+    decision = await bus.check_rate(key)
+    if not decision.allowed:
+        RATE_LIMITED.inc()
+        retry_after = max(1, math.ceil(decision.retry_after))
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many requests; retry after {retry_after}s",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+async def current_user_id(request: Request, settings: SettingsDep, bus: BusDep) -> str:
+    """The authenticated user (Bearer access token), after the per-user rate limit."""
+    try:
+        user_id = auth.decode_access_token(
+            auth.bearer_token(request.headers.get("authorization")), settings
+        )
+    except auth.AuthError as exc:
+        raise ApiError(
+            401,
+            f"{exc.reason}_token",
+            exc.message,
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from exc
+    await enforce_rate(bus, user_id)
+    return user_id
+
+
+UserIdDep = Annotated[str, Depends(current_user_id)]
+RoomIdPath = Annotated[str, Path(min_length=1, max_length=64)]
+SeqPath = Annotated[int, Path(ge=1)]
+
+
+async def require_member(store: Store, room_id: str, user_id: str) -> Member:
+    member = await store.get_member(room_id, user_id)
+    if member is None:
+        raise room_not_found()
+    return member
+
+
+async def publish_room(bus: Bus, room_id: str, event: dict[str, Any]) -> None:
+    try:
+        await bus.publish_room(room_id, event)
+    except Exception as exc:
+        log.warning("publish to room failed (clients resume from history): %s", type(exc).__name__)
+
+
+async def publish_user(bus: Bus, user_id: str, event: dict[str, Any]) -> None:
+    try:
+        await bus.publish_user(user_id, event)
+    except Exception as exc:
+        log.warning("publish to user failed: %s", type(exc).__name__)
+
+
+# -- request bodies -----------------------------------------------------------------------------
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class RegisterBody(Body):
+    username: str = Field(min_length=3, max_length=32)
+    password: str = Field(min_length=8, max_length=256)
+    display_name: str | None = Field(default=None, min_length=1, max_length=64)
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        value = value.lower()
+        if not re.match(USERNAME_PATTERN, value):
+            raise ValueError(
+                "3-32 characters: letters, digits, '_', '.', '-', starting with a letter or digit"
+            )
+        return value
+
+
+class LoginBody(Body):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class RefreshBody(Body):
+    refresh_token: str = Field(min_length=1, max_length=512)
+
+
+class CreateRoomBody(Body):
+    kind: RoomKind
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    members: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=MAX_GROUP_MEMBERS
+    )
+
+
+class AddMemberBody(Body):
+    user_id: str = Field(min_length=1, max_length=64)
+    role: Literal["admin", "member"] = "member"
+
+
+class SetRoleBody(Body):
+    role: Literal["admin", "member"]
+
+
+class SendBody(Body):
+    client_id: str = Field(pattern=CLIENT_ID_PATTERN)
+    text: str
+
+
+class EditBody(Body):
+    text: str
+
+
+class ReactionBody(Body):
+    emoji: str = Field(pattern=EMOJI_PATTERN.pattern)
+
+
+class ReadBody(Body):
+    seq: int = Field(ge=0)
+
+
+def check_text(text: str, settings: Settings) -> None:
+    problem = message_text_error(text, settings.max_message_bytes)
+    if problem == "message_too_large":
+        raise ApiError(
+            413,
+            problem,
+            f"message text is {len(text.encode('utf-8'))} bytes; "
+            f"the limit is {settings.max_message_bytes} bytes (UTF-8)",
+        )
+    if problem is not None:
+        raise ApiError(422, problem, "message text must not be empty or only whitespace")
+
+
+# -- accounts -----------------------------------------------------------------------------------
+
+
+@router.post("/auth/register", status_code=201, tags=["auth"])
+async def register(body: RegisterBody, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+    """Create an account; returns the user and a first token pair."""
+    try:
+        user = await store.create_user(
+            body.username,
+            body.display_name or body.username,
+            await auth.hash_password(body.password),
+        )
+    except UsernameTaken as exc:
+        raise ApiError(409, "username_taken", f"username {body.username!r} is taken") from exc
+    tokens = await auth.issue_tokens(store, settings, user.id)
+    return {"user": user.to_wire(), **tokens.to_wire()}
+
+
+@router.post("/auth/login", tags=["auth"])
+async def login(
+    body: LoginBody, store: StoreDep, settings: SettingsDep, bus: BusDep
+) -> dict[str, Any]:
+    """Exchange username and password for an access token and a refresh token."""
+    username = body.username.lower()
+    # Per-username limit: password guessing is throttled across all processes.
+    await enforce_rate(bus, f"login:{username}")
+    found = await store.user_with_password_hash(username)
+    user, password_hash = found if found is not None else (None, None)
+    if not await auth.verify_password(password_hash, body.password) or user is None:
+        raise ApiError(401, "invalid_credentials", "wrong username or password")
+    tokens = await auth.issue_tokens(store, settings, user.id)
+    return {"user": user.to_wire(), **tokens.to_wire()}
+
+
+@router.post("/auth/refresh", tags=["auth"])
+async def refresh(body: RefreshBody, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+    """Rotate a refresh token: it becomes used and the next pair is returned. Presenting a used
+    token again revokes every token of that login (it leaked)."""
+    try:
+        tokens = await auth.rotate_refresh_token(store, settings, body.refresh_token)
+    except auth.RefreshError as exc:
+        raise ApiError(401, f"refresh_token_{exc.reason}", exc.message) from exc
+    return tokens.to_wire()
+
+
+@router.post("/auth/logout", status_code=204, tags=["auth"])
+async def logout(body: RefreshBody, store: StoreDep) -> Response:
+    """Revoke the refresh token and its family. Access tokens expire on their own."""
+    await auth.revoke_refresh_token(store, body.refresh_token)
+    return Response(status_code=204)
+
+
+@router.get("/users/me", tags=["users"])
+async def me(user_id: UserIdDep, store: StoreDep) -> dict[str, Any]:
+    user = await store.get_user(user_id)
+    if user is None:
+        raise ApiError(401, "invalid_token", "the account of this token no longer exists")
+    return user.to_wire()
+
+
+@router.get("/users", tags=["users"])
+async def search_users(
+    user_id: UserIdDep,
+    store: StoreDep,
+    query: Annotated[str, Query(min_length=1, max_length=64)],
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+) -> dict[str, Any]:
+    """Users whose username starts with `query` or whose display name contains it."""
+    users = await store.search_users(query.lower(), limit)
+    return {"users": [u.to_wire() for u in users]}
+
+
+# -- rooms --------------------------------------------------------------------------------------
+
+
+def room_view(room: Room, member: Member) -> dict[str, Any]:
+    """A room as its member sees it: the room plus their role and read position."""
+    return {
+        **room.to_wire(),
+        "role": member.role,
+        "last_read_seq": member.last_read_seq,
+        "unread": max(0, room.last_seq - member.last_read_seq),
+    }
+
+
+async def members_view(store: Store, room_id: str) -> list[dict[str, Any]]:
+    members = await store.members(room_id)
+    users = {u.id: u for u in await store.users_by_ids(m.user_id for m in members)}
+    return [_member_view(m, users.get(m.user_id)) for m in members]
+
+
+def _member_view(member: Member, user: User | None) -> dict[str, Any]:
+    return {
+        **member.to_wire(),
+        "username": user.username if user else None,
+        "display_name": user.display_name if user else None,
+    }
+
+
+async def _existing_users(store: Store, user_ids: list[str]) -> None:
+    found = {u.id for u in await store.users_by_ids(user_ids)}
+    missing = [uid for uid in dict.fromkeys(user_ids) if uid not in found]
+    if missing:
+        raise ApiError(422, "unknown_users", f"no such users: {', '.join(missing)}")
+
+
+@router.post("/rooms", tags=["rooms"])
+async def create_room(
+    body: CreateRoomBody, user_id: UserIdDep, store: StoreDep, bus: BusDep, response: Response
+) -> dict[str, Any]:
+    """Create a group room (caller becomes owner), or get-or-create the direct room of a pair
+    (201 when created, 200 when it existed)."""
+    others = [uid for uid in dict.fromkeys(body.members) if uid != user_id]
+    if body.kind == "direct":
+        if len(others) != 1:
+            raise ApiError(
+                422, "invalid_direct_room", "a direct room needs exactly one other member"
+            )
+        if body.name is not None:
+            raise ApiError(422, "invalid_direct_room", "direct rooms have no name")
+        await _existing_users(store, others)
+        room, created = await store.get_or_create_direct_room(user_id, others[0])
+    else:
+        if body.name is None or not body.name.strip():
+            raise ApiError(422, "name_required", "a group room needs a name")
+        await _existing_users(store, others)
+        room = await store.create_group_room(user_id, body.name.strip(), others)
+        created = True
+    response.status_code = 201 if created else 200
+    member = await store.get_member(room.id, user_id)
+    assert member is not None
+    if created:
+        for uid in [user_id, *others]:
+            await publish_user(bus, uid, events.room_added(room))
+    return {**room_view(room, member), "members": await members_view(store, room.id)}
+
+
+@router.get("/rooms", tags=["rooms"])
+async def list_rooms(user_id: UserIdDep, store: StoreDep) -> dict[str, Any]:
+    """The caller's rooms, newest activity first, each with its last message."""
+    rooms = await store.rooms_for_user(user_id)
+    return {"rooms": [room_view(room, member) for room, member in rooms]}
+
+
+@router.get("/rooms/{room_id}", tags=["rooms"])
+async def get_room(room_id: RoomIdPath, user_id: UserIdDep, store: StoreDep) -> dict[str, Any]:
+    member = await require_member(store, room_id, user_id)
+    room = await store.get_room(room_id)
+    if room is None:
+        raise room_not_found()
+    return {**room_view(room, member), "members": await members_view(store, room_id)}
+
+
+@router.get("/rooms/{room_id}/members", tags=["rooms"])
+async def list_members(room_id: RoomIdPath, user_id: UserIdDep, store: StoreDep) -> dict[str, Any]:
+    await require_member(store, room_id, user_id)
+    return {"members": await members_view(store, room_id)}
+
+
+async def _group_room(store: Store, room_id: str) -> Room:
+    room = await store.get_room(room_id)
+    if room is None:
+        raise room_not_found()
+    if room.kind == "direct":
+        raise ApiError(409, "direct_room", "the members of a direct room cannot change")
+    return room
+
+
+@router.post("/rooms/{room_id}/members", tags=["rooms"])
+async def add_member(
+    room_id: RoomIdPath,
+    body: AddMemberBody,
+    user_id: UserIdDep,
+    store: StoreDep,
+    bus: BusDep,
+    response: Response,
+) -> dict[str, Any]:
+    """Add a user (owner/admin; only the owner adds admins). 201 added, 200 already a member."""
+    caller = await require_member(store, room_id, user_id)
+    room = await _group_room(store, room_id)
+    if caller.role not in MANAGER_ROLES:
+        raise ApiError(403, "forbidden", "only the owner or an admin can add members")
+    if body.role == "admin" and caller.role != "owner":
+        raise ApiError(403, "forbidden", "only the owner can add admins")
+    await _existing_users(store, [body.user_id])
+    added = await store.add_member(room_id, body.user_id, body.role)
+    member = await store.get_member(room_id, body.user_id)
+    assert member is not None
+    response.status_code = 201 if added else 200
+    if added:
+        await publish_user(bus, body.user_id, events.room_added(room))
+    return member.to_wire()
+
+
+@router.patch("/rooms/{room_id}/members/{member_id}", tags=["rooms"])
+async def set_role(
+    room_id: RoomIdPath,
+    member_id: Annotated[str, Path(min_length=1, max_length=64)],
+    body: SetRoleBody,
+    user_id: UserIdDep,
+    store: StoreDep,
+) -> dict[str, Any]:
+    """Make a member an admin or a plain member (owner only)."""
+    caller = await require_member(store, room_id, user_id)
+    await _group_room(store, room_id)
+    if caller.role != "owner":
+        raise ApiError(403, "forbidden", "only the owner can change roles")
+    if member_id == user_id:
+        raise ApiError(409, "owner_role", "the owner's role cannot be changed")
+    member = await store.set_role(room_id, member_id, body.role)
+    if member is None:
+        raise ApiError(404, "member_not_found", "that user is not a member of this room")
+    return member.to_wire()
+
+
+@router.delete("/rooms/{room_id}/members/{member_id}", status_code=204, tags=["rooms"])
+async def remove_member(
+    room_id: RoomIdPath,
+    member_id: Annotated[str, Path(min_length=1, max_length=64)],
+    user_id: UserIdDep,
+    store: StoreDep,
+    bus: BusDep,
+) -> Response:
+    """Remove a member: the owner removes anyone, an admin removes plain members."""
+    caller = await require_member(store, room_id, user_id)
+    await _group_room(store, room_id)
+    if member_id == user_id:
+        raise ApiError(
+            409, "use_leave", f"to leave a room use POST {API_PREFIX}/rooms/{{id}}/leave"
+        )
+    target = await store.get_member(room_id, member_id)
+    if target is None:
+        raise ApiError(404, "member_not_found", "that user is not a member of this room")
+    allowed = caller.role == "owner" or (caller.role == "admin" and target.role == "member")
+    if not allowed:
+        raise ApiError(403, "forbidden", f"a {caller.role} cannot remove a {target.role}")
+    if await store.remove_member(room_id, member_id):
+        await publish_user(bus, member_id, events.room_removed(room_id))
+    return Response(status_code=204)
+
+
+@router.post("/rooms/{room_id}/leave", status_code=204, tags=["rooms"])
+async def leave_room(
+    room_id: RoomIdPath, user_id: UserIdDep, store: StoreDep, bus: BusDep
+) -> Response:
+    """Leave a group room. An owner who leaves hands ownership to the longest-standing admin,
+    or else to the longest-standing member."""
+    caller = await require_member(store, room_id, user_id)
+    await _group_room(store, room_id)
+    await store.remove_member(room_id, user_id)
+    if caller.role == "owner":
+        remaining = await store.members(room_id)
+        heir = next((m for m in remaining if m.role == "admin"), None) or next(
+            iter(remaining), None
+        )
+        if heir is not None:
+            await store.set_role(room_id, heir.user_id, "owner")
+    await publish_user(bus, user_id, events.room_removed(room_id))
+    return Response(status_code=204)
+
+
+# -- messages -----------------------------------------------------------------------------------
+
+
+@router.post("/rooms/{room_id}/messages", tags=["messages"])
+async def send_message(
+    room_id: RoomIdPath,
+    body: SendBody,
+    user_id: UserIdDep,
+    store: StoreDep,
+    bus: BusDep,
+    settings: SettingsDep,
+    response: Response,
+) -> dict[str, Any]:
+    """Store a message and return it with its seq: 201 when stored now, 200 when this
+    `client_id` was already stored (an idempotent retry)."""
+    await require_member(store, room_id, user_id)
+    check_text(body.text, settings)
+    message, created = await store.append_message(room_id, user_id, body.client_id, body.text)
+    response.status_code = 201 if created else 200
+    if created:
+        MESSAGES_RECEIVED.inc()
+        await publish_room(bus, room_id, events.message(message))
+    return message.to_wire()
+
+
+@router.get("/rooms/{room_id}/messages", tags=["messages"])
+async def history(
+    room_id: RoomIdPath,
+    user_id: UserIdDep,
+    store: StoreDep,
+    after_seq: Annotated[int | None, Query(ge=0)] = None,
+    before_seq: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+) -> dict[str, Any]:
+    """Messages in ascending seq: after `after_seq` (catching up), before `before_seq` (paging
+    back), or the newest `limit`. `has_more` says whether the page was cut."""
+    await require_member(store, room_id, user_id)
+    if after_seq is not None and before_seq is not None:
+        raise ApiError(422, "invalid_request", "use after_seq or before_seq, not both")
+    if after_seq is not None:
+        page = await store.messages_after(room_id, after_seq, limit + 1)
+        has_more = len(page) > limit
+        page = page[:limit]
+    else:
+        page = await store.messages_before(room_id, before_seq, limit + 1)
+        has_more = len(page) > limit
+        page = page[-limit:]
+    return {"messages": [m.to_wire() for m in page], "has_more": has_more}
+
+
+@router.patch("/rooms/{room_id}/messages/{seq}", tags=["messages"])
+async def edit_message(
+    room_id: RoomIdPath,
+    seq: SeqPath,
+    body: EditBody,
+    user_id: UserIdDep,
+    store: StoreDep,
+    bus: BusDep,
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    """Edit your own message; the previous text is kept in `edits`."""
+    await require_member(store, room_id, user_id)
+    current = await store.get_message(room_id, seq)
+    if current is None:
+        raise message_not_found(seq)
+    if current.sender_id != user_id:
+        raise ApiError(403, "not_sender", "only the sender can edit a message")
+    if current.deleted:
+        raise ApiError(409, "message_deleted", "a deleted message cannot be edited")
+    check_text(body.text, settings)
+    edited = await store.edit_message(room_id, seq, body.text)
+    if edited is None:
+        raise ApiError(409, "message_deleted", "a deleted message cannot be edited")
+    await publish_room(bus, room_id, events.message_edited(edited))
+    return edited.to_wire()
+
+
+@router.delete("/rooms/{room_id}/messages/{seq}", tags=["messages"])
+async def delete_message(
+    room_id: RoomIdPath, seq: SeqPath, user_id: UserIdDep, store: StoreDep, bus: BusDep
+) -> dict[str, Any]:
+    """Soft-delete a message (its sender, or the room's owner/admins). Idempotent."""
+    member = await require_member(store, room_id, user_id)
+    current = await store.get_message(room_id, seq)
+    if current is None:
+        raise message_not_found(seq)
+    if current.sender_id != user_id and member.role not in MANAGER_ROLES:
+        raise ApiError(403, "forbidden", "only the sender or a room admin can delete a message")
+    if current.deleted:
+        return current.to_wire()
+    deleted = await store.delete_message(room_id, seq)
+    if deleted is None:
+        raise message_not_found(seq)
+    await publish_room(bus, room_id, events.message_deleted(deleted))
+    return deleted.to_wire()
+
+
+@router.post("/rooms/{room_id}/messages/{seq}/reactions", tags=["messages"])
+async def add_reaction(
+    room_id: RoomIdPath,
+    seq: SeqPath,
+    body: ReactionBody,
+    user_id: UserIdDep,
+    store: StoreDep,
+    bus: BusDep,
+) -> dict[str, Any]:
+    """React to a message with an emoji (adding the same reaction twice is a no-op)."""
+    await require_member(store, room_id, user_id)
+    current = await store.get_message(room_id, seq)
+    if current is None:
+        raise message_not_found(seq)
+    if current.deleted:
+        raise ApiError(409, "message_deleted", "a deleted message cannot get reactions")
+    updated = await store.add_reaction(room_id, seq, body.emoji, user_id)
+    if updated is None:
+        raise message_not_found(seq)
+    await publish_room(bus, room_id, events.reaction(updated))
+    return updated.to_wire()
+
+
+@router.delete("/rooms/{room_id}/messages/{seq}/reactions/{emoji}", tags=["messages"])
+async def remove_reaction(
+    room_id: RoomIdPath,
+    seq: SeqPath,
+    emoji: Annotated[str, Path(pattern=EMOJI_PATTERN.pattern)],
+    user_id: UserIdDep,
+    store: StoreDep,
+    bus: BusDep,
+) -> dict[str, Any]:
+    """Withdraw your reaction."""
+    await require_member(store, room_id, user_id)
+    updated = await store.remove_reaction(room_id, seq, emoji, user_id)
+    if updated is None:
+        raise message_not_found(seq)
+    await publish_room(bus, room_id, events.reaction(updated))
+    return updated.to_wire()
+
+
+@router.post("/rooms/{room_id}/read", status_code=204, tags=["messages"])
+async def mark_read(
+    room_id: RoomIdPath, body: ReadBody, user_id: UserIdDep, store: StoreDep, bus: BusDep
+) -> Response:
+    """Record that the caller read the room up to `seq` (never moves backwards)."""
+    await require_member(store, room_id, user_id)
+    room = await store.get_room(room_id)
+    if room is None:
+        raise room_not_found()
+    if body.seq > room.last_seq:
+        raise ApiError(
+            422, "invalid_seq", f"seq {body.seq} is beyond the room's last seq {room.last_seq}"
+        )
+    await store.mark_read(room_id, user_id, body.seq)
+    await publish_room(bus, room_id, events.read(room_id, user_id, body.seq))
+    return Response(status_code=204)

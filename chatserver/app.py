@@ -1,0 +1,181 @@
+"""Assembly of the chat server: lifespan (MongoDB, Redis, hub), health, readiness and drain.
+
+Drain (started by SIGTERM, see `__main__`): readiness fails at once so endpoints stop routing new
+clients here; after HYPERSEND_DRAIN_DELAY_SECONDS (endpoints converge, like a preStop pause) the
+hub tells clients to reconnect and closes sockets in batches with 1012; then uvicorn stops. The
+whole sequence stays inside HYPERSEND_DRAIN_SECONDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from chatserver import api, metrics
+from chatserver.bus import Bus
+from chatserver.config import Settings
+from chatserver.models import utcnow
+from chatserver.realtime import Hub
+from chatserver.realtime import router as realtime_router
+from chatserver.store import Store
+
+log = logging.getLogger("chatserver.app")
+
+# How long startup keeps retrying MongoDB before giving up (the pod then restarts).
+STARTUP_RETRY_SECONDS: Final = 60.0
+# Expired refresh tokens are swept this often (FerretDB v1 has no TTL indexes).
+TOKEN_SWEEP_INTERVAL_SECONDS: Final = 3600.0
+# Time kept back from the drain budget for uvicorn's own shutdown and closing clients.
+SHUTDOWN_RESERVE_SECONDS: Final = 2.0
+# A readiness probe that waits longer than this on MongoDB or Redis reports them unreachable.
+PROBE_TIMEOUT_SECONDS: Final = 2.0
+
+
+@dataclass
+class Lifecycle:
+    """Whether this process is draining; read by /readyz."""
+
+    draining: bool = False
+    drain_started: float | None = None
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+def readiness_problem(
+    lifecycle: Lifecycle, mongo_error: str | None, redis_error: str | None
+) -> str | None:
+    """Why the process is not ready (first reason wins), or None when it is."""
+    if lifecycle.draining:
+        return "draining"
+    if mongo_error is not None:
+        return f"mongodb unreachable: {mongo_error}"
+    if redis_error is not None:
+        return f"redis unreachable: {redis_error}"
+    return None
+
+
+async def _connect_store(settings: Settings) -> Store:
+    store = Store(settings)
+    await store.connect()
+    deadline = time.monotonic() + STARTUP_RETRY_SECONDS
+    while True:
+        try:
+            await store.ensure_indexes()
+            return store
+        except Exception as exc:
+            if time.monotonic() >= deadline:
+                await store.close()
+                raise
+            log.warning("mongodb not ready, retrying: %s", type(exc).__name__)
+            await asyncio.sleep(1.0)
+
+
+async def _sweep_refresh_tokens(store: Store) -> None:
+    while True:
+        try:
+            removed = await store.delete_expired_refresh_tokens(utcnow())
+            if removed:
+                log.info("removed %d expired refresh tokens", removed)
+        except Exception as exc:
+            log.warning("refresh token sweep failed: %s", type(exc).__name__)
+        await asyncio.sleep(TOKEN_SWEEP_INTERVAL_SECONDS)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()  # type: ignore[call-arg]  # jwt_secret comes from env
+    lifecycle = Lifecycle()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = await _connect_store(settings)
+        bus = await Bus.connect(settings)
+        hub = Hub(settings, store, bus)
+        await hub.start()
+        app.state.store = store
+        app.state.bus = bus
+        app.state.hub = hub
+        sweeper = asyncio.create_task(_sweep_refresh_tokens(store), name="token-sweeper")
+        log.info("chat server ready", extra={"pod": settings.pod_name})
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with suppress(asyncio.CancelledError):
+                await sweeper
+            await hub.stop()
+            await bus.close()
+            await store.close()
+
+    app = FastAPI(
+        title="Hypersend chat server",
+        version="1",
+        summary="REST API of Hypersend (protocol v1); WebSocket at /ws (see docs/protocol.md).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.lifecycle = lifecycle
+    app.add_middleware(api.ApiHeadersMiddleware, max_body_bytes=api.max_body_bytes(settings))
+    app.add_middleware(metrics.HttpMetricsMiddleware)
+    api.install_error_handlers(app)
+    app.include_router(api.router, prefix="/api/v1")
+    app.include_router(realtime_router)
+    app.include_router(metrics.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        """Liveness: the event loop answers. Dependencies are readiness's business."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        mongo_error = redis_error = None
+        if not lifecycle.draining:
+            mongo_error, redis_error = await asyncio.gather(
+                _probe(request.app.state.store.ping()), _probe(request.app.state.bus.ping())
+            )
+        problem = readiness_problem(lifecycle, mongo_error, redis_error)
+        if problem is None:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not ready", "reason": problem}, status_code=503)
+
+    return app
+
+
+async def _probe(check: Any) -> str | None:
+    try:
+        await asyncio.wait_for(check, PROBE_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return "timeout"
+    except Exception as exc:
+        return type(exc).__name__
+    return None
+
+
+async def drain(app: FastAPI, deadline: float) -> None:
+    """Fail readiness, wait for endpoints to converge, then close sockets via the hub.
+
+    `deadline` is a `time.monotonic()` instant by which the process must be gone.
+    """
+    settings: Settings = app.state.settings
+    lifecycle: Lifecycle = app.state.lifecycle
+    lifecycle.draining = True
+    lifecycle.drain_started = time.monotonic()
+    log.info("drain started: readiness failing, waiting %.1fs", settings.drain_delay_seconds)
+    budget = deadline - time.monotonic() - SHUTDOWN_RESERVE_SECONDS
+    await asyncio.sleep(max(0.0, min(settings.drain_delay_seconds, budget)))
+    hub: Hub | None = getattr(app.state, "hub", None)
+    if hub is None:
+        return
+    remaining = deadline - time.monotonic() - SHUTDOWN_RESERVE_SECONDS
+    try:
+        await asyncio.wait_for(hub.drain(), timeout=max(0.1, remaining))
+    except TimeoutError:
+        log.warning("socket drain did not finish within the drain budget")
+    log.info("drain finished in %.1fs", time.monotonic() - lifecycle.drain_started)
