@@ -221,6 +221,60 @@ async def test_upsert_is_idempotent_on_client_id(db: AsyncDatabase[Doc]) -> None
     assert await db.messages.count_documents({}) == 1
 
 
+async def test_insert_and_delete_one_are_exclusive_claims(
+    mongo_url: str, db: AsyncDatabase[Doc]
+) -> None:
+    """What does decide a race on FerretDB v1 as on MongoDB: a unique key on insert, and the
+    deleted count of delete_one (e.g. for one-time tokens)."""
+    clients: list[AsyncMongoClient[Doc]] = [AsyncMongoClient(mongo_url) for _ in range(4)]
+    try:
+
+        async def insert(client: AsyncMongoClient[Doc]) -> int:
+            try:
+                await client[db.name].claims.insert_one({"_id": "token-1"})
+            except DuplicateKeyError:
+                return 0
+            return 1
+
+        async def delete(client: AsyncMongoClient[Doc]) -> int:
+            result = await client[db.name].claims.delete_one({"_id": "token-1"})
+            return result.deleted_count
+
+        inserted = await asyncio.gather(*(insert(clients[i % 4]) for i in range(20)))
+        deleted = await asyncio.gather(*(delete(clients[i % 4]) for i in range(20)))
+    finally:
+        for client in clients:
+            await client.close()
+    assert sum(inserted) == 1
+    assert sum(deleted) == 1
+
+
+async def test_conditional_find_one_and_update_claim_is_exclusive(
+    mongo_url: str, mongo: AsyncMongoClient[Doc], db: AsyncDatabase[Doc]
+) -> None:
+    """A compare-and-set ("claim if unused") must have one winner; FerretDB v1 lets several win."""
+    if await _is_ferretdb(mongo):
+        pytest.xfail(
+            "FerretDB v1 matches the filter, then writes the modified document back by _id only "
+            "(FerretDB/FerretDB#3040): concurrent conditional updates can all succeed"
+        )
+    await db.tokens.insert_one({"_id": "token-1", "used": False})
+    clients: list[AsyncMongoClient[Doc]] = [AsyncMongoClient(mongo_url) for _ in range(4)]
+    try:
+
+        async def claim(client: AsyncMongoClient[Doc]) -> bool:
+            doc = await client[db.name].tokens.find_one_and_update(
+                {"_id": "token-1", "used": False}, {"$set": {"used": True}}
+            )
+            return doc is not None
+
+        won = await asyncio.gather(*(claim(clients[i % 4]) for i in range(20)))
+    finally:
+        for client in clients:
+            await client.close()
+    assert won.count(True) == 1
+
+
 async def test_aggregate_match_group_sum_sort(db: AsyncDatabase[Doc]) -> None:
     rows_in = [("r1", "ada", 2, 3), ("r1", "bob", 5, 2), ("r1", "cy", 1, 4), ("r2", "ada", 100, 5)]
     await db.messages.insert_many(
