@@ -1,0 +1,101 @@
+"""`hypersend-operator run [--namespace N ... | --all-namespaces]`: run the operator.
+
+Connects like kubectl (--kubeconfig, KUBECONFIG, in-cluster service account). Serves a liveness
+endpoint (kopf's) and Prometheus metrics on their own ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from hypersend_operator.handlers import Runner, RunnerConfig, register
+from hypersend_operator.kube import Kube
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="hypersend-operator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the operator until SIGTERM")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace", "-n", action="append", default=[], help="watch this namespace (repeatable)"
+    )
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    run.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, in-cluster)")
+    run.add_argument("--listen", default="127.0.0.1", help="address of the probe/metrics ports")
+    run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus /metrics port")
+    run.add_argument("--health-port", type=int, default=8081, help="liveness /healthz port")
+    run.add_argument(
+        "--resync-seconds", type=float, default=60.0, help="periodic full pass per cluster"
+    )
+    run.add_argument("--log-level", default=os.environ.get("HYPERSEND_OPERATOR_LOG_LEVEL", "info"))
+    args = parser.parse_args(argv)
+    if not args.namespace and not args.all_namespaces:
+        args.all_namespaces = True
+    return args
+
+
+def settings(args: argparse.Namespace) -> kopf.OperatorSettings:
+    s = kopf.OperatorSettings()
+    # Progress and the last handled spec live in annotations, not in status (status is ours).
+    s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="hypersend.io")
+    s.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="hypersend.io", key="last-handled-configuration"
+    )
+    # Watches that hang silently are kopf's known failure: bound them on both sides and restart
+    # a watch that has been quiet for too long.
+    s.watching.server_timeout = 300
+    s.watching.client_timeout = 330
+    s.watching.connect_timeout = 10
+    s.watching.inactivity_timeout = 600
+    s.networking.request_timeout = 30
+    s.networking.connect_timeout = 10
+    # Events: ours carry typed reasons; kopf's own only for warnings and errors.
+    s.posting.level = logging.WARNING
+    s.peering.standalone = True
+    return s
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    start_http_server(args.metrics_port, addr=args.listen)
+
+    registry = kopf.OperatorRegistry()
+    # httpx2 clients and asyncio locks bind to the loop lazily, so both exist before kopf's loop.
+    kube = Kube.from_env(args.kubeconfig)
+    runner = Runner(kube, RunnerConfig(resync_seconds=args.resync_seconds))
+    register(registry, runner)
+
+    @kopf.on.cleanup(registry=registry)
+    async def _cleanup(**_: Any) -> None:
+        runner.cancel_all()
+        await kube.close()
+
+    kopf.run(
+        registry=registry,
+        settings=settings(args),
+        standalone=True,
+        clusterwide=args.all_namespaces,
+        namespaces=args.namespace,
+        liveness_endpoint=f"http://{args.listen}:{args.health_port}/healthz",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

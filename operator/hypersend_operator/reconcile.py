@@ -1,0 +1,430 @@
+"""One reconcile pass of a HypersendCluster, readable top to bottom.
+
+    pause -> secrets -> config -> Redis -> MongoDB -> chat -> autoscaling -> PDB -> optional parts
+    -> prune -> status
+
+Every pass computes the whole desired state (pure builders) and brings the cluster to it with
+server-side apply, writing a child only when its desired manifest changed or someone changed a
+field we own (see `drift`). Each step returns conditions; `status` folds them. A failed read stops
+the pass before anything is computed from it; transient API errors are retried inside `kube`, and
+what is left is raised to the caller (kopf retries it with backoff).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets as pysecrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from hypersend_operator import drift, metrics
+from hypersend_operator import status as st
+from hypersend_operator.api import (
+    API_VERSION,
+    KIND,
+    PAUSED_ANNOTATION,
+    HypersendClusterSpec,
+    HypersendClusterStatus,
+)
+from hypersend_operator.builders import (
+    JWT_SECRET_KEY,
+    MONGO_PASSWORD_KEY,
+    BuildContext,
+    GeneratedSecrets,
+    OwnedKind,
+    build_components,
+    jwt_secret_name,
+    mongo_credentials_secret_name,
+    owned_kinds,
+    user_secret_refs,
+)
+from hypersend_operator.builders import labels as lb
+from hypersend_operator.kube import ApiError, Kube
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+def prunable_kinds(capabilities: frozenset[str]) -> list[OwnedKind]:
+    """Kinds the operator may delete when the spec stops asking for them. Never Secrets (they
+    hold keys) and never PVCs (data): those only go with the CR, by policy."""
+    return [
+        k
+        for k in owned_kinds()
+        if k.kind != "Secret" and (k.capability is None or k.capability in capabilities)
+    ]
+
+
+class Component(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def manifests(self) -> Sequence[Mapping[str, Any]]: ...
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def is_paused(cr: Mapping[str, Any]) -> bool:
+    annotations = cr.get("metadata", {}).get("annotations") or {}
+    return str(annotations.get(PAUSED_ANNOTATION, "")).lower() == "true"
+
+
+def key_of(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    return (obj["apiVersion"], obj["kind"], obj["metadata"]["name"])
+
+
+@dataclass
+class Change:
+    """A write this pass made to a child (for Events, metrics and logs; never holds values)."""
+
+    action: str  # Created | Updated | Restarted | DriftCorrected | Deleted
+    kind: str
+    name: str
+    detail: str = ""
+
+    def describe(self) -> str:
+        text = f"{self.kind} {self.name}"
+        return f"{text}: {self.detail}" if self.detail else text
+
+
+@dataclass
+class Pass:
+    """What one pass found and did."""
+
+    status: Obj
+    changes: list[Change] = field(default_factory=list)
+    live: dict[tuple[str, str, str], Obj] = field(default_factory=dict)
+    ready: bool = False
+    applied_generation: int | None = None
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def _decode(secret: Mapping[str, Any] | None, key: str) -> str | None:
+    if secret is None:
+        return None
+    raw = (secret.get("data") or {}).get(key)
+    if raw is None:
+        return None
+    return base64.b64decode(raw).decode()
+
+
+async def _read_or_generate(kube: Kube, namespace: str, secret_name: str, key: str) -> str:
+    live = await kube.get("v1", "Secret", namespace, secret_name)  # raises on a failed read
+    value = _decode(live, key)
+    return value if value else pysecrets.token_urlsafe(32)
+
+
+async def read_or_generate_secrets(kube: Kube, namespace: str, name: str) -> GeneratedSecrets:
+    """The generated secret values: read from their Secrets, generated only where absent.
+
+    A failed read raises (never generate over a Secret we merely failed to read: that would
+    rotate keys by accident). Values are never logged.
+    """
+    return GeneratedSecrets(
+        jwt_key=await _read_or_generate(kube, namespace, jwt_secret_name(name), JWT_SECRET_KEY),
+        mongo_root_password=await _read_or_generate(
+            kube, namespace, mongo_credentials_secret_name(name), MONGO_PASSWORD_KEY
+        ),
+    )
+
+
+async def check_secret_ref(kube: Kube, namespace: str, name: str, key: str) -> st.SecretRef:
+    """Existence and key of a user-provided Secret (read only; the values are not looked at)."""
+    secret = await kube.get("v1", "Secret", namespace, name)
+    has_key = secret is not None and key in (secret.get("data") or {})
+    return st.SecretRef(name, key, namespace, secret is not None, has_key)
+
+
+# --------------------------------------------------------------------------- applying children
+
+
+def _template_changed(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
+    want = desired.get("spec", {}).get("template")
+    if want is None:
+        return False
+    return drift.first_difference(want, live.get("spec", {}).get("template", {})) is not None
+
+
+async def apply_child(kube: Kube, manifest: Mapping[str, Any]) -> tuple[Obj, Change | None]:
+    """Bring one child to `manifest`; write only when it differs. Returns the live object."""
+    desired = drift.with_hash(drift.normalize(manifest))
+    api_version, kind, name = key_of(desired)
+    namespace = desired["metadata"].get("namespace")
+    live = await kube.get(api_version, kind, namespace, name)
+    if live is not None:
+        where = drift.drift(desired, live)
+        if where is None:
+            return live, None
+        hash_path = f"metadata.annotations.{drift.HASH_ANNOTATION}"
+        if where.lstrip(".") != hash_path:
+            action, detail = "DriftCorrected", f"{where} was changed outside the operator"
+            metrics.DRIFT_CORRECTIONS.labels(kind).inc()
+        elif _template_changed(desired, live):
+            action, detail = "Restarted", "pod template changed; rolling the pods"
+        else:
+            action, detail = "Updated", "spec changed"
+    else:
+        action, detail = "Created", ""
+    applied = await kube.apply(desired)
+    before = (live or {}).get("metadata", {}).get("resourceVersion")
+    if before is not None and applied.get("metadata", {}).get("resourceVersion") == before:
+        # The server found nothing to change (our comparison was stricter than SSA): not a write.
+        log.debug("apply of %s %s was a no-op (differed at %s)", kind, name, detail)
+        return applied, None
+    metrics.CHILD_WRITES.labels(action, kind).inc()
+    return applied, Change(action, kind, name, detail)
+
+
+async def prune(
+    kube: Kube,
+    cr: Mapping[str, Any],
+    desired: set[tuple[str, str, str]],
+    capabilities: frozenset[str],
+) -> list[Change]:
+    """Delete children of this cluster that the spec no longer asks for (HPA after autoscaling
+    is turned off, in-cluster Redis after switching to External, ...)."""
+    meta = cr["metadata"]
+    selector = lb.managed_selector(meta["name"])
+    changes: list[Change] = []
+    for owned in prunable_kinds(capabilities):
+        api_version, kind = owned.api_version, owned.kind
+        for obj in await kube.list(api_version, kind, meta["namespace"], selector):
+            owners = obj.get("metadata", {}).get("ownerReferences") or []
+            if not any(o.get("uid") == meta["uid"] for o in owners):
+                continue  # same labels, but not ours: leave it alone
+            if key_of(obj) in desired:
+                continue
+            if await kube.delete(api_version, kind, meta["namespace"], obj["metadata"]["name"]):
+                metrics.CHILD_WRITES.labels("Deleted", kind).inc()
+                changes.append(Change("Deleted", kind, obj["metadata"]["name"], "no longer needed"))
+    return changes
+
+
+# --------------------------------------------------------------------------- status
+
+
+def _find(live: Mapping[tuple[str, str, str], Obj], kind: str, component: str) -> Obj | None:
+    for (_, k, _), obj in live.items():
+        labels = obj.get("metadata", {}).get("labels") or {}
+        if k == kind and labels.get(lb.COMPONENT) == component:
+            return obj
+    return None
+
+
+def component_checks(
+    spec: HypersendClusterSpec,
+    live: Mapping[tuple[str, str, str], Obj],
+    refs: Mapping[str, st.SecretRef],
+) -> list[st.Check]:
+    return [
+        st.chat_ready(_find(live, "Deployment", lb.CHAT)),
+        st.redis_ready(spec.redis.mode, _find(live, "Deployment", lb.REDIS), refs.get("redis")),
+        st.mongo_ready(spec.mongo.mode, _find(live, "StatefulSet", lb.MONGO), refs.get("mongo")),
+        st.autoscaling_ready(
+            spec.autoscaling.enabled, _find(live, "HorizontalPodAutoscaler", lb.CHAT)
+        ),
+    ]
+
+
+def build_status(
+    cr: Mapping[str, Any],
+    checks: Sequence[st.Check],
+    live: Mapping[tuple[str, str, str], Obj],
+    *,
+    paused: bool,
+    applied_generation: int | None,
+    blocking: st.Check | None = None,
+    now: str | None = None,
+) -> Obj:
+    """The full status document for this pass (validated against the API model)."""
+    previous = cr.get("status") or {}
+    generation = cr.get("metadata", {}).get("generation")
+    observed = (
+        applied_generation if applied_generation is not None else previous.get("observedGeneration")
+    )
+    summary = st.summarize(
+        checks,
+        paused=paused,
+        generation=generation,
+        observed_generation=observed,
+        blocking=blocking,
+    )
+    conditions = st.merge_conditions(
+        previous.get("conditions"),
+        summary.conditions,
+        now=now or now_rfc3339(),
+        observed_generation=observed,
+    )
+    chat = st.chat_summary(
+        _find(live, "Deployment", lb.CHAT), _find(live, "HorizontalPodAutoscaler", lb.CHAT)
+    )
+    chat["ready"] = f"{chat.get('readyReplicas', 0)}/{chat.get('replicas', 0)}"
+    model = HypersendClusterStatus.model_validate(
+        {
+            "observedGeneration": observed,
+            "phase": summary.phase,
+            "conditions": conditions,
+            "chat": chat,
+        }
+    )
+    return model.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# --------------------------------------------------------------------------- the pass
+
+
+async def observe(
+    kube: Kube, manifests: Sequence[Mapping[str, Any]]
+) -> dict[tuple[str, str, str], Obj]:
+    """Read the children without changing them (used while paused)."""
+    live: dict[tuple[str, str, str], Obj] = {}
+    for m in manifests:
+        obj = await kube.get(
+            m["apiVersion"], m["kind"], m["metadata"].get("namespace"), m["metadata"]["name"]
+        )
+        if obj is not None:
+            live[key_of(m)] = obj
+    return live
+
+
+async def reconcile(
+    kube: Kube,
+    cr: Mapping[str, Any],
+    *,
+    capabilities: frozenset[str],
+    prune_children: bool = True,
+    now: str | None = None,
+) -> Pass:
+    """One full pass. Writes children (unless paused); the caller writes the returned status."""
+    meta = cr["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    paused = is_paused(cr)
+
+    # Spec: the CRD validates it; a spec the models still refuse (an older CRD) cannot work.
+    try:
+        spec = HypersendClusterSpec.model_validate(cr.get("spec") or {})
+    except ValidationError as e:
+        problem = st.failed(st.READY, "InvalidSpec", _validation_message(e))
+        return Pass(
+            build_status(
+                cr, [], {}, paused=paused, applied_generation=None, blocking=problem, now=now
+            )
+        )
+
+    # Secrets: read what exists, generate only what is missing (never rotate).
+    secrets = await read_or_generate_secrets(kube, namespace, name)
+    ctx = BuildContext(
+        name=name,
+        namespace=namespace,
+        uid=meta["uid"],
+        generation=int(meta.get("generation") or 1),
+        spec=spec,
+        secrets=secrets,
+        capabilities=capabilities,
+    )
+    components = build_components(ctx)
+
+    # User-provided Secrets the spec points at: checked, never modified.
+    refs: dict[str, st.SecretRef] = {}
+    for user_ref in user_secret_refs(spec):
+        refs[user_ref.component] = await check_secret_ref(
+            kube, namespace, user_ref.ref.name, user_ref.ref.key
+        )
+
+    if paused:
+        live = await observe(kube, [m for c in components for m in c.manifests])
+        checks = component_checks(spec, live, refs)
+        return Pass(
+            build_status(cr, checks, live, paused=True, applied_generation=None, now=now), live=live
+        )
+
+    # Ordered steps: secrets, config, redis, mongo, chat, autoscaling, disruption, ingress, ...
+    result = Pass(status={})
+    blocking: st.Check | None = None
+    for component in components:
+        try:
+            for manifest in component.manifests:
+                obj, change = await apply_child(kube, manifest)
+                result.live[key_of(manifest)] = obj
+                if change is not None:
+                    result.changes.append(change)
+        except ApiError as e:
+            if e.transient:
+                raise
+            # A refused write (invalid object, forbidden, immutable field) will not fix itself.
+            blocking = st.failed(
+                st.READY,
+                "ApplyFailed",
+                f"applying {component.name} failed: {e.code} {e.reason}: {e.message}",
+            )
+            break
+
+    if blocking is None and prune_children:
+        desired = {key_of(m) for c in components for m in c.manifests}
+        result.changes.extend(await prune(kube, cr, desired, capabilities))
+
+    checks = component_checks(spec, result.live, refs)
+    result.applied_generation = ctx.generation if blocking is None else None
+    result.status = build_status(
+        cr,
+        checks,
+        result.live,
+        paused=False,
+        applied_generation=result.applied_generation,
+        blocking=blocking,
+        now=now,
+    )
+    result.ready = result.status.get("phase") == "Ready"
+    return result
+
+
+def _validation_message(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors()[:5]:
+        loc = ".".join(str(x) for x in err["loc"])
+        parts.append(f"spec.{loc}: {err['msg']}" if loc else err["msg"])
+    return "; ".join(parts)
+
+
+async def write_status(kube: Kube, cr: Mapping[str, Any], new_status: Mapping[str, Any]) -> bool:
+    """Patch the CR's status if (and only if) it differs. True when written."""
+    patch = st.status_patch(cr.get("status") or {}, new_status)
+    if not patch:
+        return False
+    meta = cr["metadata"]
+    await kube.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"], dict(patch))
+    return True
+
+
+async def post_events(kube: Kube, cr: Mapping[str, Any], changes: Sequence[Change]) -> None:
+    involved = {"apiVersion": API_VERSION, "kind": KIND, "metadata": cr["metadata"]}
+    for change in changes:
+        type_ = "Normal"
+        await kube.post_event(involved, type_, change.action, change.describe())
+
+
+async def delete_data(kube: Kube, cr: Mapping[str, Any]) -> list[str]:
+    """On CR deletion with `mongo.deletePolicy: Delete`: remove the in-cluster MongoDB PVCs.
+
+    Everything else goes by owner references; the Atlas Secret is never touched.
+    """
+    meta = cr["metadata"]
+    selector = ",".join(f"{k}={v}" for k, v in lb.selector_labels(meta["name"], lb.MONGO).items())
+    deleted = []
+    for pvc in await kube.list("v1", "PersistentVolumeClaim", meta["namespace"], selector):
+        if await kube.delete(
+            "v1", "PersistentVolumeClaim", meta["namespace"], pvc["metadata"]["name"]
+        ):
+            deleted.append(pvc["metadata"]["name"])
+    return deleted
