@@ -8,12 +8,24 @@ asyncio pub/sub between two clients and the Lua counter the rate limiter builds 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from hypersend_devenv.datastores import (
+    DatastoreError,
+    FerretDBServer,
+    RedisServer,
+    ping_mongo,
+    ping_redis,
+)
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, MongoClient, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
@@ -429,3 +441,87 @@ async def test_incr_then_expire_pipeline_counter(
     counts = await asyncio.gather(*(hit() for _ in range(20)))
     assert sorted(counts) == list(range(1, 21))
     assert 0 < await redis_client.ttl(key) <= 60
+
+
+# --- the launchers themselves ----------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers signal 0; it is gone for our purposes once reaped or defunct.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def test_redis_server_starts_answers_and_stops_cleanly() -> None:
+    with RedisServer() as server:
+        assert server.process is not None
+        pid, port, workdir = server.process.pid, server.port, server.dir
+        assert ping_redis(port)
+        assert server.url == f"redis://127.0.0.1:{port}/0"
+    assert not _alive(pid)
+    assert not ping_redis(port)
+    assert not workdir.exists()
+
+
+def test_ferretdb_server_keeps_data_in_its_state_dir(tmp_path: Path) -> None:
+    with FerretDBServer(state_dir=tmp_path) as server:
+        assert server.process is not None
+        pid, port = server.process.pid, server.port
+        assert ping_mongo(port)
+        with MongoClient[Doc](server.url) as client:
+            client.keep.notes.insert_one({"_id": 1, "text": "kept"})
+    assert not _alive(pid)
+    assert not ping_mongo(port)
+
+    with FerretDBServer(state_dir=tmp_path) as server, MongoClient[Doc](server.url) as client:
+        assert client.keep.notes.find_one({"_id": 1}) == {"_id": 1, "text": "kept"}
+    assert tmp_path.exists()
+
+
+def test_a_server_that_dies_at_start_fails_with_its_log(tmp_path: Path) -> None:
+    fake = tmp_path / "ferretdb"
+    fake.write_text("#!/bin/sh\necho 'cannot open sqlite dir' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    with pytest.raises(DatastoreError, match=r"exited with code 3[\s\S]*cannot open sqlite dir"):
+        FerretDBServer(binary=fake).start()
+
+    with pytest.raises(DatastoreError, match="is missing"):
+        FerretDBServer(binary=tmp_path / "absent").start()
+
+
+def test_cli_prints_urls_and_stops_on_ctrl_c() -> None:
+    tools = Path(__file__).resolve().parents[2] / "tools"
+    env = {**os.environ, "PYTHONPATH": str(tools)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hypersend_devenv.datastores"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        urls: dict[str, str] = {}
+        for line in proc.stdout:
+            if "=" in line and line.split("=", 1)[0] in ("REDIS_URL", "MONGO_URL"):
+                key, value = line.strip().split("=", 1)
+                urls[key] = value
+            if len(urls) == 2:
+                break
+        assert set(urls) == {"REDIS_URL", "MONGO_URL"}
+        redis_port = int(urls["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
+        mongo_port = int(urls["MONGO_URL"].rstrip("/").rsplit(":", 1)[1])
+        assert ping_redis(redis_port)
+        assert ping_mongo(mongo_port)
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert not ping_redis(redis_port)
+        assert not ping_mongo(mongo_port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
