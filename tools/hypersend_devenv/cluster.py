@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from hypersend_devenv import build, procs
+from hypersend_devenv import build, metrics_adapter, procs
 from hypersend_devenv.pki import Pki, ensure_pki
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,6 +49,7 @@ NODE_NAMES = ("kwok-node-1", "kwok-node-2")
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 # Order matters: start order, and `down` stops in reverse.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+ADAPTER = "metrics-adapter"  # started on demand by LocalCluster.start_custom_metrics
 
 
 class ClusterError(RuntimeError):
@@ -579,6 +580,55 @@ class LocalCluster:
                 say(f"warning: pids {left} survived the cleanup")
             raise
         return phases
+
+    def start_custom_metrics(self, timeout: float = 90.0) -> metrics_adapter.MetricsWriter:
+        """Serve custom.metrics.k8s.io from the test adapter (idempotent); returns its writer.
+
+        The adapter becomes one of the cluster's recorded processes, so `down` stops it too.
+        """
+        with self._locked():
+            state = self.load_state()
+            if state is None or not self.is_healthy():
+                raise ClusterError(f"no healthy cluster in {self.state_dir}; run `up` first")
+            known = state.extra.get("metrics_adapter")
+            running = [p for p in state.processes if p.name == ADAPTER]
+            if known and running and procs.is_running(running[0]):
+                return metrics_adapter.MetricsWriter(int(known["write_port"]))
+            if not build.METRICS_ADAPTER.is_built():
+                raise ClusterError(
+                    "the custom metrics adapter is not built; run "
+                    "`python -m hypersend_devenv.build metrics-adapter` (from tools/)"
+                )
+            secure_port, write_port = free_ports(2)
+            cert_dir = self.layout.cert_dir(ADAPTER)
+            with contextlib.suppress(FileNotFoundError):
+                self.layout.log(ADAPTER).unlink()
+            argv = metrics_adapter.adapter_args(
+                str(build.METRICS_ADAPTER.path("metrics-adapter")),
+                str(self.kubeconfig),
+                str(cert_dir),
+                secure_port,
+                write_port,
+            )
+            state.processes = [p for p in state.processes if p.name != ADAPTER]
+            state.extra["metrics_adapter"] = {"secure_port": secure_port, "write_port": write_port}
+            self._launch(state, ADAPTER, argv)
+            manifests = metrics_adapter.apiservice_manifests(secure_port)
+            self.kubectl("apply", "-f", "-", input="\n".join(json.dumps(m) for m in manifests))
+            deadline = time.monotonic() + timeout
+            self._wait(state, ADAPTER, deadline, self._custom_metrics_available)
+            return metrics_adapter.MetricsWriter(write_port)
+
+    def _custom_metrics_available(self) -> bool:
+        api = self.api_get(
+            f"/apis/apiregistration.k8s.io/v1/apiservices/{metrics_adapter.APISERVICE}"
+        )
+        conditions = api.get("status", {}).get("conditions", [])
+        available = any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
+        # Availability is the aggregator's view; discovery through it proves the whole path.
+        return available and self._exists(
+            f"/apis/{metrics_adapter.GROUP}/{metrics_adapter.VERSION}"
+        )
 
     def _launch(self, state: State, name: str, argv: Sequence[str]) -> None:
         state.processes.append(procs.start(name, argv, self.layout.log(name)))
