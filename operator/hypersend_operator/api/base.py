@@ -16,6 +16,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     WithJsonSchema,
     model_validator,
@@ -101,7 +102,8 @@ Quantity = Annotated[
 
 # An IntOrString such as a PDB's maxUnavailable (1 or "25%").
 IntOrPercent = Annotated[
-    Annotated[int, Field(ge=0)] | Annotated[str, StringConstraints(pattern=r"^[0-9]{1,3}%$")],
+    Annotated[int, Strict(), Field(ge=0)]
+    | Annotated[str, StringConstraints(pattern=r"^[0-9]{1,3}%$")],
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],

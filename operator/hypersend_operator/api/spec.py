@@ -83,17 +83,17 @@ MONGO_RESOURCES = Resources(
 class WebSocketSettings(ApiModel):
     """WebSocket keep-alive, capacity and drain settings of each chat pod."""
 
-    ping_interval_seconds: int = Field(30, ge=1, le=300)
-    idle_timeout_seconds: int = Field(300, ge=10, le=86400)
-    max_connections_per_pod: int = Field(5000, ge=1, le=100000)
+    ping_interval_seconds: int = Field(default=30, ge=1, le=300)
+    idle_timeout_seconds: int = Field(default=300, ge=10, le=86400)
+    max_connections_per_pod: int = Field(default=5000, ge=1, le=100000)
     drain_delay_seconds: int = Field(
-        5,
+        default=5,
         ge=0,
         le=60,
         description="preStop pause before SIGTERM so endpoints drop the pod before sockets close.",
     )
     drain_seconds: int = Field(
-        30,
+        default=30,
         ge=1,
         le=3600,
         description="Whole drain budget: sockets are closed in batches within it.",
@@ -109,7 +109,9 @@ class WebSocketSettings(ApiModel):
 
 
 class RateLimit(ApiModel):
-    requests_per_minute: int = Field(100, ge=1, le=100000, description="Per user, across pods.")
+    requests_per_minute: int = Field(
+        default=100, ge=1, le=100000, description="Per user, across pods."
+    )
 
 
 class EnvVar(ApiModel):
@@ -140,7 +142,9 @@ class EnvVar(ApiModel):
 
 class PodDisruptionBudgetSpec(ApiModel):
     enabled: bool = True
-    max_unavailable: IntOrPercent = Field(1, description="An integer or a percentage like '25%'.")
+    max_unavailable: IntOrPercent = Field(
+        default=1, description="An integer or a percentage like '25%'."
+    )
 
 
 class ChatSpec(ApiModel):
@@ -148,7 +152,9 @@ class ChatSpec(ApiModel):
 
     image: Annotated[str, StringConstraints(min_length=1, max_length=512)]
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    replicas: int = Field(2, ge=0, le=1000, description="Used only when autoscaling is disabled.")
+    replicas: int = Field(
+        default=2, ge=0, le=1000, description="Used only when autoscaling is disabled."
+    )
     resources: Resources = Field(default=CHAT_RESOURCES)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     websocket: WebSocketSettings = _nested(WebSocketSettings, "WebSocket settings.")
@@ -179,7 +185,7 @@ class ScalingPolicy(ApiModel):
 class ScalingRules(ApiModel):
     """Same shape as autoscaling/v2 HPAScalingRules."""
 
-    stabilization_window_seconds: int = Field(0, ge=0, le=3600)
+    stabilization_window_seconds: int = Field(default=0, ge=0, le=3600)
     select_policy: Literal["Max", "Min", "Disabled"] = "Max"
     policies: Annotated[list[ScalingPolicy], Field(min_length=1, max_length=MAX_POLICIES)]
 
@@ -210,14 +216,14 @@ class AutoscalingSpec(ApiModel):
     """HorizontalPodAutoscaler of the chat Deployment."""
 
     enabled: bool = True
-    min_replicas: int = Field(2, ge=1, le=1000)
-    max_replicas: int = Field(10, ge=1, le=1000)
-    target_connections_per_pod: int = Field(1000, ge=1, le=100000)
+    min_replicas: int = Field(default=2, ge=1, le=1000)
+    max_replicas: int = Field(default=10, ge=1, le=1000)
+    target_connections_per_pod: int = Field(default=1000, ge=1, le=100000)
     target_cpu_utilization_percentage: int = Field(
-        70, ge=1, le=100, alias="targetCPUUtilizationPercentage"
+        default=70, ge=1, le=100, alias="targetCPUUtilizationPercentage"
     )
     target_memory_utilization_percentage: int = Field(
-        80, ge=1, le=100, alias="targetMemoryUtilizationPercentage"
+        default=80, ge=1, le=100, alias="targetMemoryUtilizationPercentage"
     )
     behavior: ScalingBehavior = _nested(ScalingBehavior, "HPA v2 scaling behavior.")
 
@@ -307,8 +313,8 @@ class MongoAtlas(ApiModel):
 
 
 class MongoPool(ApiModel):
-    min_size: int = Field(10, ge=0, le=1000)
-    max_size: int = Field(50, ge=1, le=1000)
+    min_size: int = Field(default=10, ge=0, le=1000)
+    max_size: int = Field(default=50, ge=1, le=1000)
 
     rules = (
         Rule(
@@ -321,7 +327,7 @@ class MongoPool(ApiModel):
 
 class MongoSpec(ApiModel):
     mode: Literal["InCluster", "Atlas"] = Field(
-        "InCluster",
+        default="InCluster",
         json_schema_extra={
             "x-kubernetes-validations": [
                 Rule(
@@ -337,7 +343,8 @@ class MongoSpec(ApiModel):
     ] = "hypersend"
     pool: MongoPool = _nested(MongoPool, "Connection pool of each chat pod.")
     delete_policy: Literal["Retain", "Delete"] = Field(
-        "Retain", description="What happens to in-cluster data volumes when the cluster is deleted."
+        default="Retain",
+        description="What happens to in-cluster data volumes when the cluster is deleted.",
     )
     in_cluster: MongoInCluster | None = None
     atlas: MongoAtlas | None = None

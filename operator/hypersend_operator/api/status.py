@@ -37,23 +37,23 @@ class Condition(ApiModel):
         description="RFC 3339 time of the last status change.",
         json_schema_extra={"format": "date-time"},
     )
-    observed_generation: int | None = Field(None, ge=0)
+    observed_generation: int | None = Field(default=None, ge=0)
 
 
 class ChatStatus(ApiModel):
     """The chat Deployment as last observed."""
 
-    replicas: int | None = Field(None, ge=0, description="Desired chat pods.")
-    ready_replicas: int | None = Field(None, ge=0)
+    replicas: int | None = Field(default=None, ge=0, description="Desired chat pods.")
+    ready_replicas: int | None = Field(default=None, ge=0)
     ready: str | None = Field(
-        None, description='Preformatted "ready/desired" for the printer column, e.g. "2/3".'
+        default=None, description='Preformatted "ready/desired" for the printer column, e.g. "2/3".'
     )
-    selector: str | None = Field(None, description="Label selector of the chat pods.")
-    connections: int | None = Field(None, ge=0, description="Open WebSocket connections.")
+    selector: str | None = Field(default=None, description="Label selector of the chat pods.")
+    connections: int | None = Field(default=None, ge=0, description="Open WebSocket connections.")
 
 
 class HypersendClusterStatus(ApiModel):
-    observed_generation: int | None = Field(None, ge=0)
+    observed_generation: int | None = Field(default=None, ge=0)
     phase: Phase | None = None
     conditions: Annotated[list[Condition], Field(max_length=MAX_CONDITIONS)] = Field(
         default_factory=list,

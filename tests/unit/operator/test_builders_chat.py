@@ -1,0 +1,215 @@
+"""Chat Deployment, Service and ConfigMap builders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypersend_operator.builders import (
+    CONFIG_HASH_ANNOTATION,
+    BuildContext,
+    build_all,
+    config_hash,
+)
+from hypersend_operator.builders.configmap import chat_config_data, chat_config_map
+from hypersend_operator.builders.deployment import chat_deployment
+from hypersend_operator.builders.service import chat_service
+
+from tests.unit.operator.support import IMAGE, ctx, env_of
+
+pytestmark = pytest.mark.unit
+
+
+def container_of(c: BuildContext) -> dict[str, Any]:
+    dep = chat_deployment(c)
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+def test_default_deployment_shape() -> None:
+    dep = chat_deployment(ctx())
+    assert dep["apiVersion"] == "apps/v1"
+    assert dep["metadata"]["name"] == "demo-chat"
+    assert dep["metadata"]["namespace"] == "team-a"
+    spec = dep["spec"]
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
+    }
+    assert spec["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "hypersend",
+        "app.kubernetes.io/instance": "demo",
+        "app.kubernetes.io/component": "chat",
+    }
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    pod = spec["template"]["spec"]
+    assert pod["enableServiceLinks"] is False
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+    keys = [(t["topologyKey"], t["whenUnsatisfiable"]) for t in pod["topologySpreadConstraints"]]
+    assert keys == [
+        ("topology.kubernetes.io/zone", "ScheduleAnyway"),
+        ("kubernetes.io/hostname", "ScheduleAnyway"),
+    ]
+    annotations = spec["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "8080"
+
+
+def test_autoscaling_on_leaves_replicas_to_the_hpa() -> None:
+    assert "replicas" not in chat_deployment(ctx())["spec"]
+
+
+def test_autoscaling_off_sets_replicas() -> None:
+    dep = chat_deployment(ctx(autoscaling={"enabled": False}, chat={"replicas": 4}))
+    assert dep["spec"]["replicas"] == 4
+
+
+def test_container_image_port_probes_and_resources() -> None:
+    c = container_of(ctx())
+    assert c["image"] == IMAGE
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["resources"] == {
+        "requests": {"cpu": "500m", "memory": "512Mi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
+    assert c["envFrom"] == [{"configMapRef": {"name": "demo-chat"}}]
+
+
+def test_security_context_is_restricted() -> None:
+    dep = chat_deployment(ctx())
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = pod["containers"][0]["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["runAsUser"] == 10001
+
+
+def test_drain_prestop_and_grace_period() -> None:
+    c = ctx(chat={"websocket": {"drainDelaySeconds": 7, "drainSeconds": 45}})
+    dep = chat_deployment(c)
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["containers"][0]["lifecycle"] == {"preStop": {"sleep": {"seconds": 7}}}
+    assert pod["terminationGracePeriodSeconds"] >= 7 + 45
+    assert pod["terminationGracePeriodSeconds"] == 62
+
+
+def test_zero_drain_delay_has_no_prestop() -> None:
+    c = container_of(ctx(chat={"websocket": {"drainDelaySeconds": 0}}))
+    assert "lifecycle" not in c
+
+
+def test_in_cluster_env_wiring() -> None:
+    env = env_of(container_of(ctx()))
+    assert env["HYPERSEND_JWT_SECRET"]["valueFrom"] == {
+        "secretKeyRef": {"name": "demo-jwt", "key": "jwt-secret"}
+    }
+    assert env["HYPERSEND_MONGO_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": "demo-mongo-credentials", "key": "url"}
+    }
+    assert env["HYPERSEND_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert "HYPERSEND_REDIS_URL" not in env  # in the ConfigMap instead
+    data = chat_config_data(ctx())
+    assert data["HYPERSEND_REDIS_URL"] == "redis://demo-redis.team-a.svc:6379/0"
+
+
+def test_external_redis_and_atlas_env_wiring() -> None:
+    c = ctx(
+        redis={"mode": "External", "external": {"urlSecretRef": {"name": "cache", "key": "url"}}},
+        mongo={"mode": "Atlas", "atlas": {"connectionSecretRef": {"name": "atl", "key": "uri"}}},
+    )
+    env = env_of(container_of(c))
+    assert env["HYPERSEND_REDIS_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": "cache", "key": "url"}
+    }
+    assert env["HYPERSEND_MONGO_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": "atl", "key": "uri"}
+    }
+    assert "HYPERSEND_REDIS_URL" not in chat_config_data(c)
+
+
+def test_extra_env_follows_operator_env() -> None:
+    c = ctx(chat={"env": [{"name": "HYPERSEND_MAX_MESSAGE_BYTES", "value": "32768"}]})
+    env = container_of(c)["env"]
+    assert env[-1] == {"name": "HYPERSEND_MAX_MESSAGE_BYTES", "value": "32768"}
+
+
+def test_config_map_carries_the_env_contract() -> None:
+    c = ctx(
+        chat={
+            "logLevel": "debug",
+            "rateLimit": {"requestsPerMinute": 50},
+            "websocket": {"pingIntervalSeconds": 20, "maxConnectionsPerPod": 3000},
+        },
+        mongo={"database": "chat", "pool": {"minSize": 5, "maxSize": 20}},
+    )
+    cm = chat_config_map(c)
+    assert cm["metadata"]["name"] == "demo-chat"
+    assert cm["data"] == {
+        "HYPERSEND_DRAIN_DELAY_SECONDS": "5",
+        "HYPERSEND_DRAIN_SECONDS": "30",
+        "HYPERSEND_HOST": "0.0.0.0",
+        "HYPERSEND_LOG_LEVEL": "debug",
+        "HYPERSEND_MONGO_DB": "chat",
+        "HYPERSEND_MONGO_MAX_POOL": "20",
+        "HYPERSEND_MONGO_MIN_POOL": "5",
+        "HYPERSEND_PORT": "8080",
+        "HYPERSEND_RATE_LIMIT_PER_MINUTE": "50",
+        "HYPERSEND_REDIS_URL": "redis://demo-redis.team-a.svc:6379/0",
+        "HYPERSEND_WS_IDLE_TIMEOUT_SECONDS": "300",
+        "HYPERSEND_WS_MAX_CONNECTIONS": "3000",
+        "HYPERSEND_WS_PING_INTERVAL_SECONDS": "20",
+    }
+    assert all(isinstance(v, str) for v in cm["data"].values())
+
+
+def test_config_hash_is_stable_and_on_the_pod_template() -> None:
+    first, second = ctx(), ctx()
+    assert config_hash(first) == config_hash(second)
+    assert len(config_hash(first)) == 64
+    annotations = chat_deployment(first)["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[CONFIG_HASH_ANNOTATION] == config_hash(first)
+    assert build_all(first) == build_all(second)
+
+
+def test_config_hash_ignores_what_pods_do_not_read() -> None:
+    base = config_hash(ctx())
+    assert config_hash(ctx(autoscaling={"maxReplicas": 20})) == base
+    assert config_hash(ctx(chat={"image": "ghcr.io/hypersend/chatserver:0.2.0"})) == base
+    assert config_hash(ctx(chat={"resources": {"requests": {"cpu": "1"}}})) == base
+    assert config_hash(ctx(ingress={"enabled": True, "host": "a.example"})) == base
+
+
+@pytest.mark.parametrize(
+    "blocks",
+    [
+        {"chat": {"logLevel": "warning"}},
+        {"chat": {"rateLimit": {"requestsPerMinute": 10}}},
+        {"chat": {"env": [{"name": "X", "value": "1"}]}},
+        {"mongo": {"pool": {"maxSize": 40}}},
+        {"redis": {"mode": "External", "external": {"urlSecretRef": {"name": "r", "key": "u"}}}},
+    ],
+)
+def test_config_hash_changes_with_config(blocks: dict[str, Any]) -> None:
+    assert config_hash(ctx(**blocks)) != config_hash(ctx())
+
+
+def test_config_hash_does_not_contain_secret_values() -> None:
+    dep = chat_deployment(ctx())
+    assert "k" * 43 not in str(dep)
+
+
+def test_service() -> None:
+    svc = chat_service(ctx())
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["ports"][0]["name"] == "http"
+    assert svc["spec"]["ports"][0]["port"] == 8080
+    assert svc["spec"]["selector"] == chat_deployment(ctx())["spec"]["selector"]["matchLabels"]

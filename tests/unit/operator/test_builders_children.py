@@ -1,0 +1,419 @@
+"""Secrets, Redis, MongoDB, HPA, PDB, Ingress, NetworkPolicy and monitoring builders, and the
+assembly: reconcile order, labels and owner references on everything the CR owns."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from hypersend_operator.builders import (
+    COMPONENT_NAMES,
+    PROMETHEUS_RULE,
+    SERVICE_MONITOR,
+    BuildContext,
+    build_all,
+    build_components,
+    decode_secret_value,
+    managed_selector,
+    mongo_pvc_names,
+    owned_kinds,
+    user_secret_refs,
+)
+
+from tests.unit.operator.support import JWT_KEY, MONGO_PASSWORD, ctx, find, kinds
+
+pytestmark = pytest.mark.unit
+
+ATLAS = {
+    "mode": "Atlas",
+    "atlas": {"connectionSecretRef": {"name": "hypersend-atlas", "key": "uri"}},
+}
+EXTERNAL_REDIS = {"mode": "External", "external": {"urlSecretRef": {"name": "cache", "key": "url"}}}
+MONITORING_CAPS = frozenset({SERVICE_MONITOR, PROMETHEUS_RULE})
+
+
+def test_default_children_in_reconcile_order() -> None:
+    components = build_components(ctx())
+    assert [c.name for c in components] == list(COMPONENT_NAMES)
+    assert COMPONENT_NAMES == (
+        "secrets", "config", "redis", "mongo", "chat",
+        "autoscaling", "disruption", "ingress", "network", "monitoring",
+    )  # fmt: skip
+    assert kinds(ctx()) == [
+        ("Secret", "demo-jwt"),
+        ("Secret", "demo-mongo-credentials"),
+        ("ConfigMap", "demo-chat"),
+        ("Service", "demo-redis"),
+        ("Deployment", "demo-redis"),
+        ("Service", "demo-mongo"),
+        ("StatefulSet", "demo-mongo"),
+        ("Service", "demo-chat"),
+        ("Deployment", "demo-chat"),
+        ("HorizontalPodAutoscaler", "demo-chat"),
+        ("PodDisruptionBudget", "demo-chat"),
+    ]
+
+
+def test_every_child_is_labelled_and_owned_by_the_cluster() -> None:
+    c = ctx(
+        ingress={"enabled": True, "host": "chat.example.com"},
+        networkPolicy={"enabled": True},
+        monitoring={"serviceMonitor": True, "prometheusRule": True},
+        capabilities=MONITORING_CAPS,
+    )
+    manifests = build_all(c)
+    assert len(manifests) == 17
+    owned = {(k.api_version, k.kind) for k in owned_kinds()}
+    for m in manifests:
+        meta = m["metadata"]
+        assert meta["namespace"] == "team-a"
+        assert (m["apiVersion"], m["kind"]) in owned
+        assert meta["labels"]["app.kubernetes.io/instance"] == "demo"
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "hypersend-operator"
+        assert meta["labels"]["app.kubernetes.io/part-of"] == "hypersend"
+        assert meta["labels"]["app.kubernetes.io/name"] == "hypersend"
+        assert meta["labels"]["app.kubernetes.io/component"]
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "hypersend.io/v1alpha1",
+                "kind": "HypersendCluster",
+                "name": "demo",
+                "uid": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+    assert managed_selector("demo") == (
+        "app.kubernetes.io/instance=demo,app.kubernetes.io/managed-by=hypersend-operator"
+    )
+
+
+def test_builders_are_deterministic_and_do_not_share_state() -> None:
+    c = ctx()
+    first = build_all(c)
+    first[0]["metadata"]["labels"]["mutated"] = "yes"
+    assert "mutated" not in build_all(c)[0]["metadata"]["labels"]
+    assert build_all(c) == build_all(ctx())
+
+
+# --- secrets
+
+
+def test_generated_secrets_render_the_given_values() -> None:
+    manifests = build_all(ctx())
+    jwt = find(manifests, "Secret", "demo-jwt")
+    assert decode_secret_value(jwt, "jwt-secret") == JWT_KEY
+    creds = find(manifests, "Secret", "demo-mongo-credentials")
+    assert decode_secret_value(creds, "username") == "root"
+    assert decode_secret_value(creds, "password") == MONGO_PASSWORD
+    url = decode_secret_value(creds, "url")
+    assert url == (
+        "mongodb://root:p%40ss%2Fw%3Ard@demo-mongo-0.demo-mongo.team-a.svc:27017/?authSource=admin"
+    )
+    assert decode_secret_value(creds, "missing") is None
+    assert base64.b64decode(jwt["data"]["jwt-secret"]).decode() == JWT_KEY
+
+
+def test_atlas_mode_builds_no_mongo_and_never_the_atlas_secret() -> None:
+    names = kinds(ctx(mongo=ATLAS))
+    assert ("Secret", "demo-mongo-credentials") not in names
+    assert ("StatefulSet", "demo-mongo") not in names
+    assert ("Service", "demo-mongo") not in names
+    assert all(name != "hypersend-atlas" for _, name in names)
+
+
+def test_user_secret_refs_lists_what_the_user_must_provide() -> None:
+    assert user_secret_refs(ctx().spec) == []
+    refs = user_secret_refs(ctx(mongo=ATLAS, redis=EXTERNAL_REDIS).spec)
+    assert [(r.component, r.field, r.ref.name, r.ref.key) for r in refs] == [
+        ("redis", "redis.external.urlSecretRef", "cache", "url"),
+        ("mongo", "mongo.atlas.connectionSecretRef", "hypersend-atlas", "uri"),
+    ]
+
+
+def test_secrets_repr_hides_values() -> None:
+    assert JWT_KEY not in repr(ctx())
+    assert MONGO_PASSWORD not in repr(ctx())
+
+
+# --- redis
+
+
+def test_in_cluster_redis() -> None:
+    manifests = build_all(ctx(redis={"inCluster": {"image": "redis:7.4.2"}}))
+    dep = find(manifests, "Deployment", "demo-redis")
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "redis:7.4.2"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["resources"]["limits"] == {"cpu": "500m", "memory": "256Mi"}
+    svc = find(manifests, "Service", "demo-redis")
+    assert svc["spec"]["ports"][0]["port"] == 6379
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+
+
+def test_default_redis_image_is_pinned() -> None:
+    dep = find(build_all(ctx()), "Deployment", "demo-redis")
+    image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert ":" in image
+    assert not image.endswith(":latest")
+
+
+def test_external_redis_builds_nothing() -> None:
+    names = kinds(ctx(redis=EXTERNAL_REDIS))
+    assert not [n for n in names if n[1] == "demo-redis"]
+    components = {c.name: c.manifests for c in build_components(ctx(redis=EXTERNAL_REDIS))}
+    assert components["redis"] == []
+
+
+# --- mongo
+
+
+def test_in_cluster_mongo_statefulset() -> None:
+    c = ctx(mongo={"inCluster": {"storage": {"size": "5Gi", "storageClassName": "fast"}}})
+    manifests = build_all(c)
+    sts = find(manifests, "StatefulSet", "demo-mongo")
+    assert sts["spec"]["replicas"] == 1
+    assert sts["spec"]["serviceName"] == "demo-mongo"
+    (template,) = sts["spec"]["volumeClaimTemplates"]
+    assert "ownerReferences" not in template["metadata"]  # data outlives the CR
+    assert template["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "5Gi"}},
+        "storageClassName": "fast",
+    }
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
+    pod = sts["spec"]["template"]["spec"]
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in pod["containers"][0]["env"]}
+    assert env == {
+        "MONGO_INITDB_ROOT_USERNAME": {"name": "demo-mongo-credentials", "key": "username"},
+        "MONGO_INITDB_ROOT_PASSWORD": {"name": "demo-mongo-credentials", "key": "password"},
+    }
+    assert "readinessProbe" in pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    svc = find(manifests, "Service", "demo-mongo")
+    assert svc["spec"]["clusterIP"] == "None"
+    assert mongo_pvc_names(c) == ["data-demo-mongo-0"]
+
+
+def test_mongo_without_storage_class_leaves_the_default() -> None:
+    sts = find(build_all(ctx()), "StatefulSet", "demo-mongo")
+    claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]
+    assert "storageClassName" not in claim
+    assert claim["resources"]["requests"]["storage"] == "10Gi"
+
+
+def test_delete_policy_delete_lets_the_statefulset_remove_pvcs() -> None:
+    sts = find(build_all(ctx(mongo={"deletePolicy": "Delete"})), "StatefulSet", "demo-mongo")
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"] == {
+        "whenDeleted": "Delete",
+        "whenScaled": "Retain",
+    }
+
+
+# --- autoscaling and disruption
+
+
+def test_hpa_defaults() -> None:
+    hpa = find(build_all(ctx()), "HorizontalPodAutoscaler", "demo-chat")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    spec = hpa["spec"]
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "demo-chat",
+    }
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (2, 10)
+    pods, cpu, memory = spec["metrics"]
+    assert pods == {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": "hypersend_websocket_connections"},
+            "target": {"type": "AverageValue", "averageValue": "1000"},
+        },
+    }
+    assert cpu["resource"] == {
+        "name": "cpu",
+        "target": {"type": "Utilization", "averageUtilization": 70},
+    }
+    assert memory["resource"]["target"]["averageUtilization"] == 80
+    assert spec["behavior"] == {
+        "scaleUp": {
+            "stabilizationWindowSeconds": 0,
+            "selectPolicy": "Max",
+            "policies": [
+                {"type": "Percent", "value": 100, "periodSeconds": 30},
+                {"type": "Pods", "value": 2, "periodSeconds": 30},
+            ],
+        },
+        "scaleDown": {
+            "stabilizationWindowSeconds": 300,
+            "selectPolicy": "Max",
+            "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
+        },
+    }
+
+
+def test_hpa_follows_the_spec() -> None:
+    c = ctx(
+        autoscaling={
+            "minReplicas": 1,
+            "maxReplicas": 3,
+            "targetConnectionsPerPod": 250,
+            "behavior": {
+                "scaleDown": {
+                    "stabilizationWindowSeconds": 60,
+                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+                }
+            },
+        }
+    )
+    spec = find(build_all(c), "HorizontalPodAutoscaler", "demo-chat")["spec"]
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (1, 3)
+    assert spec["metrics"][0]["pods"]["target"]["averageValue"] == "250"
+    assert spec["behavior"]["scaleDown"]["policies"] == [
+        {"type": "Pods", "value": 1, "periodSeconds": 60}
+    ]
+    assert spec["behavior"]["scaleUp"]["policies"][1]["value"] == 2  # untouched default
+
+
+def test_autoscaling_off_builds_no_hpa() -> None:
+    components = {
+        c.name: c.manifests for c in build_components(ctx(autoscaling={"enabled": False}))
+    }
+    assert components["autoscaling"] == []
+
+
+@pytest.mark.parametrize("value", [1, 0, "25%"])
+def test_pdb(value: Any) -> None:
+    c = ctx(chat={"podDisruptionBudget": {"maxUnavailable": value}})
+    pdb = find(build_all(c), "PodDisruptionBudget", "demo-chat")
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["maxUnavailable"] == value
+    assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "chat"
+
+
+def test_pdb_disabled() -> None:
+    assert ("PodDisruptionBudget", "demo-chat") not in kinds(
+        ctx(chat={"podDisruptionBudget": {"enabled": False}})
+    )
+
+
+# --- ingress and network policy
+
+
+def test_ingress_off_by_default() -> None:
+    assert not [k for k, _ in kinds(ctx()) if k == "Ingress"]
+
+
+def test_ingress_with_tls_class_and_annotations() -> None:
+    c = ctx(
+        ingress={
+            "enabled": True,
+            "host": "chat.example.com",
+            "className": "nginx",
+            "tlsSecretName": "chat-tls",
+            "annotations": {"nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"},
+        }
+    )
+    ing = find(build_all(c), "Ingress", "demo-chat")
+    assert ing["metadata"]["annotations"] == {
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600"
+    }
+    spec = ing["spec"]
+    assert spec["ingressClassName"] == "nginx"
+    assert spec["tls"] == [{"hosts": ["chat.example.com"], "secretName": "chat-tls"}]
+    (rule,) = spec["rules"]
+    assert rule["host"] == "chat.example.com"
+    backend = rule["http"]["paths"][0]["backend"]
+    assert backend == {"service": {"name": "demo-chat", "port": {"name": "http"}}}
+
+
+def test_ingress_without_tls() -> None:
+    ing = find(
+        build_all(ctx(ingress={"enabled": True, "host": "a.example"})), "Ingress", "demo-chat"
+    )
+    assert "tls" not in ing["spec"]
+    assert "ingressClassName" not in ing["spec"]
+    assert "annotations" not in ing["metadata"]
+
+
+def test_network_policies() -> None:
+    manifests = build_all(ctx(networkPolicy={"enabled": True}))
+    chat = find(manifests, "NetworkPolicy", "demo-chat")
+    assert chat["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8080}]}]
+    chat_pods = {"podSelector": {"matchLabels": chat["spec"]["podSelector"]["matchLabels"]}}
+    redis = find(manifests, "NetworkPolicy", "demo-redis")
+    assert redis["spec"]["ingress"] == [
+        {"ports": [{"protocol": "TCP", "port": 6379}], "from": [chat_pods]}
+    ]
+    mongo = find(manifests, "NetworkPolicy", "demo-mongo")
+    assert mongo["spec"]["ingress"][0]["from"] == [chat_pods]
+    assert mongo["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 27017}]
+
+
+def test_network_policies_skip_external_datastores() -> None:
+    c = ctx(networkPolicy={"enabled": True}, redis=EXTERNAL_REDIS, mongo=ATLAS)
+    assert [n for k, n in kinds(c) if k == "NetworkPolicy"] == ["demo-chat"]
+
+
+def test_no_network_policies_by_default() -> None:
+    assert not [k for k, _ in kinds(ctx()) if k == "NetworkPolicy"]
+
+
+# --- monitoring
+
+
+def _monitoring_kinds(c: BuildContext) -> list[str]:
+    return [k for k, _ in kinds(c) if k in ("ServiceMonitor", "PrometheusRule")]
+
+
+def test_monitoring_needs_both_the_flag_and_the_capability() -> None:
+    wanted: dict[str, Any] = {"monitoring": {"serviceMonitor": True, "prometheusRule": True}}
+    assert _monitoring_kinds(ctx(**wanted)) == []  # CRDs absent
+    assert _monitoring_kinds(ctx(capabilities=MONITORING_CAPS)) == []  # not asked for
+    only_sm = ctx(capabilities=frozenset({SERVICE_MONITOR}), **wanted)
+    assert _monitoring_kinds(only_sm) == ["ServiceMonitor"]
+    both = ctx(capabilities=MONITORING_CAPS, **wanted)
+    assert _monitoring_kinds(both) == ["ServiceMonitor", "PrometheusRule"]
+
+
+def test_service_monitor_and_rules() -> None:
+    c = ctx(
+        capabilities=MONITORING_CAPS,
+        monitoring={"serviceMonitor": True, "prometheusRule": True, "interval": "15s"},
+    )
+    manifests = build_all(c)
+    sm = find(manifests, "ServiceMonitor", "demo-chat")
+    assert sm["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+    chat_svc = find(manifests, "Service", "demo-chat")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= chat_svc["metadata"]["labels"].items()
+    rule = find(manifests, "PrometheusRule", "demo-chat")
+    alerts = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert alerts == [
+        "HypersendChatNoTargets",
+        "HypersendChatNearConnectionLimit",
+        "HypersendChatAtMaxReplicas",
+    ]
+    near = rule["spec"]["groups"][0]["rules"][1]["expr"]
+    assert (
+        near
+        == 'max(hypersend_websocket_connections{namespace="team-a", pod=~"demo-chat-.*"}) > 4500'
+    )
+
+
+def test_owned_kinds_cover_every_built_kind_and_not_pvcs() -> None:
+    names = {k.kind for k in owned_kinds()}
+    assert "PersistentVolumeClaim" not in names
+    assert {k.plural for k in owned_kinds() if k.capability} == {
+        "servicemonitors",
+        "prometheusrules",
+    }
+    sm = next(k for k in owned_kinds() if k.kind == "ServiceMonitor")
+    assert (sm.group, sm.version) == ("monitoring.coreos.com", "v1")
+    core = next(k for k in owned_kinds() if k.kind == "Secret")
+    assert (core.group, core.version) == ("", "v1")
