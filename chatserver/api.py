@@ -383,9 +383,9 @@ async def refresh(body: RefreshBody, store: StoreDep, settings: SettingsDep) -> 
 
 
 @router.post("/auth/logout", status_code=204, tags=["auth"])
-async def logout(body: RefreshBody, store: StoreDep) -> Response:
+async def logout(body: RefreshBody, store: StoreDep, settings: SettingsDep) -> Response:
     """Revoke the refresh token and its family. Access tokens expire on their own."""
-    await auth.revoke_refresh_token(store, body.refresh_token)
+    await auth.revoke_refresh_token(store, settings, body.refresh_token)
     return Response(status_code=204)
 
 

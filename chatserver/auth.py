@@ -164,26 +164,34 @@ async def issue_tokens(
 async def rotate_refresh_token(store: Store, settings: Settings, token: str) -> TokenPair:
     """Use a refresh token once: the next pair of its family, or RefreshError."""
     token_hash = hash_refresh_token(token)
-    claimed = await store.claim_refresh_token(token_hash)
-    if claimed is None:
-        record = await store.get_refresh_token(token_hash)
-        if record is None:
-            raise RefreshError("invalid", "the refresh token is invalid")
-        if record.revoked:
-            raise RefreshError("revoked", "the refresh token was revoked; log in again")
-        # Used before: someone replayed it. Revoke every token of this login.
-        await store.revoke_token_family(record.family_id)
-        raise RefreshError(
-            "reused", "the refresh token was already used; all sessions of this login were revoked"
-        )
-    if claimed.expires_at <= utcnow():
-        await store.delete_expired_refresh_tokens(utcnow())
+    record = await store.get_refresh_token(token_hash)
+    if record is None:
+        raise RefreshError("invalid", "the refresh token is invalid")
+    if record.revoked:
+        raise RefreshError("revoked", "the refresh token was revoked; log in again")
+    if record.expires_at <= utcnow():
         raise RefreshError("expired", "the refresh token has expired; log in again")
-    return await issue_tokens(store, settings, claimed.user_id, claimed.family_id)
+    if not await store.claim_refresh_token(token_hash, record.expires_at):
+        # Used before: someone replayed it. Revoke every token of this login.
+        await _revoke_family(store, settings, record.family_id)
+        raise RefreshError(
+            "reused", "the refresh token was already used; every token of this login is revoked"
+        )
+    pair = await issue_tokens(store, settings, record.user_id, record.family_id)
+    # A reuse detected concurrently (another process) revokes the pair just issued too.
+    if await store.is_family_revoked(record.family_id):
+        raise RefreshError("revoked", "the refresh token was revoked; log in again")
+    return pair
 
 
-async def revoke_refresh_token(store: Store, token: str) -> None:
+async def _revoke_family(store: Store, settings: Settings, family_id: str) -> None:
+    # No token of the family can outlive one refresh TTL from now.
+    until = utcnow() + timedelta(seconds=settings.refresh_token_ttl_seconds)
+    await store.revoke_token_family(family_id, until)
+
+
+async def revoke_refresh_token(store: Store, settings: Settings, token: str) -> None:
     """Logout: revoke the token's whole family (unknown tokens are ignored)."""
     record = await store.get_refresh_token(hash_refresh_token(token))
     if record is not None:
-        await store.revoke_token_family(record.family_id)
+        await _revoke_family(store, settings, record.family_id)

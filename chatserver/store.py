@@ -10,6 +10,16 @@ insert fail on the unique `_id`, and the loser retries with the next one. So a s
 once its message is stored, seq N is stored only after N-1 was, and per-room sequences have no
 gaps: resume can always fetch a missing seq from history instead of waiting for it. (A separate
 `$inc` counter would leave a hole whenever the process dies between allocating and inserting.)
+
+FerretDB v1 applies findAndModify/update as read-modify-write of the whole document without a
+transaction (FerretDB/FerretDB#3040): a conditional update can have several winners and
+concurrent updates of one document can lose each other's changes. So every race that matters is
+decided by a unique key on insert instead: message seqs and client ids, direct rooms (their id
+is derived from the pair), memberships, refresh-token use (a claim document per token) and
+family revocation, and reactions (one document per user, emoji and message). What stays
+read-modify-write is best-effort by design: a room's `last_seq`/`last_activity_at` summary (the
+next message corrects it; reads that need the exact value use `highest_seq`), read markers, and
+the rare race of an edit with a delete of the same message.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -135,7 +146,11 @@ class Store:
     async def ensure_indexes(self) -> None:
         await self._users.create_index([("username", ASCENDING)], unique=True, name="username")
         await self._refresh_tokens.create_index([("family_id", ASCENDING)], name="family")
-        await self._refresh_tokens.create_index([("expires_at", ASCENDING)], name="expires_at")
+        for tokens in (self._refresh_tokens, self._refresh_claims, self._revoked_families):
+            await tokens.create_index([("expires_at", ASCENDING)], name="expires_at")
+        await self._reactions.create_index(
+            [("room_id", ASCENDING), ("seq", ASCENDING)], name="room_seq"
+        )
         await self._members.create_index(
             [("user_id", ASCENDING), ("room_id", ASCENDING)], name="user_rooms"
         )
@@ -165,6 +180,18 @@ class Store:
     @property
     def _refresh_tokens(self) -> AsyncCollection[Document]:
         return self._database["refresh_tokens"]
+
+    @property
+    def _refresh_claims(self) -> AsyncCollection[Document]:
+        return self._database["refresh_token_claims"]
+
+    @property
+    def _revoked_families(self) -> AsyncCollection[Document]:
+        return self._database["revoked_token_families"]
+
+    @property
+    def _reactions(self) -> AsyncCollection[Document]:
+        return self._database["reactions"]
 
     @property
     def _rooms(self) -> AsyncCollection[Document]:
@@ -234,44 +261,51 @@ class Store:
                 "user_id": user_id,
                 "family_id": family_id,
                 "expires_at": expires_at,
-                "used": False,
-                "revoked": False,
                 "created_at": utcnow(),
             }
         )
 
-    async def claim_refresh_token(self, token_hash: str) -> RefreshTokenRecord | None:
-        """Atomically mark an unused, unrevoked token used; None if it was not claimable."""
-        doc = await self._refresh_tokens.find_one_and_update(
-            {"_id": token_hash, "used": False, "revoked": False},
-            {"$set": {"used": True, "used_at": utcnow()}},
-            return_document=ReturnDocument.AFTER,
-        )
-        return None if doc is None else self._token(doc)
-
     async def get_refresh_token(self, token_hash: str) -> RefreshTokenRecord | None:
         doc = await self._refresh_tokens.find_one({"_id": token_hash})
-        return None if doc is None else self._token(doc)
-
-    async def revoke_token_family(self, family_id: str) -> None:
-        await self._refresh_tokens.update_many(
-            {"family_id": family_id}, {"$set": {"revoked": True}}
-        )
-
-    async def delete_expired_refresh_tokens(self, now: datetime) -> int:
-        result = await self._refresh_tokens.delete_many({"expires_at": {"$lt": now}})
-        return result.deleted_count
-
-    @staticmethod
-    def _token(doc: Mapping[str, Any]) -> RefreshTokenRecord:
+        if doc is None:
+            return None
+        used = await self._refresh_claims.find_one({"_id": token_hash}) is not None
         return RefreshTokenRecord(
-            token_hash=str(doc["_id"]),
+            token_hash=token_hash,
             user_id=str(doc["user_id"]),
             family_id=str(doc["family_id"]),
             expires_at=doc["expires_at"],
-            used=bool(doc["used"]),
-            revoked=bool(doc["revoked"]),
+            used=used,
+            revoked=await self.is_family_revoked(str(doc["family_id"])),
         )
+
+    async def claim_refresh_token(self, token_hash: str, expires_at: datetime) -> bool:
+        """Use a refresh token once: True for exactly one caller, even across processes."""
+        try:
+            await self._refresh_claims.insert_one(
+                {"_id": token_hash, "used_at": utcnow(), "expires_at": expires_at}
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def revoke_token_family(self, family_id: str, expires_at: datetime) -> None:
+        """Revoke every token of a family; `expires_at` is when the record may be swept (no
+        token of the family outlives it)."""
+        with suppress(DuplicateKeyError):
+            await self._revoked_families.insert_one(
+                {"_id": family_id, "revoked_at": utcnow(), "expires_at": expires_at}
+            )
+
+    async def is_family_revoked(self, family_id: str) -> bool:
+        return await self._revoked_families.find_one({"_id": family_id}) is not None
+
+    async def delete_expired_refresh_tokens(self, now: datetime) -> int:
+        expired = {"expires_at": {"$lt": now}}
+        result = await self._refresh_tokens.delete_many(expired)
+        await self._refresh_claims.delete_many(expired)
+        await self._revoked_families.delete_many(expired)
+        return result.deleted_count
 
     # -- rooms and members ----------------------------------------------------------------------
 
@@ -319,27 +353,33 @@ class Store:
 
     async def _ensure_member(self, room_id: str, user_id: str, role: Role) -> bool:
         """Add a member unless already one; True if added."""
-        result = await self._members.update_one(
-            {"_id": member_id(room_id, user_id)},
-            {
-                "$setOnInsert": {
-                    "room_id": room_id,
-                    "user_id": user_id,
-                    "role": role,
-                    "joined_at": utcnow(),
-                    "last_read_seq": 0,
-                }
-            },
-            upsert=True,
-        )
+        try:
+            result = await self._members.update_one(
+                {"_id": member_id(room_id, user_id)},
+                {
+                    "$setOnInsert": {
+                        "room_id": room_id,
+                        "user_id": user_id,
+                        "role": role,
+                        "joined_at": utcnow(),
+                        "last_read_seq": 0,
+                    }
+                },
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            # FerretDB v1: the loser of two racing upserts gets a duplicate key; it exists now.
+            return False
         return result.upserted_id is not None
 
     async def get_room(self, room_id: str) -> Room | None:
         doc = await self._rooms.find_one({"_id": room_id})
         if doc is None:
             return None
-        last = await self.get_message(room_id, int(doc["last_seq"])) if doc["last_seq"] else None
-        return _room(doc, last)
+        # The room's summary fields are best-effort on FerretDB; the messages are exact.
+        last_seq = await self.highest_seq(room_id)
+        last = await self.get_message(room_id, last_seq) if last_seq else None
+        return _room({**doc, "last_seq": last_seq}, last)
 
     async def rooms_for_user(self, user_id: str) -> list[tuple[Room, Member]]:
         """The user's rooms with their membership, newest activity first, with last messages."""
@@ -356,10 +396,8 @@ class Store:
             )
         ]
         last_ids = [message_id(d["_id"], int(d["last_seq"])) for d in room_docs if d["last_seq"]]
-        last_messages = {
-            doc["room_id"]: _message(doc)
-            async for doc in self._messages.find({"_id": {"$in": last_ids}})
-        }
+        found = [_message(doc) async for doc in self._messages.find({"_id": {"$in": last_ids}})]
+        last_messages = {m.room_id: m for m in await self._with_reactions(found)}
         return [
             (_room(doc, last_messages.get(doc["_id"])), members[doc["_id"]]) for doc in room_docs
         ]
@@ -424,7 +462,7 @@ class Store:
             return existing, False
         if await self._rooms.find_one({"_id": room_id}, projection={"_id": True}) is None:
             raise RoomNotFound(room_id)
-        seq = await self._highest_seq(room_id) + 1
+        seq = await self.highest_seq(room_id) + 1
         for _ in range(_MAX_SEQ_ATTEMPTS):
             now = utcnow()
             doc: Document = {
@@ -439,7 +477,6 @@ class Store:
                 "deleted": False,
                 "deleted_at": None,
                 "edits": [],
-                "reactions": {},
             }
             try:
                 await self._messages.insert_one(doc)
@@ -448,7 +485,7 @@ class Store:
                 if existing is not None:
                     return existing, False
                 # Another sender stored this seq first: take the next free one.
-                seq = max(seq, await self._highest_seq(room_id)) + 1
+                seq = max(seq, await self.highest_seq(room_id)) + 1
                 continue
             await self._rooms.update_one(
                 {"_id": room_id, "last_seq": {"$lt": seq}},
@@ -457,7 +494,8 @@ class Store:
             return _message(doc), True
         raise SeqContention(room_id)
 
-    async def _highest_seq(self, room_id: str) -> int:
+    async def highest_seq(self, room_id: str) -> int:
+        """The room's highest stored seq (0 if empty): exact, unlike `Room.last_seq`."""
         doc = await self._messages.find_one(
             {"room_id": room_id}, projection={"seq": True}, sort=[("seq", DESCENDING)]
         )
@@ -473,7 +511,7 @@ class Store:
 
     async def get_message(self, room_id: str, seq: int) -> Message | None:
         doc = await self._messages.find_one({"_id": message_id(room_id, seq)})
-        return None if doc is None else _message(doc)
+        return None if doc is None else (await self._with_reactions([_message(doc)]))[0]
 
     async def messages_after(self, room_id: str, after_seq: int, limit: int) -> list[Message]:
         """Messages with seq > after_seq, ascending, at most `limit`."""
@@ -482,7 +520,7 @@ class Store:
             .sort("seq", ASCENDING)
             .limit(limit)
         )
-        return [_message(doc) async for doc in cursor]
+        return await self._with_reactions([_message(doc) async for doc in cursor])
 
     async def messages_before(
         self, room_id: str, before_seq: int | None, limit: int
@@ -493,7 +531,7 @@ class Store:
             query["seq"] = {"$lt": before_seq}
         cursor = self._messages.find(query).sort("seq", DESCENDING).limit(limit)
         newest_first = [_message(doc) async for doc in cursor]
-        return newest_first[::-1]
+        return await self._with_reactions(newest_first[::-1])
 
     async def edit_message(self, room_id: str, seq: int, text: str) -> Message | None:
         """Replace the text, keeping the previous one in `edits`; None if missing or deleted."""
@@ -512,7 +550,7 @@ class Store:
                 return_document=ReturnDocument.AFTER,
             )
             if doc is not None:
-                return _message(doc)
+                return (await self._with_reactions([_message(doc)]))[0]
         raise SeqContention(room_id)
 
     async def delete_message(self, room_id: str, seq: int) -> Message | None:
@@ -522,24 +560,53 @@ class Store:
             {"$set": {"deleted": True, "deleted_at": utcnow()}},
             return_document=ReturnDocument.AFTER,
         )
-        return _message(doc) if doc is not None else await self.get_message(room_id, seq)
+        if doc is None:
+            return await self.get_message(room_id, seq)
+        return (await self._with_reactions([_message(doc)]))[0]
 
     async def add_reaction(
         self, room_id: str, seq: int, emoji: str, user_id: str
     ) -> Message | None:
-        doc = await self._messages.find_one_and_update(
-            {"_id": message_id(room_id, seq)},
-            {"$addToSet": {f"reactions.{emoji}": user_id}},
-            return_document=ReturnDocument.AFTER,
-        )
-        return None if doc is None else _message(doc)
+        """Add the user's reaction (a no-op if present); None if the message does not exist."""
+        if await self.get_message(room_id, seq) is None:
+            return None
+        with suppress(DuplicateKeyError):
+            await self._reactions.insert_one(
+                {
+                    "_id": f"{message_id(room_id, seq)}:{user_id}:{emoji}",
+                    "room_id": room_id,
+                    "seq": seq,
+                    "emoji": emoji,
+                    "user_id": user_id,
+                    "created_at": utcnow(),
+                }
+            )
+        return await self.get_message(room_id, seq)
 
     async def remove_reaction(
         self, room_id: str, seq: int, emoji: str, user_id: str
     ) -> Message | None:
-        doc = await self._messages.find_one_and_update(
-            {"_id": message_id(room_id, seq)},
-            {"$pull": {f"reactions.{emoji}": user_id}},
-            return_document=ReturnDocument.AFTER,
+        await self._reactions.delete_one({"_id": f"{message_id(room_id, seq)}:{user_id}:{emoji}"})
+        return await self.get_message(room_id, seq)
+
+    async def _with_reactions(self, messages: list[Message]) -> list[Message]:
+        """Attach reactions (kept in their own collection, one document per reaction)."""
+        if not messages:
+            return messages
+        keys = {(m.room_id, m.seq) for m in messages}
+        rooms = {room for room, _ in keys}
+        query: Document = (
+            {"room_id": next(iter(rooms)), "seq": {"$in": [seq for _, seq in keys]}}
+            if len(rooms) == 1
+            else {"$or": [{"room_id": room, "seq": seq} for room, seq in keys]}
         )
-        return None if doc is None else _message(doc)
+        found: dict[tuple[str, int], dict[str, list[str]]] = {}
+        async for doc in self._reactions.find(query).sort("created_at", ASCENDING):
+            by_emoji = found.setdefault((doc["room_id"], int(doc["seq"])), {})
+            by_emoji.setdefault(str(doc["emoji"]), []).append(str(doc["user_id"]))
+        return [
+            m.model_copy(update={"reactions": found[(m.room_id, m.seq)]})
+            if (m.room_id, m.seq) in found
+            else m
+            for m in messages
+        ]
