@@ -23,7 +23,7 @@ def test_lint_is_clean() -> None:
     [
         ({"watch.namespaces[0]": "Not_A_Namespace"}, "/watch/namespaces/0"),
         ({"operator.logLevel": "loud"}, "/operator/logLevel"),
-        ({"operator.port": "80"}, "/operator/port"),
+        ({"operator.metricsPort": "80"}, "/operator/metricsPort"),
         ({"unknownKey": "1"}, "unknownKey"),
         ({"metrics.serviceMonitor.interval": "often"}, "/metrics/serviceMonitor/interval"),
     ],
@@ -56,9 +56,19 @@ def test_operator_deployment_shape() -> None:
     assert pod["serviceAccountName"] == "hs-hypersend-operator"
     (container,) = pod["containers"]
     assert container["image"] == "hypersend-operator:0.1.0"
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert container["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
-    assert "--all-namespaces" in container["args"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["ports"] == [
+        {"name": "metrics", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "health", "containerPort": 8081, "protocol": "TCP"},
+    ]
+    # `hypersend-operator run` flags (the image's entry point supplies `run`).
+    assert container["args"] == [
+        "--listen=0.0.0.0",
+        "--metrics-port=8080",
+        "--health-port=8081",
+        "--log-level=info",
+        "--all-namespaces",
+    ]
     assert container["resources"]["limits"]
     assert container["resources"]["requests"]
 
@@ -122,7 +132,7 @@ def test_namespace_scoped_watch_grants_only_those_namespaces() -> None:
 def test_metrics_service_and_optional_service_monitor() -> None:
     objs = helm.render()
     svc = helm.one(objs, "Service")
-    assert svc["spec"]["ports"][0]["targetPort"] == "http"
+    assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
     assert not any(o["kind"] == "ServiceMonitor" for o in objs)
     objs = helm.render({"metrics.serviceMonitor.enabled": "true"})
     monitor = helm.one(objs, "ServiceMonitor")
@@ -136,3 +146,16 @@ def test_service_monitor_without_service_is_refused() -> None:
     proc = helm.helm("template", "hs", str(helm.CHART), *helm.set_args(values), check=False)
     assert proc.returncode != 0
     assert "needs metrics.service.enabled" in proc.stderr
+
+
+def test_operator_accepts_the_charts_arguments() -> None:
+    """The Deployment's args parse with the operator's own command line (after `run`)."""
+    from hypersend_operator.__main__ import parse_args
+
+    for values in ({}, {"watch.namespaces": "{team-a,team-b}", "operator.logLevel": "debug"}):
+        pod = helm.one(helm.render(values), "Deployment")["spec"]["template"]["spec"]
+        args = parse_args(["run", *pod["containers"][0]["args"]])
+        assert args.listen == "0.0.0.0"
+        assert (args.metrics_port, args.health_port) == (8080, 8081)
+        assert args.all_namespaces is not bool(values)
+        assert args.namespace == (["team-a", "team-b"] if values else [])
