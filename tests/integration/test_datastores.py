@@ -486,11 +486,16 @@ def test_a_server_that_dies_at_start_fails_with_its_log(tmp_path: Path) -> None:
     fake = tmp_path / "ferretdb"
     fake.write_text("#!/bin/sh\necho 'cannot open sqlite dir' >&2\nexit 3\n")
     fake.chmod(0o755)
+    server = FerretDBServer(state_dir=tmp_path / "state", binary=fake)
     with pytest.raises(DatastoreError, match=r"exited with code 3[\s\S]*cannot open sqlite dir"):
-        FerretDBServer(binary=fake).start()
+        server.start()
+    assert server.process is None
+    assert "cannot open sqlite dir" in server.log_path.read_text()
 
+    absent = FerretDBServer(binary=tmp_path / "absent")
     with pytest.raises(DatastoreError, match="is missing"):
-        FerretDBServer(binary=tmp_path / "absent").start()
+        absent.start()
+    assert absent._temp_dir is None  # nothing was created
 
 
 def test_cli_prints_urls_and_stops_on_ctrl_c() -> None:

@@ -5,8 +5,13 @@
 
 Each server starts on a free 127.0.0.1 port, is ready only once it answers a real protocol ping
 (RESP `PING` / OP_MSG `{ping: 1}`), fails with the tail of its log when it does not come up, and
-stops with SIGTERM then SIGKILL. Children die with their parent (PR_SET_PDEATHSIG on Linux), so a
-killed test run leaves no server behind.
+stops with SIGTERM then SIGKILL. Servers started from the main thread die with their parent
+(PR_SET_PDEATHSIG on Linux), so a killed test run leaves no server behind.
+
+API (both classes): `Server(state_dir=None)` (None: a temporary directory removed on stop; a path:
+kept, so FerretDB data survives restarts), `.start()`, `.stop()`, context manager, `.url`,
+`.port`, `.process`, `.log_path` (the server's stdout+stderr). Failures raise `DatastoreError`
+with the log tail. `FerretDBServer(binary=...)` defaults to the cached build.
 
 CLI: `python -m hypersend_devenv.datastores [--state-dir DIR]` prints the URLs as shell
 assignments (REDIS_URL=..., MONGO_URL=...) and keeps both servers up until Ctrl-C.
@@ -19,7 +24,6 @@ debug listener, nothing dials out) with its SQLite backend in a data directory.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
 import re
 import shutil
@@ -34,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import bson
 
@@ -176,35 +180,87 @@ def free_port() -> int:
 # --- processes -------------------------------------------------------------------------------
 
 
+def _resolve_prctl() -> Callable[[int, int], int] | None:
+    # Resolved in the parent: a forked child should call into libc, not dlopen it.
+    if sys.platform != "linux":
+        return None
+    try:
+        prctl: Callable[[int, int], int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+_PRCTL = _resolve_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
 def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL it when the process that started it dies."""
-    pr_set_pdeathsig = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    """Runs in the child before exec: SIGKILL it when the thread that started it exits."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _child_setup() -> Callable[[], None] | None:
+    # PDEATHSIG follows the starting *thread*; only the main thread lives as long as the process.
+    if _PRCTL is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return _die_with_parent
 
 
 class _ServerProcess:
-    """One server child process with its log file and working directory."""
+    """One server child process with its log file and working directory.
+
+    Subclasses implement `_check` (preconditions, before anything is created) and `_start`
+    (spawn and wait until ready). A failed start leaves no process behind but keeps the directory,
+    which holds the log the error names.
+    """
 
     kind = "server"
 
     def __init__(self, state_dir: Path | str | None) -> None:
-        self._own_dir = state_dir is None
-        self.dir = (
-            Path(tempfile.mkdtemp(prefix=f"hypersend-{self.kind}-"))
-            if state_dir is None
-            else Path(state_dir)
-        )
-        self.log_path = self.dir / f"{self.kind}.log"
+        self._state_dir = None if state_dir is None else Path(state_dir)
+        self._temp_dir: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+
+    @property
+    def dir(self) -> Path:
+        """The state directory, or a temporary one created on first use and removed on stop."""
+        if self._state_dir is not None:
+            return self._state_dir
+        if self._temp_dir is None:
+            self._temp_dir = Path(tempfile.mkdtemp(prefix=f"hypersend-{self.kind}-"))
+        return self._temp_dir
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / f"{self.kind}.log"
 
     @property
     def url(self) -> str:
         raise NotImplementedError
 
-    def start(self) -> None:
+    def _check(self) -> None:
         raise NotImplementedError
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._check()
+        try:
+            self._start()
+        except BaseException:
+            self._kill()
+            raise
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within STOP_TIMEOUT; drop a temp dir."""
+        self._kill(grace=STOP_TIMEOUT)
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
 
     def _spawn(self, command: Sequence[str]) -> subprocess.Popen[bytes]:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -215,9 +271,22 @@ class _ServerProcess:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=_child_setup(),
         )
         return self.process
+
+    def _kill(self, grace: float = 0.0) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(grace)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def _read_log(self) -> str:
         try:
@@ -233,8 +302,8 @@ class _ServerProcess:
                 return
             if self.process is not None and self.process.poll() is not None:
                 raise DatastoreError(
-                    f"{self.kind} exited with code {self.process.returncode} before {what}; "
-                    f"log {self.log_path}:\n{log_tail(self._read_log())}"
+                    f"{self.kind} exited with code {self.process.returncode} before it could "
+                    f"{what}; log {self.log_path}:\n{log_tail(self._read_log())}"
                 )
             time.sleep(0.05)
         raise DatastoreError(
@@ -242,28 +311,8 @@ class _ServerProcess:
             f"log {self.log_path}:\n{log_tail(self._read_log())}"
         )
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it has not exited within STOP_TIMEOUT."""
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        if self._own_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> _ServerProcess:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
+    def __enter__(self) -> Self:
+        self.start()
         return self
 
     def __exit__(
@@ -295,11 +344,13 @@ class RedisServer(_ServerProcess):
     def url(self) -> str:
         return redis_url(self.port)
 
-    def start(self) -> None:
+    def _check(self) -> None:
         if shutil.which(self.binary) is None:
             raise DatastoreError(
                 f"{self.binary} not found: install Debian's redis-server (./dev setup does it)"
             )
+
+    def _start(self) -> None:
         # A free port can be taken between our probe and redis' bind: retry on a fresh port.
         for attempt in range(3):
             self.port = free_port()
@@ -309,22 +360,9 @@ class RedisServer(_ServerProcess):
                 return
             except DatastoreError:
                 lost_race = "Address already in use" in self._read_log()
-                self._kill_quietly()
                 if not lost_race or attempt == 2:
                     raise
-
-    def __enter__(self) -> RedisServer:
-        super().__enter__()
-        return self
-
-    def _kill_quietly(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+                self._kill()
 
 
 class FerretDBServer(_ServerProcess):
@@ -353,12 +391,14 @@ class FerretDBServer(_ServerProcess):
     def sqlite_dir(self) -> Path:
         return self.dir / "sqlite"
 
-    def start(self) -> None:
+    def _check(self) -> None:
         if not self.binary.exists():
             raise DatastoreError(
                 f"{self.binary} is missing: build it with "
                 "`PYTHONPATH=tools python -m hypersend_devenv.build ferretdb` (./dev setup does it)"
             )
+
+    def _start(self) -> None:
         self.sqlite_dir.mkdir(parents=True, exist_ok=True)
         self._spawn(ferretdb_command(self.binary, self.sqlite_dir, self.requested_port))
         self._wait_until(self._bound, "bind its listener", self.start_timeout)
@@ -370,10 +410,6 @@ class FerretDBServer(_ServerProcess):
             return False
         self.port = int(url.rstrip("/").rsplit(":", 1)[1])
         return True
-
-    def __enter__(self) -> FerretDBServer:
-        super().__enter__()
-        return self
 
 
 # --- CLI -------------------------------------------------------------------------------------
