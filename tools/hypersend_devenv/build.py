@@ -224,6 +224,8 @@ def build_ferretdb() -> None:
         module="hypersend.io/tools/ferretdb",
         requires={"github.com/FerretDB/FerretDB": FERRETDB.version},
         packages={"ferretdb": "."},
+        # Our main package runs FerretDB's embeddable package; see tools/gomod/ferretdb/main.go.
+        ldflags=f"-X main.ferretdbVersion={FERRETDB.version}",
         template=GOMOD_TEMPLATES / "ferretdb",
     ).run()
 
