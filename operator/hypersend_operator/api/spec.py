@@ -50,13 +50,20 @@ DEFAULT_REDIS_IMAGE = "docker.io/library/redis:7.4.2-alpine"
 DEFAULT_MONGO_IMAGE = "docker.io/library/mongo:7.0.16"
 
 
+def _without_empty(value: Any) -> Any:
+    # Empty maps and lists carry no default worth writing into every stored object.
+    if isinstance(value, dict):
+        return {k: _without_empty(v) for k, v in value.items() if v not in ({}, [])}
+    return value
+
+
 def _nested(model: type[ApiModel], description: str) -> Any:
     """A nested block that is present with its defaults when omitted, in Python and in the CRD.
 
     The CRD default is the whole defaulted object, not `{}`: the API server checks CEL rules against
     a default without applying the nested defaults first.
     """
-    default = model().model_dump(mode="json", by_alias=True, exclude_none=True)
+    default = _without_empty(model().model_dump(mode="json", by_alias=True, exclude_none=True))
     return Field(
         default_factory=model, description=description, json_schema_extra={"default": default}
     )
