@@ -47,7 +47,7 @@ CLIENT_ID_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
 EMOJI_PATTERN: Final = re.compile(r"^[^\s.$]{1,32}$")
 CACHE_CONTROL: Final = "private, no-store"
 
-router = APIRouter()
+router = APIRouter(prefix=API_PREFIX)
 
 
 # -- errors -------------------------------------------------------------------------------------

@@ -124,7 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(api.ApiHeadersMiddleware, max_body_bytes=api.max_body_bytes(settings))
     app.add_middleware(metrics.HttpMetricsMiddleware)
     api.install_error_handlers(app)
-    app.include_router(api.router, prefix="/api/v1")
+    app.include_router(api.router)
     app.include_router(realtime_router)
     app.include_router(metrics.router)
 
