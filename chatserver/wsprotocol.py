@@ -6,6 +6,7 @@ The full protocol is documented in ``docs/protocol.md`` (section "WebSocket"); k
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Final
@@ -14,6 +15,8 @@ from chatserver.models import message_text_error
 
 # Ids are opaque strings; bound them so a frame cannot make us look up megabyte-long keys.
 MAX_ID_CHARS: Final = 128
+# Same rule as the REST API's client_id (safe in logs and MongoDB keys).
+CLIENT_ID_RE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 # A resume may name at most this many rooms.
 MAX_RESUME_ROOMS: Final = 5000
 # Room for the JSON envelope around a maximal message text (ids, keys, escapes).
@@ -175,9 +178,9 @@ def _send(body: dict[str, Any], max_message_bytes: int) -> SendFrame | FrameErro
     room_id = _id(body, "room_id")
     if isinstance(room_id, FrameError):
         return room_id
-    client_id = _id(body, "client_id")
-    if isinstance(client_id, FrameError):
-        return client_id
+    client_id = body.get("client_id")
+    if not isinstance(client_id, str) or not CLIENT_ID_RE.fullmatch(client_id):
+        return FrameError("invalid_frame", "`client_id` must match [A-Za-z0-9_.:-]{1,64}")
     text = body.get("text")
     if not isinstance(text, str):
         return FrameError("invalid_frame", "`text` must be a string")

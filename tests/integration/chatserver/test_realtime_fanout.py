@@ -1,0 +1,215 @@
+"""Two server processes share Redis and MongoDB: live fan-out, resume, and a crashed process."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from functools import partial
+from typing import Any
+
+import pytest
+
+from tests.fixtures.chat import ChatServerFactory
+from tests.integration.chatserver.realtime_client import (
+    Client,
+    connect_user,
+    create_group,
+    history,
+    register,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _is_reply_to(client_id: str, frame: dict[str, Any]) -> bool:
+    return frame.get("client_id") == client_id
+
+
+async def test_message_sent_on_a_reaches_members_on_b(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    a, b = chat_server_factory.start_many(2)
+    alice, bob, carol = [await register(a.url) for _ in range(3)]
+    room = await create_group(a.url, alice, [bob, carol])
+
+    on_a = await connect_user(a.ws_url, alice)
+    bob_b = await connect_user(b.ws_url, bob)
+    carol_b = await connect_user(b.ws_url, carol)
+    assert on_a.ready is not None
+    assert room in on_a.ready["rooms"]
+
+    ack = await on_a.send_message(room, "hello from A")
+    assert ack["type"] == "ack", ack
+    seq = ack["seq"]
+    for client in (bob_b, carol_b, on_a):
+        frame = await client.until_type("message")
+        assert frame["room_id"] == room
+        assert frame["seq"] == seq
+        assert frame["message"]["text"] == "hello from A"
+        assert frame["message"]["sender_id"] == alice.id
+
+    # And back: B to A.
+    ack_b = await bob_b.send_message(room, "hello from B")
+    frame = await on_a.until_type("message")
+    assert (frame["seq"], frame["message"]["text"]) == (ack_b["seq"], "hello from B")
+    for client in (on_a, bob_b, carol_b):
+        await client.close()
+
+
+async def test_resend_with_same_client_id_is_idempotent(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    a, b = chat_server_factory.start_many(2)
+    alice, bob = await register(a.url), await register(a.url)
+    room = await create_group(a.url, alice, [bob])
+    on_a = await connect_user(a.ws_url, alice)
+    on_b = await connect_user(b.ws_url, alice)
+    first = await on_a.send_message(room, "once", client_id="retry-1")
+    again = await on_b.send_message(room, "once", client_id="retry-1")
+    assert first["type"] == again["type"] == "ack"
+    assert first["seq"] == again["seq"]
+    assert await history(a.url, bob, room) == [first["seq"]]
+
+
+async def test_room_added_subscribes_the_socket_live(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    a, b = chat_server_factory.start_many(2)
+    alice, bob = await register(a.url), await register(a.url)
+    bob_b = await connect_user(b.ws_url, bob)
+    assert bob_b.ready is not None
+    assert bob_b.ready["rooms"] == []
+    room = await create_group(a.url, alice, [bob])
+    added = await bob_b.until_type("room_added")
+    assert added["room_id"] == room
+    on_a = await connect_user(a.ws_url, alice)
+    ack = await on_a.send_message(room, "welcome")
+    frame = await bob_b.until_type("message")
+    assert frame["seq"] == ack["seq"]
+
+
+async def test_resume_after_a_dropped_connection_delivers_each_missed_message_once_in_order(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    a, b = chat_server_factory.start_many(2)
+    alice, bob = await register(a.url), await register(a.url)
+    room = await create_group(a.url, alice, [bob])
+    sender = await connect_user(a.ws_url, alice)
+    listener = await connect_user(b.ws_url, bob)
+    total = 40
+    acked: list[int] = []
+    dropped = asyncio.Event()
+    reconnected = asyncio.Event()
+
+    async def send_all() -> None:
+        for i in range(total):
+            ack = await sender.send_message(room, f"m{i}")
+            assert ack["type"] == "ack", ack
+            acked.append(ack["seq"])
+            if i == 12:
+                dropped.set()
+            if i == 25:
+                await reconnected.wait()  # some messages race the resume, others follow it
+            await asyncio.sleep(0.01)
+
+    sending = asyncio.create_task(send_all())
+    # Read live until the drop, then vanish without a close handshake.
+    await dropped.wait()
+    while len(listener.message_seqs(room)) < 5:
+        await listener.until_type("message")
+    await listener.abort()
+    seen_before = listener.message_seqs(room)
+    last = seen_before[-1]
+    await asyncio.sleep(0.3)  # messages keep flowing while bob is away
+
+    again = await connect_user(b.ws_url, bob, resume={room: last})
+    reconnected.set()
+    await sending
+    while not again.message_seqs(room) or again.message_seqs(room)[-1] < acked[-1]:
+        await again.until_type("message", wait=15)
+    seen = seen_before + again.message_seqs(room)
+    assert seen == sorted(acked), f"gap/duplicate/order problem: {seen}"
+    assert acked == list(range(1, total + 1))
+    # Nothing more arrives: no late duplicates.
+    with pytest.raises(TimeoutError):
+        await again.until_type("message", wait=1.0)
+
+
+async def test_resume_from_zero_replays_history_then_goes_live(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    a = chat_server_factory.start(rate_limit_per_minute=10_000)
+    alice, bob = await register(a.url), await register(a.url)
+    room = await create_group(a.url, alice, [bob])
+    sender = await connect_user(a.ws_url, alice)
+    # More than one history page (200) so paging is exercised.
+    for i in range(230):
+        await sender.send({"type": "send", "room_id": room, "client_id": f"c{i}", "text": f"m{i}"})
+    await sender.until(lambda f: f.get("type") == "ack" and f.get("client_id") == "c229", 60)
+    late = await connect_user(a.ws_url, bob, resume={room: 0})
+    ack = await sender.send_message(room, "live one")
+    while late.message_seqs(room)[-1:] != [ack["seq"]]:
+        await late.until_type("message")
+    assert late.message_seqs(room) == list(range(1, 232))
+
+
+async def test_kill_9_under_traffic_loses_no_acknowledged_message(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    a, b = chat_server_factory.start_many(2)
+    alice, bob, carol = [await register(b.url) for _ in range(3)]
+    room = await create_group(b.url, alice, [bob, carol])
+    sender_a = await connect_user(a.ws_url, alice)
+    sender_b = await connect_user(b.ws_url, carol)
+    bob_a = await connect_user(a.ws_url, bob)
+    bob_b = await connect_user(b.ws_url, bob)
+    acked: set[int] = set()
+
+    async def pump(client: Client, tag: str) -> None:
+        i = 0
+        while True:
+            cid = f"{tag}-{i}-{secrets.token_hex(2)}"
+            try:
+                await client.send(
+                    {"type": "send", "room_id": room, "client_id": cid, "text": f"{tag}{i}"}
+                )
+                frame = await client.until(partial(_is_reply_to, cid), wait=5)
+            except Exception:
+                return  # the process died under us
+            if frame["type"] == "ack":
+                acked.add(int(frame["seq"]))
+            i += 1
+
+    pumps = [asyncio.create_task(pump(sender_a, "a")), asyncio.create_task(pump(sender_b, "b"))]
+    await asyncio.sleep(1.5)
+    a.kill()
+    await asyncio.sleep(0.5)
+    pumps[1].cancel()
+    await asyncio.gather(*pumps, return_exceptions=True)
+    assert len(acked) > 10, "too little traffic to mean anything"
+
+    stored = set(await history(b.url, bob, room))
+    assert acked <= stored, f"acknowledged but not stored: {sorted(acked - stored)}"
+
+    # Every member gets every acknowledged message after reconnecting (to the survivor).
+    def seen_by(*clients: Client) -> set[int]:
+        return {s for c in clients for s in c.message_seqs(room)}
+
+    def last_of(*clients: Client) -> int:
+        return max(seen_by(*clients), default=0)
+
+    bob_again = await connect_user(b.ws_url, bob, resume={room: last_of(bob_a)})
+    alice_again = await connect_user(b.ws_url, alice, resume={room: last_of(sender_a)})
+    await asyncio.sleep(0.5)
+    for client in (bob_again, alice_again, sender_b, bob_b):
+        while True:
+            try:
+                await client.until_type("message", wait=0.5)
+            except TimeoutError:
+                break
+    top = max(stored)
+    assert seen_by(bob_a, bob_again) >= acked
+    assert seen_by(bob_b) >= acked
+    assert seen_by(sender_a, alice_again) >= acked
+    assert seen_by(sender_b) >= acked
+    assert sorted(seen_by(bob_b)) == list(range(1, top + 1))
