@@ -203,6 +203,40 @@ def test_storage_choices_are_immutable(crd_installed: KubeCluster, kube_namespac
     assert patch({"spec": {"autoscaling": {"maxReplicas": 4}}}) == ""
 
 
+def test_storage_stays_fixed_when_the_in_cluster_block_comes_or_goes(
+    crd_installed: KubeCluster, kube_namespace: str
+) -> None:
+    kube = crd_installed
+
+    def patch(name: str, body: dict[str, Any]) -> str:
+        proc = kube.kubectl(
+            "patch", KIND.lower(), name, "-n", kube_namespace, "--type=merge",
+            "-p", json.dumps(body), check=False,
+        )  # fmt: skip
+        return proc.stderr if proc.returncode else ""
+
+    # Created with the implicit default storage (10Gi, default class).
+    kube.apply(cluster("implicit", kube_namespace, {"chat": {"image": IMAGE}}))
+    storage_20 = {"inCluster": {"storage": {"size": "20Gi"}}}
+    assert "mongo.inCluster.storage is immutable" in patch(
+        "implicit", {"spec": {"mongo": storage_20}}
+    )
+    with_class = {"inCluster": {"storage": {"storageClassName": "fast"}}}
+    assert "mongo.inCluster.storage is immutable" in patch(
+        "implicit", {"spec": {"mongo": with_class}}
+    )
+    image_only = {"inCluster": {"image": "docker.io/library/mongo:7.0.17"}}
+    assert patch("implicit", {"spec": {"mongo": image_only}}) == ""  # storage stays the default
+    assert patch("implicit", {"spec": {"mongo": {"inCluster": None}}}) == ""
+
+    # Created with explicit storage: dropping the block would fall back to the default.
+    explicit = {"chat": {"image": IMAGE}, "mongo": {"inCluster": {"storage": {"size": "1Gi"}}}}
+    kube.apply(cluster("explicit", kube_namespace, explicit))
+    assert "instead of removing the block" in patch(
+        "explicit", {"spec": {"mongo": {"inCluster": None}}}
+    )
+
+
 def test_status_fields_survive_and_feed_the_printer_columns(
     crd_installed: KubeCluster, kube_namespace: str
 ) -> None:

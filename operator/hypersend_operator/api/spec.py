@@ -48,6 +48,7 @@ MAX_POLICIES = 10
 
 DEFAULT_REDIS_IMAGE = "docker.io/library/redis:7.4.2-alpine"
 DEFAULT_MONGO_IMAGE = "docker.io/library/mongo:7.0.16"
+DEFAULT_STORAGE_SIZE = "10Gi"
 
 
 def _without_empty(value: Any) -> Any:
@@ -288,7 +289,7 @@ class RedisSpec(ApiModel):
 class MongoStorage(ApiModel):
     """The data volume of the in-cluster MongoDB. Fixed once created."""
 
-    size: Quantity = "10Gi"
+    size: Quantity = DEFAULT_STORAGE_SIZE
     storage_class_name: (
         Annotated[
             str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
@@ -376,6 +377,22 @@ class MongoSpec(ApiModel):
             "mongo.inCluster is only allowed when mongo.mode is InCluster: "
             "remove it or set the mode",
             lambda m: m.mode == "InCluster" or m.in_cluster is None,
+        ),
+        # Storage is fixed at creation even when the inCluster block was omitted (the defaults
+        # applied): adding or removing the block must not change the effective storage.
+        Rule(
+            "has(oldSelf.inCluster) || !has(self.inCluster) || "
+            f"(string(self.inCluster.storage.size) == '{DEFAULT_STORAGE_SIZE}' && "
+            "!has(self.inCluster.storage.storageClassName))",
+            "mongo.inCluster.storage is immutable: the volume was created with the default "
+            f"size {DEFAULT_STORAGE_SIZE} and storage class; keep those",
+        ),
+        Rule(
+            "!has(oldSelf.inCluster) || has(self.inCluster) || "
+            f"(string(oldSelf.inCluster.storage.size) == '{DEFAULT_STORAGE_SIZE}' && "
+            "!has(oldSelf.inCluster.storage.storageClassName))",
+            "mongo.inCluster.storage is immutable: keep mongo.inCluster.storage as it is "
+            "instead of removing the block",
         ),
     )
 
