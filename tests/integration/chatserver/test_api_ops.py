@@ -1,0 +1,99 @@
+"""Operations endpoints and process lifecycle: /healthz, /readyz, /metrics, OpenAPI, SIGTERM
+drain timing, dependency loss, configuration errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from hypersend_devenv.datastores import RedisServer
+
+from tests.fixtures.chat import REPO_ROOT, ChatServerFactory, ChatServerProcess
+
+pytestmark = pytest.mark.integration
+
+
+def test_health_ready_metrics_openapi(chat_server: ChatServerProcess) -> None:
+    assert httpx.get(f"{chat_server.url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{chat_server.url}/readyz").json() == {"status": "ready"}
+    metrics = httpx.get(f"{chat_server.url}/metrics")
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain")
+    for name in (
+        "hypersend_websocket_connections",
+        "hypersend_messages_received_total",
+        "hypersend_messages_delivered_total",
+        "hypersend_message_delivery_latency_seconds",
+        "hypersend_pubsub_lag_seconds",
+        "hypersend_slow_consumer_disconnects_total",
+        "hypersend_rate_limited_total",
+        "process_resident_memory_bytes",
+    ):
+        assert f"# TYPE {name}" in metrics.text, name
+    spec = httpx.get(f"{chat_server.url}/openapi.json").json()
+    assert "/api/v1/rooms/{room_id}/messages" in spec["paths"]
+    assert "/api/v1/auth/refresh" in spec["paths"]
+
+
+def test_sigterm_fails_readiness_then_exits_within_budget(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    server = chat_server_factory.start(drain_delay_seconds=1.5, drain_seconds=6)
+    started = time.monotonic()
+    server.terminate()
+    # Readiness fails at once (well within the delay) while liveness still answers.
+    deadline = started + 1.0
+    ready = httpx.get(f"{server.url}/readyz")
+    while ready.status_code == 200 and time.monotonic() < deadline:
+        ready = httpx.get(f"{server.url}/readyz")
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "not ready", "reason": "draining"}
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+    code = server.wait(timeout=10)
+    elapsed = time.monotonic() - started
+    assert code == 0, server.log_tail()
+    assert 1.5 <= elapsed < 6, elapsed
+    logs = server.logs()
+    assert "drain started" in logs
+    assert "drain finished" in logs
+
+
+def test_readiness_reports_lost_redis(mongo_url: str, mongo_db_name: str) -> None:
+    redis = RedisServer()
+    redis.start()
+    factory = ChatServerFactory(redis.url, mongo_url, mongo_db_name)
+    try:
+        server = factory.start()
+        assert httpx.get(f"{server.url}/readyz").status_code == 200
+        redis.stop()
+        response = httpx.get(f"{server.url}/readyz", timeout=10)
+        assert response.status_code == 503
+        assert response.json()["reason"].startswith("redis unreachable")
+        # Liveness does not depend on Redis: the pod is not restarted for it.
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+    finally:
+        factory.close()
+        redis.stop()
+
+
+def test_invalid_configuration_exits_with_a_clear_message() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYPERSEND_")}
+    env.update({"HYPERSEND_JWT_SECRET": "too-short", "HYPERSEND_PORT": "not-a-port"})
+    result = subprocess.run(
+        [sys.executable, "-m", "chatserver"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "HYPERSEND_JWT_SECRET" in result.stderr
+    assert "at least 32 characters" in result.stderr
+    assert "HYPERSEND_PORT" in result.stderr
+    assert "too-short" not in result.stderr  # secrets are never echoed
