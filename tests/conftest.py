@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.datastores",
     "tests.fixtures.kube",
     "tests.fixtures.chat",
+    "tests.fixtures.operator",
 ]

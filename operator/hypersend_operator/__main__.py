@@ -71,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if logging.getLogger().level > logging.DEBUG:
+        # One line per HTTP request or per child event drowns what matters.
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
     start_http_server(args.metrics_port, addr=args.listen)
@@ -80,6 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     kube = Kube.from_env(args.kubeconfig)
     runner = Runner(kube, RunnerConfig(resync_seconds=args.resync_seconds))
     register(registry, runner)
+
+    @kopf.on.login(registry=registry)
+    def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # In a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config (like kubectl).
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.cleanup(registry=registry)
     async def _cleanup(**_: Any) -> None:
