@@ -112,6 +112,31 @@ def test_deleting_an_owner_garbage_collects_what_it_owns(
     assert not gone("configmap", "bystander")
 
 
+def test_a_statefulset_claim_is_provisioned_and_its_pod_runs(
+    kube_cluster: KubeCluster, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    sts = deployment("db", ns, replicas=1)
+    sts["kind"] = "StatefulSet"
+    sts["spec"]["serviceName"] = "db"
+    sts["spec"]["volumeClaimTemplates"] = [
+        {
+            "metadata": {"name": "data"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }
+    ]
+    kube_cluster.apply(sts)
+
+    kube_cluster.wait_for(
+        lambda: ready_pods(kube_cluster, ns, "app=db"), timeout=90, what="pod db-0 Ready"
+    )
+    claim = kube_cluster.json("get", "pvc", "data-db-0", "-n", ns)
+    assert claim["status"]["phase"] == "Bound"
+
+
 WIDGET_CRD: dict[str, Any] = {
     "apiVersion": "apiextensions.k8s.io/v1",
     "kind": "CustomResourceDefinition",

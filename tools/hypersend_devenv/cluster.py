@@ -204,6 +204,10 @@ def controller_manager_args(binary: Path, layout: Layout, ports: Ports) -> list[
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         # Tests watch the HPA react; the default 15s sync makes them slow.
         "--horizontal-pod-autoscaler-sync-period=5s",
+        # PVCs (StatefulSet volumeClaimTemplates) get bound: the in-tree test provisioner makes
+        # PVs for the `standard` StorageClass (empty dirs under /tmp/hostpath_pv on this host;
+        # kwok pods never mount them).
+        "--enable-hostpath-provisioner=true",
         "--profiling=false",
     ]
 
@@ -302,6 +306,21 @@ def fake_node(name: str) -> dict[str, Any]:
             },
             "phase": "Running",
         },
+    }
+
+
+def default_storage_class() -> dict[str, Any]:
+    """`standard`, the default StorageClass, named like kind's so the same manifests work."""
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {
+            "name": "standard",
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+        },
+        "provisioner": "kubernetes.io/host-path",
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate",
     }
 
 
@@ -553,8 +572,8 @@ class LocalCluster:
                 state, "kube-scheduler", scheduler_args(k8s.path("kube-scheduler"), layout, ports)
             )
             self._launch(state, "kwok", kwok_args(build.KWOK.path("kwok"), layout))
-            nodes = "\n".join(json.dumps(fake_node(n)) for n in NODE_NAMES)
-            self.kubectl("apply", "-f", "-", input=nodes)
+            objects = [fake_node(n) for n in NODE_NAMES] + [default_storage_class()]
+            self.kubectl("apply", "-f", "-", input="\n".join(json.dumps(o) for o in objects))
             self._wait(
                 state,
                 "kube-controller-manager",
@@ -641,7 +660,8 @@ class LocalCluster:
             for record in state.processes:
                 if not procs.is_running(record):
                     raise ClusterError(
-                        f"{record.name} exited while waiting for {name}; "
+                        f"{record.name} stopped ({procs.exit_description(record)}) "
+                        f"while waiting for {name}; "
                         f"last lines of {record.log}:\n{procs.log_tail(record.log)}"
                     )
             try:
@@ -741,6 +761,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cluster = LocalCluster(args.state_dir)
     if args.command == "up":
+        # A newcomer's first `up` builds what is missing (cached afterwards).
+        build.ensure([build.KUBERNETES.name, build.KWOK.name])
         try:
             result = cluster.up(log=lambda msg: print(f"[cluster] {msg}", flush=True))
         except ClusterError as exc:
@@ -758,8 +780,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print("[cluster] stopped")
         return 0
-    print(json.dumps(cluster.status(), indent=2))
-    return 0
+    status = cluster.status()
+    print(json.dumps(status, indent=2))
+    # Exit status for scripts: 0 when everything recorded runs and the API server is ready.
+    return 0 if status["running"] and status.get("apiserver_ready") else 1
 
 
 if __name__ == "__main__":

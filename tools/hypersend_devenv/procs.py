@@ -64,8 +64,10 @@ _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 def is_running(record: ProcessRecord) -> bool:
     """True when the pid is alive, not a zombie, and still runs the binary we started."""
     child = _CHILDREN.get(record.pid)
-    if child is not None and child.poll() is not None:
-        return False
+    if child is not None:
+        # Our own unreaped child: its pid cannot have been reused. (Its cmdline can read empty
+        # for a moment right after exec, so don't look there.)
+        return child.poll() is None
     stat = _read_stat(record.pid)
     if stat is None or stat[0] == "Z":
         return False
@@ -74,6 +76,17 @@ def is_running(record: ProcessRecord) -> bool:
     except OSError:
         return False
     return bool(cmdline) and cmdline[0].decode(errors="replace") == record.binary
+
+
+def exit_description(record: ProcessRecord) -> str:
+    """How a process this interpreter started ended ("exit code 1", "killed by SIGKILL")."""
+    child = _CHILDREN.get(record.pid)
+    code = child.poll() if child is not None else None
+    if code is None:
+        return "gone" if not is_running(record) else "running"
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
 
 
 def group_members(pgids: Iterable[int]) -> list[int]:
