@@ -1,8 +1,10 @@
 """argocd/health.lua in gopher-lua (ArgoCD's engine) against HypersendCluster statuses.
 
-Three sources of statuses: crafted cases per DESIGN.md §3 (health_cases.yaml), statuses computed by
-the operator's own status module (hypersend_operator.status), and statuses recorded from the real
-operator in e2e runs (recorded_statuses/*.json, written by tests/e2e/test_kubectl_plugin.py).
+Three sources of statuses: objects recorded from the real operator on the local cluster
+(recorded_statuses/*.json: `HYPERSEND_RECORD_STATUSES=1 pytest -m e2e
+tests/e2e/test_kubectl_plugin.py`, which also checks health.lua live on every e2e run), statuses
+computed by the operator's own status module (hypersend_operator.status), and cases crafted per
+DESIGN.md §3 for shapes a run does not reliably produce (health_cases.yaml).
 """
 
 from __future__ import annotations
@@ -120,6 +122,17 @@ def test_recorded_status(path: Path) -> None:
     result = glua.health(record["object"])
     assert result["status"] == record["expect"]["status"], result
     assert record["expect"]["message"] in result["message"], result
+
+
+def test_recorded_ready_status_reads_progressing_once_the_spec_moves_on() -> None:
+    """A status the operator wrote as Ready, read after a spec change it has not seen yet."""
+    record = json.loads((HERE / "recorded_statuses" / "ready.json").read_text())
+    obj = record["object"]
+    assert glua.health(obj)["status"] == "Healthy"
+    obj["metadata"]["generation"] = obj["status"]["observedGeneration"] + 1
+    result = glua.health(obj)
+    assert result["status"] == "Progressing", result
+    assert f"generation {obj['metadata']['generation']}" in result["message"]
 
 
 def test_a_script_error_fails_loudly(tmp_path: Path) -> None:

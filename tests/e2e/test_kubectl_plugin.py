@@ -1,0 +1,303 @@
+"""`kubectl hypersend` against a real API server and the real operator, and ArgoCD's health.lua
+against the statuses that operator writes.
+
+On the local cluster this module runs the operator as a process watching only its own namespace;
+on a HYPERSEND_KUBECONFIG cluster (kind) the operator installed by Helm does the work. The plugin
+runs the way users run it: `kubectl hypersend ...`, found by kubectl on PATH.
+
+With HYPERSEND_RECORD_STATUSES=1 the observed objects are also written to
+tests/unit/delivery/recorded_statuses/, where the unit tests replay them through health.lua.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.kube import KubeCluster
+from tests.unit.delivery import glua
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+RECORD_DIR = ROOT / "tests" / "unit" / "delivery" / "recorded_statuses"
+BIN = Path(sys.executable).parent
+CHAT_IMAGE = os.environ.get("HYPERSEND_SERVER_IMAGE", "hypersend-server:0.1.0")
+TIMEOUT = 90.0
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def kube(kube_cluster: KubeCluster) -> KubeCluster:
+    return kube_cluster
+
+
+@pytest.fixture(scope="module")
+def namespace(kube: KubeCluster) -> Iterator[str]:
+    name = f"hs-plugin-{uuid.uuid4().hex[:6]}"
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/" + CRD)
+    kube.kubectl("create", "namespace", name)
+    yield name
+    kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+CRD = "hypersendclusters.hypersend.io"
+
+
+@pytest.fixture(scope="module")
+def operator(
+    kube: KubeCluster, namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    if not kube.is_local:
+        yield  # the cluster runs the operator the chart installed
+        return
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [
+            str(BIN / "hypersend-operator"), "run", "--namespace", namespace,
+            "--kubeconfig", str(kube.kubeconfig), "--metrics-port", str(free_port()),
+            "--health-port", str(free_port()), "--resync-seconds", "5",
+        ],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+        if proc.returncode not in (0, -signal.SIGTERM):
+            print(log_path.read_text(errors="replace")[-5000:])
+
+
+def plugin(kube: KubeCluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`kubectl hypersend ARGS`: kubectl finds kubectl-hypersend on PATH, as for a user."""
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "KUBECONFIG": str(kube.kubeconfig),
+        "KUBECTL": kube.kubectl_path,
+    }
+    proc = subprocess.run(
+        [kube.kubectl_path, "hypersend", *args],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kubectl hypersend {' '.join(args)}: {proc.stderr}")
+    return proc
+
+
+def cluster_manifest(name: str, namespace: str, secret: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "hypersend.io/v1alpha1",
+        "kind": "HypersendCluster",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "chat": {"image": CHAT_IMAGE, "replicas": 2},
+            "autoscaling": {"enabled": False},
+            "redis": {"mode": "InCluster"},
+            "mongo": {
+                "mode": "Atlas",
+                "atlas": {"connectionSecretRef": {"name": secret, "key": "uri"}},
+            },
+        },
+    }
+
+
+def atlas_secret(kube: KubeCluster, namespace: str, name: str) -> None:
+    kube.kubectl(
+        "create", "secret", "generic", name, "-n", namespace,
+        "--from-literal=uri=mongodb+srv://user:pass@example.invalid/db",
+    )  # fmt: skip
+
+
+def get(kube: KubeCluster, namespace: str, name: str) -> dict[str, Any]:
+    return dict(kube.json("get", CRD, name, "-n", namespace))
+
+
+def wait_phase(kube: KubeCluster, namespace: str, name: str, phase: str) -> dict[str, Any]:
+    def current() -> dict[str, Any] | None:
+        obj = get(kube, namespace, name)
+        status = obj.get("status") or {}
+        fresh = status.get("observedGeneration") == obj["metadata"]["generation"]
+        return obj if status.get("phase") == phase and fresh else None
+
+    return wait_obj(kube, current, f"{namespace}/{name} phase {phase}")
+
+
+def wait_obj(
+    kube: KubeCluster, found: Callable[[], dict[str, Any] | None], what: str
+) -> dict[str, Any]:
+    obj = kube.wait_for(found, timeout=TIMEOUT, what=what)
+    assert obj is not None
+    return obj
+
+
+def health(obj: dict[str, Any], record_as: str, expect: str, message: str = "") -> dict[str, str]:
+    """health.lua on an object as the API server returned it; optionally recorded for replay."""
+    result = glua.health(obj)
+    assert result["status"] == expect, (result, obj.get("status"))
+    assert message in result["message"], result
+    if os.environ.get("HYPERSEND_RECORD_STATUSES") == "1":
+        RECORD_DIR.mkdir(exist_ok=True)
+        kept = {
+            **obj,
+            "metadata": {k: v for k, v in obj["metadata"].items() if k != "managedFields"},
+        }
+        record = {"expect": {"status": expect, "message": message}, "object": kept}
+        (RECORD_DIR / f"{record_as}.json").write_text(
+            json.dumps(record, indent=2, sort_keys=True) + "\n"
+        )
+    return result
+
+
+@pytest.fixture(scope="module")
+def ready_cluster(kube: KubeCluster, namespace: str, operator: None) -> str:
+    atlas_secret(kube, namespace, "atlas")
+    kube.apply(cluster_manifest("chat", namespace, "atlas"))
+
+    def with_status() -> dict[str, Any] | None:
+        obj = get(kube, namespace, "chat")
+        return obj if (obj.get("status") or {}).get("phase") else None
+
+    first = wait_obj(kube, with_status, "a first status")
+    if first["status"]["phase"] != "Ready":
+        health(first, "first-status", "Progressing")  # when caught before the pods are ready
+    obj = wait_phase(kube, namespace, "chat", "Ready")
+    health(obj, "ready", "Healthy")
+    return "chat"
+
+
+def test_status_shows_conditions_components_connections_and_events(
+    kube: KubeCluster, namespace: str, ready_cluster: str
+) -> None:
+    out = plugin(kube, "-n", namespace, "status", ready_cluster).stdout
+    assert f"HypersendCluster {namespace}/{ready_cluster}" in out
+    assert "Phase:       Ready" in out
+    assert "Chat pods:   2/2 ready" in out
+    for condition in ("Ready", "Progressing", "Degraded", "ChatReady", "RedisReady", "MongoReady"):
+        assert f"\n  {condition} " in out, out
+    assert "Deployment:  chat-chat" in out
+    events = out.split("Events:", 1)[1]
+    assert "Created" in events, out
+
+
+def test_status_of_a_missing_cluster_is_a_clear_error(kube: KubeCluster, namespace: str) -> None:
+    proc = plugin(kube, "-n", namespace, "status", "nope", check=False)
+    assert proc.returncode == 1
+    assert f'HypersendCluster "nope" not found in namespace {namespace}' in proc.stderr
+
+
+def chat_deployment(kube: KubeCluster, namespace: str) -> dict[str, Any]:
+    return dict(kube.json("get", "deployment", "chat-chat", "-n", namespace))
+
+
+def test_pause_stops_changes_and_resume_applies_them(
+    kube: KubeCluster, namespace: str, ready_cluster: str
+) -> None:
+    assert "paused" in plugin(kube, "-n", namespace, "pause", ready_cluster).stdout
+    paused = wait_phase(kube, namespace, ready_cluster, "Paused")
+    health(paused, "paused", "Suspended", "hypersend.io/paused")
+    assert "Paused:      yes" in plugin(kube, "-n", namespace, "status", ready_cluster).stdout
+
+    # A spec change while paused is not applied.
+    kube.kubectl(
+        "patch", CRD, ready_cluster, "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"chat": {"replicas": 3}}}),
+    )  # fmt: skip
+    time.sleep(7)  # longer than the operator's resync period in this module
+    assert chat_deployment(kube, namespace)["spec"]["replicas"] == 2
+    health(get(kube, namespace, ready_cluster), "paused-with-new-spec", "Suspended")
+
+    assert "resumed" in plugin(kube, "-n", namespace, "resume", ready_cluster).stdout
+    kube.wait_for(
+        lambda: chat_deployment(kube, namespace)["spec"]["replicas"] == 3,
+        timeout=TIMEOUT, what="the paused change to be applied after resume",
+    )  # fmt: skip
+    obj = wait_phase(kube, namespace, ready_cluster, "Ready")
+    assert "hypersend.io/paused" not in obj["metadata"].get("annotations", {})
+    health(obj, "resumed", "Healthy")
+
+
+def test_restart_rolls_the_chat_pods_and_the_operator_keeps_it(
+    kube: KubeCluster, namespace: str, ready_cluster: str
+) -> None:
+    before = chat_deployment(kube, namespace)
+    out = plugin(kube, "-n", namespace, "restart", ready_cluster).stdout
+    assert f"deployment {namespace}/chat-chat restarted" in out
+    after = chat_deployment(kube, namespace)
+    stamp = after["spec"]["template"]["metadata"]["annotations"][
+        "kubectl.kubernetes.io/restartedAt"
+    ]
+    assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1
+    # The controller rolls a new ReplicaSet for the new template ...
+    selector = "app.kubernetes.io/instance=chat,app.kubernetes.io/component=chat"
+    kube.wait_for(
+        lambda: len(kube.json("get", "replicasets", "-n", namespace, "-l", selector)["items"]) > 1,
+        timeout=TIMEOUT,
+        what="a new ReplicaSet",
+    )
+    # ... and the operator's resyncs leave the restart annotation alone.
+    time.sleep(7)
+    kept = chat_deployment(kube, namespace)["spec"]["template"]["metadata"]["annotations"]
+    assert kept[RESTARTED_AT] == stamp
+    wait_phase(kube, namespace, ready_cluster, "Ready")
+
+
+def test_missing_atlas_secret_reads_degraded_with_the_reason(
+    kube: KubeCluster, namespace: str, operator: None
+) -> None:
+    kube.apply(cluster_manifest("broken", namespace, "absent"))
+    obj = wait_phase(kube, namespace, "broken", "Degraded")
+    health(obj, "degraded-atlas-secret-missing", "Degraded", "secret absent not found")
+    out = plugin(kube, "-n", namespace, "status", "broken").stdout
+    assert "Phase:       Degraded" in out
+    assert "secret absent not found" in out
+
+    atlas_secret(kube, namespace, "absent")
+    health(wait_phase(kube, namespace, "broken", "Ready"), "recovered", "Healthy")
+
+
+def test_pods_that_cannot_start_read_progressing(
+    kube: KubeCluster, namespace: str, operator: None
+) -> None:
+    """Chat pods no node can fit stay Pending: the cluster is starting, not failed (yet)."""
+    atlas_secret(kube, namespace, "atlas-big")
+    manifest = cluster_manifest("unschedulable", namespace, "atlas-big")
+    manifest["spec"]["chat"]["resources"] = {
+        "requests": {"cpu": "500", "memory": "1Gi"},
+        "limits": {"cpu": "500", "memory": "1Gi"},
+    }
+    kube.apply(manifest)
+
+    def pending() -> dict[str, Any] | None:
+        obj = wait_phase(kube, namespace, "unschedulable", "Progressing")
+        return obj if "not ready 0/2" in json.dumps(obj["status"]["conditions"]) else None
+
+    obj = wait_obj(kube, pending, "the chat pods to be reported Pending")
+    health(obj, "progressing-pods-pending", "Progressing", "not ready 0/2")
+    out = plugin(kube, "-n", namespace, "status", "unschedulable").stdout
+    assert "Chat pods:   0/2 ready" in out
