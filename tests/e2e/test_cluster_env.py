@@ -137,6 +137,25 @@ def test_a_statefulset_claim_is_provisioned_and_its_pod_runs(
     assert claim["status"]["phase"] == "Bound"
 
 
+def test_deleting_a_deployment_removes_its_replicasets_and_pods(
+    kube_cluster: KubeCluster, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    kube_cluster.apply(deployment("gone", ns, replicas=2))
+    kube_cluster.wait_for(
+        lambda: len(ready_pods(kube_cluster, ns, "app=gone")) == 2, timeout=90, what="2 pods"
+    )
+
+    kube_cluster.kubectl("delete", "deployment", "gone", "-n", ns, "--wait=false")
+
+    def nothing_left() -> bool:
+        rs = kube_cluster.json("get", "replicasets", "-n", ns, "-l", "app=gone")["items"]
+        pods = kube_cluster.json("get", "pods", "-n", ns, "-l", "app=gone")["items"]
+        return not rs and not pods
+
+    kube_cluster.wait_for(nothing_left, timeout=90, what="ReplicaSet and pods of `gone` deleted")
+
+
 WIDGET_CRD: dict[str, Any] = {
     "apiVersion": "apiextensions.k8s.io/v1",
     "kind": "CustomResourceDefinition",
@@ -247,3 +266,11 @@ def test_hpa_scales_a_deployment_on_a_custom_pod_metric(
     assert (item["describedObject"]["name"], item["value"]) == (pod["metadata"]["name"], "25")
 
     kube_cluster.wait_for(scaled_to_three, timeout=90, what="the HPA to scale chat to 3")
+
+
+async def test_kubectl_does_not_block_async_tests(kube_cluster: KubeCluster) -> None:
+    nodes = await kube_cluster.akubectl("get", "nodes", "-o", "name")
+    assert nodes.stdout.strip()
+    missing = await kube_cluster.akubectl("get", "namespace", "no-such-namespace", check=False)
+    assert missing.returncode != 0
+    assert "NotFound" in missing.stderr
