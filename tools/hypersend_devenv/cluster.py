@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 
 from hypersend_devenv import build, metrics_adapter, procs
-from hypersend_devenv.pki import Pki, ensure_pki
+from hypersend_devenv.pki import Pki, ensure_pki, issue_serving_cert
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICE_CIDR = "10.96.0.0/16"
@@ -619,20 +619,27 @@ class LocalCluster:
                     "`python -m hypersend_devenv.build metrics-adapter` (from tools/)"
                 )
             secure_port, write_port = free_ports(2)
-            cert_dir = self.layout.cert_dir(ADAPTER)
+            tls = issue_serving_cert(
+                self.layout.pki,
+                ADAPTER,
+                dns=[metrics_adapter.SERVICE_DNS, "localhost"],
+                ips=["127.0.0.1"],
+            )
             with contextlib.suppress(FileNotFoundError):
                 self.layout.log(ADAPTER).unlink()
             argv = metrics_adapter.adapter_args(
                 str(build.METRICS_ADAPTER.path("metrics-adapter")),
                 str(self.kubeconfig),
-                str(cert_dir),
+                (str(tls[0]), str(tls[1])),
                 secure_port,
                 write_port,
             )
             state.processes = [p for p in state.processes if p.name != ADAPTER]
             state.extra["metrics_adapter"] = {"secure_port": secure_port, "write_port": write_port}
             self._launch(state, ADAPTER, argv)
-            manifests = metrics_adapter.apiservice_manifests(secure_port)
+            manifests = metrics_adapter.apiservice_manifests(
+                secure_port, self.layout.pki.ca_cert.read_bytes()
+            )
             self.kubectl("apply", "-f", "-", input="\n".join(json.dumps(m) for m in manifests))
             deadline = time.monotonic() + timeout
             self._wait(state, ADAPTER, deadline, self._custom_metrics_available)

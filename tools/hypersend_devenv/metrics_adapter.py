@@ -9,6 +9,7 @@ write endpoint, also on loopback.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import urllib.parse
@@ -23,14 +24,19 @@ VERSION = "v1beta2"
 APISERVICE = f"{VERSION}.{GROUP}"
 
 
+SERVICE_DNS = f"{SERVICE}.{NAMESPACE}.svc"  # the name the aggregator verifies the cert against
+
+
 def adapter_args(
-    binary: str, kubeconfig: str, cert_dir: str, secure_port: int, write_port: int
+    binary: str, kubeconfig: str, tls: tuple[str, str], secure_port: int, write_port: int
 ) -> list[str]:
+    cert, key = tls
     return [
         binary,
         "--bind-address=127.0.0.1",
         f"--secure-port={secure_port}",
-        f"--cert-dir={cert_dir}",
+        f"--tls-cert-file={cert}",
+        f"--tls-private-key-file={key}",
         f"--lister-kubeconfig={kubeconfig}",
         f"--authentication-kubeconfig={kubeconfig}",
         f"--authorization-kubeconfig={kubeconfig}",
@@ -38,11 +44,11 @@ def adapter_args(
     ]
 
 
-def apiservice_manifests(secure_port: int) -> list[dict[str, Any]]:
+def apiservice_manifests(secure_port: int, ca_bundle: bytes) -> list[dict[str, Any]]:
     """Namespace, ExternalName Service to localhost, and the APIService that points at it.
 
-    The adapter serves a self-signed certificate for localhost, while the aggregator verifies
-    against the Service's DNS name; so TLS verification is skipped on this loopback hop.
+    The aggregator dials localhost:<port> but verifies the serving certificate against the
+    Service's DNS name (SERVICE_DNS) and `ca_bundle`.
     """
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
@@ -64,7 +70,7 @@ def apiservice_manifests(secure_port: int) -> list[dict[str, Any]]:
                 "group": GROUP,
                 "version": VERSION,
                 "service": {"namespace": NAMESPACE, "name": SERVICE, "port": secure_port},
-                "insecureSkipTLSVerify": True,
+                "caBundle": base64.b64encode(ca_bundle).decode(),
                 "groupPriorityMinimum": 100,
                 "versionPriority": 200,
             },

@@ -147,6 +147,19 @@ def ensure_pki(directory: Path, service_ip: str) -> Pki:
     return pki
 
 
+def issue_serving_cert(pki: Pki, stem: str, dns: list[str], ips: list[str]) -> tuple[Path, Path]:
+    """A serving certificate from the cluster CA (for host processes the API server dials)."""
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{pki.ca_key} is not an EC key")
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    key, cert = _issue(ca_key, ca_cert, stem, (), server=(dns, ips))
+    cert_path, key_path = pki.dir / f"{stem}-serving.crt", pki.dir / f"{stem}-serving.key"
+    _write_key(key_path, key)
+    _write_cert(cert_path, cert)
+    return cert_path, key_path
+
+
 def _name(common_name: str, organizations: tuple[str, ...] = ()) -> x509.Name:
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))

@@ -16,7 +16,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from hypersend_devenv import cluster, metrics_adapter, procs
-from hypersend_devenv.pki import CLIENTS, ensure_pki
+from hypersend_devenv.pki import CLIENTS, ensure_pki, issue_serving_cert
 
 pytestmark = pytest.mark.unit
 
@@ -43,7 +43,7 @@ def all_command_lines() -> dict[str, list[str]]:
         "kube-controller-manager": cluster.controller_manager_args(BIN, LAYOUT, PORTS),
         "kube-scheduler": cluster.scheduler_args(BIN, LAYOUT, PORTS),
         "kwok": cluster.kwok_args(BIN, LAYOUT),
-        "metrics-adapter": metrics_adapter.adapter_args("/bin/x", "/k", "/c", 1, 2),
+        "metrics-adapter": metrics_adapter.adapter_args("/bin/x", "/k", ("/c", "/k"), 1, 2),
     }
 
 
@@ -134,7 +134,7 @@ def test_free_ports_are_distinct_and_bindable() -> None:
 
 
 def test_apiservice_reaches_the_adapter_through_an_externalname_service_to_localhost() -> None:
-    namespace, service, apiservice = metrics_adapter.apiservice_manifests(8443)
+    namespace, service, apiservice = metrics_adapter.apiservice_manifests(8443, b"CA")
     assert namespace["kind"] == "Namespace"
     assert service["spec"]["type"] == "ExternalName"
     assert service["spec"]["externalName"] == "localhost"
@@ -146,6 +146,8 @@ def test_apiservice_reaches_the_adapter_through_an_externalname_service_to_local
         8443,
     )
     assert apiservice["metadata"]["name"] == "v1beta2.custom.metrics.k8s.io"
+    assert base64.b64decode(apiservice["spec"]["caBundle"]) == b"CA"
+    assert "insecureSkipTLSVerify" not in apiservice["spec"]
 
 
 @pytest.mark.parametrize(
@@ -181,6 +183,11 @@ def test_pki_signs_clients_and_a_loopback_serving_cert(tmp_path: Path) -> None:
     assert groups == ["system:masters"]
     assert pki.is_complete()
     assert {c.file_stem for c in CLIENTS} >= {"admin", "controller-manager", "scheduler", "kwok"}
+    cert_path, _ = issue_serving_cert(pki, "adapter", ["svc.ns.svc"], ["127.0.0.1"])
+    adapter = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    adapter.verify_directly_issued_by(ca)
+    adapter_sans = adapter.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert adapter_sans.get_values_for_type(x509.DNSName) == ["svc.ns.svc"]
     # A second call keeps the existing PKI (certificates in running kubeconfigs stay valid).
     before = pki.ca_cert.read_bytes()
     ensure_pki(tmp_path, "10.96.0.1")
