@@ -427,7 +427,7 @@ class LocalCluster:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """One up/down at a time per state dir (parallel test workers share one cluster)."""
+        """One up/down at a time per state dir (`./dev up` and test sessions may share one)."""
         self.layout.root.mkdir(parents=True, exist_ok=True)
         with (self.layout.root / "lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -498,7 +498,15 @@ class LocalCluster:
             if self.is_healthy():
                 return UpResult(self.kubeconfig, True, time.monotonic() - started, {})
             self._stop_recorded()
-            phases = self._start(timeout, say)
+            try:
+                phases = self._start(timeout, say)
+            except ClusterError as exc:
+                # Free ports are picked before the servers bind them; on a busy machine another
+                # process can take one in between. One fresh try with new ports covers that.
+                if "address already in use" not in str(exc):
+                    raise
+                say(f"a port was taken meanwhile, retrying with new ports ({exc})")
+                phases = self._start(timeout, say)
         return UpResult(self.kubeconfig, False, time.monotonic() - started, phases)
 
     def down(self) -> list[int]:
