@@ -165,15 +165,32 @@ def dry_run(kube: KubeCluster, manifests: str) -> str:
     return str(proc.stdout)
 
 
-def adopt_crd(kube: KubeCluster, release: str, namespace: str) -> None:
-    """Let the release own an existing CRD (Helm's documented adoption metadata)."""
+OWNER_KEYS = ("meta.helm.sh/release-name", "meta.helm.sh/release-namespace")
+
+
+def adopt_crd(kube: KubeCluster, release: str, namespace: str) -> dict[str, str]:
+    """Let the release own an existing CRD (Helm's documented adoption metadata); returns the
+    previous owner's annotations so that they can be restored (kind: hack/kind-e2e.sh's release)."""
     if kube.kubectl("get", "crd", CRD_NAME, check=False).returncode != 0:
-        return
+        return {}
+    annotations = get_json(kube, "crd", CRD_NAME)["metadata"].get("annotations", {})
+    previous = {k: annotations[k] for k in OWNER_KEYS if k in annotations}
     kube.kubectl("label", "crd", CRD_NAME, "app.kubernetes.io/managed-by=Helm", "--overwrite")
     kube.kubectl(
         "annotate", "crd", CRD_NAME, "--overwrite",
-        f"meta.helm.sh/release-name={release}", f"meta.helm.sh/release-namespace={namespace}",
+        f"{OWNER_KEYS[0]}={release}", f"{OWNER_KEYS[1]}={namespace}",
     )  # fmt: skip
+    return previous
+
+
+@pytest.fixture
+def crd_owner(kube: KubeCluster) -> Iterator[dict[str, str]]:
+    """Where the test records the CRD's previous Helm owner; given back after the test."""
+    previous: dict[str, str] = {}
+    yield previous
+    if previous:
+        pairs = [f"{k}={v}" for k, v in previous.items()]
+        kube.kubectl("annotate", "crd", CRD_NAME, "--overwrite", *pairs, check=False)
 
 
 def test_template_passes_server_side_dry_run_default_values(
@@ -243,7 +260,11 @@ def printer_columns(kube: KubeCluster) -> list[str]:
 
 
 def test_install_upgrade_uninstall(
-    kube: KubeCluster, run_helm: Helm, namespaces: list[str], tmp_path: Path
+    kube: KubeCluster,
+    run_helm: Helm,
+    namespaces: list[str],
+    tmp_path: Path,
+    crd_owner: dict[str, str],
 ) -> None:
     release_ns, team_a, _ = namespaces
     release = f"hs-{uuid.uuid4().hex[:6]}"
@@ -252,7 +273,7 @@ def test_install_upgrade_uninstall(
     if not kube.is_local:
         # A real cluster may already run an operator for everything: this one watches only its own.
         values += ["--set", f"watch.namespaces={{{team_a}}}"]
-    adopt_crd(kube, release, release_ns)
+    crd_owner.update(adopt_crd(kube, release, release_ns))
 
     # install: the operator Deployment becomes Ready (kwok marks the pod Ready)
     run_helm(

@@ -110,7 +110,17 @@ def plugin(kube: KubeCluster, *args: str, check: bool = True) -> subprocess.Comp
     return proc
 
 
-def cluster_manifest(name: str, namespace: str, secret: str) -> dict[str, Any]:
+def cluster_manifest(
+    name: str, namespace: str, secret: str, in_cluster_mongo: bool = False
+) -> dict[str, Any]:
+    """Atlas mode on the local cluster (kwok has no volume provisioner, and the fake pods connect
+    to nothing); in-cluster MongoDB on a real cluster, where chat pods really need a database."""
+    mongo: dict[str, Any] = {
+        "mode": "Atlas",
+        "atlas": {"connectionSecretRef": {"name": secret, "key": "uri"}},
+    }
+    if in_cluster_mongo:
+        mongo = {"mode": "InCluster", "deletePolicy": "Delete"}
     return {
         "apiVersion": "hypersend.io/v1alpha1",
         "kind": "HypersendCluster",
@@ -119,10 +129,7 @@ def cluster_manifest(name: str, namespace: str, secret: str) -> dict[str, Any]:
             "chat": {"image": CHAT_IMAGE, "replicas": 2},
             "autoscaling": {"enabled": False},
             "redis": {"mode": "InCluster"},
-            "mongo": {
-                "mode": "Atlas",
-                "atlas": {"connectionSecretRef": {"name": secret, "key": "uri"}},
-            },
+            "mongo": mongo,
         },
     }
 
@@ -177,7 +184,7 @@ def health(obj: dict[str, Any], record_as: str, expect: str, message: str = "") 
 @pytest.fixture(scope="module")
 def ready_cluster(kube: KubeCluster, namespace: str, operator: None) -> str:
     atlas_secret(kube, namespace, "atlas")
-    kube.apply(cluster_manifest("chat", namespace, "atlas"))
+    kube.apply(cluster_manifest("chat", namespace, "atlas", in_cluster_mongo=not kube.is_local))
 
     def with_status() -> dict[str, Any] | None:
         obj = get(kube, namespace, "chat")

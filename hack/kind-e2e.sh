@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Run the e2e suite against a kind cluster instead of the local control plane (needs Docker, kind,
+# kubectl and helm on PATH). Nothing here runs in CI on the 2-core builders: it is the path for
+# users with Docker. Steps: create the cluster, build both images, load them into kind, install
+# the chart, run `pytest -m e2e` against the cluster through HYPERSEND_KUBECONFIG.
+#
+#   hack/kind-e2e.sh            # create (or reuse) cluster "hypersend", run everything
+#   KEEP_CLUSTER=0 hack/kind-e2e.sh   # delete the cluster afterwards
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CLUSTER=${KIND_CLUSTER:-hypersend}
+TAG=${TAG:-0.1.0}
+OPERATOR_IMAGE=hypersend-operator:$TAG
+SERVER_IMAGE=hypersend-server:$TAG
+KUBECONFIG_FILE=${KUBECONFIG_FILE:-$PWD/.hypersend/kind-$CLUSTER.kubeconfig}
+PY=${PY:-.venv/bin/python}
+
+for tool in docker kind kubectl helm; do
+  command -v "$tool" >/dev/null || { echo "kind-e2e: $tool is required" >&2; exit 1; }
+done
+mkdir -p "$(dirname "$KUBECONFIG_FILE")"
+
+if ! kind get clusters | grep -qx "$CLUSTER"; then
+  kind create cluster --name "$CLUSTER" --wait 120s
+fi
+kind get kubeconfig --name "$CLUSTER" >"$KUBECONFIG_FILE"
+export KUBECONFIG=$KUBECONFIG_FILE
+
+docker build -f Dockerfile.operator -t "$OPERATOR_IMAGE" .
+docker build -f Dockerfile.server -t "$SERVER_IMAGE" .
+kind load docker-image --name "$CLUSTER" "$OPERATOR_IMAGE" "$SERVER_IMAGE"
+
+helm upgrade --install hypersend-operator charts/hypersend-operator \
+  --namespace hypersend-system --create-namespace \
+  --set image.repository=hypersend-operator --set image.tag="$TAG" \
+  --set image.pullPolicy=Never --wait --timeout 5m
+
+status=0
+HYPERSEND_KUBECONFIG=$KUBECONFIG_FILE \
+HYPERSEND_OPERATOR_IMAGE=$OPERATOR_IMAGE \
+HYPERSEND_SERVER_IMAGE=$SERVER_IMAGE \
+  "$PY" -m pytest -m e2e "$@" || status=$?
+
+if [[ ${KEEP_CLUSTER:-1} == 0 ]]; then
+  kind delete cluster --name "$CLUSTER"
+fi
+exit "$status"
