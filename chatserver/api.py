@@ -33,7 +33,7 @@ from chatserver.models import (
     User,
     message_text_error,
 )
-from chatserver.store import Store, UsernameTaken
+from chatserver.store import UNAVAILABLE_ERRORS, Store, UsernameTaken
 
 log = logging.getLogger("chatserver.api")
 
@@ -115,7 +115,25 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=dict(exc.headers or {}),
         )
 
+    async def unexpected(_: Request, exc: Exception) -> Response:
+        # Runs outside the API middlewares: set the no-store header here too.
+        headers = {"Cache-Control": CACHE_CONTROL}
+        if isinstance(exc, UNAVAILABLE_ERRORS):
+            log.warning("database unavailable: %s", type(exc).__name__)
+            return JSONResponse(
+                error_body("database_unavailable", "the database is unreachable; retry shortly"),
+                status_code=503,
+                headers={**headers, "Retry-After": "1"},
+            )
+        log.error("unexpected error", exc_info=exc)
+        return JSONResponse(
+            error_body("internal_error", "unexpected server error"),
+            status_code=500,
+            headers=headers,
+        )
+
     app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(Exception, unexpected)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(StarletteHTTPException, http_error)
 
@@ -203,7 +221,16 @@ BusDep = Annotated[Bus, Depends(get_bus)]
 
 
 async def enforce_rate(bus: Bus, key: str) -> None:
-    decision = await bus.check_rate(key)
+    try:
+        decision = await bus.check_rate(key)
+    except Exception as exc:
+        log.warning("rate limiter unavailable: %s", type(exc).__name__)
+        raise ApiError(
+            503,
+            "rate_limiter_unavailable",
+            "the rate limiter (Redis) is unreachable; retry shortly",
+            headers={"Retry-After": "1"},
+        ) from exc
     if not decision.allowed:
         RATE_LIMITED.inc()
         retry_after = max(1, math.ceil(decision.retry_after))

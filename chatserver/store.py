@@ -36,7 +36,7 @@ from typing import Any, Final
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError
 
 from chatserver.config import Settings
 from chatserver.models import Member, Message, Role, Room, RoomKind, User, utcnow
@@ -47,6 +47,10 @@ Document = dict[str, Any]
 _MAX_SEQ_ATTEMPTS: Final = 64
 # Rooms listed by GET /rooms at most (newest activity first).
 MAX_ROOMS_LISTED: Final = 500
+
+
+# Errors meaning MongoDB is unreachable right now (callers answer 503, not 500).
+UNAVAILABLE_ERRORS: Final[tuple[type[Exception], ...]] = (ConnectionFailure,)
 
 
 class StoreError(Exception):

@@ -10,9 +10,9 @@ import time
 
 import httpx
 import pytest
-from hypersend_devenv.datastores import RedisServer
+from hypersend_devenv.datastores import FerretDBServer, RedisServer
 
-from tests.fixtures.chat import REPO_ROOT, ChatServerFactory, ChatServerProcess
+from tests.fixtures.chat import REPO_ROOT, ChatServerFactory, ChatServerProcess, register_user
 
 pytestmark = pytest.mark.integration
 
@@ -69,15 +69,42 @@ def test_readiness_reports_lost_redis(mongo_url: str, mongo_db_name: str) -> Non
     try:
         server = factory.start()
         assert httpx.get(f"{server.url}/readyz").status_code == 200
+        user = register_user(server.url)
         redis.stop()
         response = httpx.get(f"{server.url}/readyz", timeout=10)
         assert response.status_code == 503
         assert response.json()["reason"].startswith("redis unreachable")
         # Liveness does not depend on Redis: the pod is not restarted for it.
         assert httpx.get(f"{server.url}/healthz").status_code == 200
+        # Without the shared rate limiter, authenticated calls are refused clearly, not crashed.
+        me = httpx.get(f"{server.url}/api/v1/users/me", headers=user.headers, timeout=10)
+        assert me.status_code == 503
+        assert me.json()["error"]["code"] == "rate_limiter_unavailable"
+        assert me.headers["retry-after"] == "1"
     finally:
         factory.close()
         redis.stop()
+
+
+def test_lost_mongodb_gives_503_not_500(redis_url: str) -> None:
+    mongo = FerretDBServer()
+    mongo.start()
+    factory = ChatServerFactory(redis_url, mongo.url, "lostmongo")
+    try:
+        server = factory.start()
+        user = register_user(server.url)
+        mongo.stop()
+        ready = httpx.get(f"{server.url}/readyz", timeout=10)
+        assert ready.status_code == 503
+        assert ready.json()["reason"].startswith("mongodb unreachable")
+        me = httpx.get(f"{server.url}/api/v1/users/me", headers=user.headers, timeout=30)
+        assert me.status_code == 503
+        assert me.json()["error"]["code"] == "database_unavailable"
+        assert me.headers["cache-control"] == "private, no-store"
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+    finally:
+        factory.close()
+        mongo.stop()
 
 
 def test_invalid_configuration_exits_with_a_clear_message() -> None:
