@@ -204,7 +204,10 @@ class Session:
                 await self._writer
         for task in [*self._tasks, *self._fills.values()]:
             task.cancel()
-        if self.ws.application_state == WebSocketState.CONNECTED:
+        if (
+            self.ws.application_state == WebSocketState.CONNECTED
+            and self.ws.client_state == WebSocketState.CONNECTED
+        ):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
                     self.ws.close(self.close_code or Close.NORMAL, self._close_reason),

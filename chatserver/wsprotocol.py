@@ -19,8 +19,11 @@ MAX_ID_CHARS: Final = 128
 CLIENT_ID_RE: Final = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 # A resume may name at most this many rooms.
 MAX_RESUME_ROOMS: Final = 5000
-# Room for the JSON envelope around a maximal message text (ids, keys, escapes).
-FRAME_OVERHEAD_BYTES: Final = 2048
+# A maximal message text may grow up to 6x when JSON-escaped (\uXXXX), plus ids and keys. The
+# same bound as REST bodies (chatserver.api.max_body_bytes) and uvicorn's ws_max_size, above
+# which the protocol layer closes the socket with 1009 before a frame reaches the hub.
+JSON_ESCAPE_FACTOR: Final = 6
+FRAME_OVERHEAD_BYTES: Final = 16_384
 
 
 class Close(IntEnum):
@@ -99,7 +102,7 @@ CLIENT_TYPES: Final = ("auth", "resume", "send", "typing", "read", "ping", "pong
 
 def max_frame_bytes(max_message_bytes: int) -> int:
     """Largest client frame accepted: a maximal message text plus its envelope."""
-    return max_message_bytes + FRAME_OVERHEAD_BYTES
+    return JSON_ESCAPE_FACTOR * max_message_bytes + FRAME_OVERHEAD_BYTES
 
 
 def _id(body: dict[str, Any], key: str) -> str | FrameError:

@@ -1,0 +1,269 @@
+"""Limits, bad input and drain on real server processes: each gets its documented answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+
+import httpx
+import jwt
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.fixtures.chat import ChatServerFactory
+from tests.integration.chatserver.realtime_client import (
+    Client,
+    connect_user,
+    create_group,
+    history,
+    open_socket,
+    register,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _token(secret: str, sub: str, *, expires_in: int) -> str:
+    now = int(time.time())
+    claims = {"sub": sub, "typ": "access", "iat": now - 60, "exp": now + expires_in}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+async def test_rate_limit_holds_across_both_processes(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    a, b = chat_server_factory.start_many(2, rate_limit_per_minute=10)
+    alice, bob = await register(a.url), await register(b.url)
+    # Bob creates the room: REST requests count against the same per-user budget.
+    room = await create_group(a.url, bob, [alice])
+    on_a = await connect_user(a.ws_url, alice)
+    on_b = await connect_user(b.ws_url, alice)
+    replies = []
+    for i in range(8):
+        for client in (on_a, on_b):
+            replies.append(await client.send_message(room, f"m{i}"))
+    acks = [r for r in replies if r["type"] == "ack"]
+    limited = [r for r in replies if r["type"] == "error"]
+    assert len(acks) == 10
+    assert len(limited) == 6
+    assert {r["code"] for r in limited} == {"rate_limited"}
+    assert all(0 < r["retry_after"] <= 60 for r in limited)
+    assert len(await history(a.url, bob, room)) == 10
+    # Another user has their own budget.
+    bob_b = await connect_user(b.ws_url, bob)
+    assert (await bob_b.send_message(room, "mine"))["type"] == "ack"
+
+
+async def test_bad_frames_get_error_frames_and_nothing_is_stored(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    server = chat_server_factory.start(max_message_bytes=1000)
+    alice, bob, mallory = [await register(server.url) for _ in range(3)]
+    room = await create_group(server.url, alice, [bob])
+    client = await connect_user(server.ws_url, alice)
+    bob_ws = await connect_user(server.ws_url, bob)
+
+    async def error_for(raw: str) -> str:
+        await client.send(raw)
+        return str((await client.until_type("error"))["code"])
+
+    assert await error_for("{not json") == "invalid_json"
+    assert await error_for("[1, 2]") == "invalid_frame"
+    assert await error_for('{"type": "subscribe_all"}') == "unknown_type"
+    big = {"type": "send", "room_id": room, "client_id": "big", "text": "z" * 1500}
+    assert await error_for(json.dumps(big)) == "message_too_large"
+    empty = {"type": "send", "room_id": room, "client_id": "empty", "text": " "}
+    assert await error_for(json.dumps(empty)) == "empty_message"
+    assert await error_for('{"type": "send", "room_id": "r"}') == "invalid_frame"
+    await client.send({"type": "ping"})
+    await client.until_type("pong")
+
+    # A non-member can neither resume, send, type nor mark read in the room.
+    outsider = await connect_user(server.ws_url, mallory)
+    await outsider.send({"type": "resume", "rooms": {room: 0}})
+    refused = await outsider.until_type("error")
+    assert (refused["code"], refused["room_ids"]) == ("not_member", [room])
+    assert (await outsider.until_type("resumed"))["rooms"] == {}
+    reply = await outsider.send_message(room, "let me in", client_id="intruder")
+    assert (reply["type"], reply["code"]) == ("error", "not_member")
+    await outsider.send({"type": "typing", "room_id": room})
+    assert (await outsider.until_type("error"))["code"] == "not_member"
+    await outsider.send({"type": "read", "room_id": room, "seq": 1})
+    assert (await outsider.until_type("error"))["code"] == "not_member"
+
+    assert await history(server.url, alice, room) == []
+    # The server keeps serving everyone, including the sockets that sent garbage.
+    ack = await client.send_message(room, "still here")
+    assert ack["type"] == "ack"
+    assert (await bob_ws.until_type("message"))["seq"] == ack["seq"]
+    assert [f["type"] for f in bob_ws.frames if f["type"] in ("message", "error")] == ["message"]
+
+    # A frame beyond the frame limit (6 x max_message_bytes + 16 KiB) closes that socket: 1009.
+    await client.send(json.dumps({"type": "send", "pad": "y" * 40_000}))
+    assert (await client.closed())[0] == 1009
+    again = await connect_user(server.ws_url, alice)
+    assert (await again.send_message(room, "after the big one"))["type"] == "ack"
+    assert len(await history(server.url, alice, room)) == 2
+
+
+async def _close_of(client: Client) -> tuple[int | None, str | None]:
+    return await client.closed(wait=15)
+
+
+async def test_bad_or_missing_tokens_close_with_documented_codes(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    server = chat_server_factory.start()
+    alice = await register(server.url)
+    secret = chat_server_factory.jwt_secret
+
+    no_auth = await open_socket(server.ws_url)
+    await no_auth.send({"type": "ping"})
+    assert (await _close_of(no_auth))[0] == 4400
+
+    garbage = await open_socket(server.ws_url)
+    await garbage.send("{{{")
+    assert (await _close_of(garbage))[0] == 4400
+
+    missing = await open_socket(server.ws_url)
+    await missing.send({"type": "auth"})
+    assert (await _close_of(missing))[0] == 4400
+
+    empty = await open_socket(server.ws_url, "")
+    assert (await _close_of(empty))[0] == 4401
+    assert any(f.get("code") == "unauthorized" for f in empty.frames)
+
+    expired = await open_socket(server.ws_url, _token(secret, alice.id, expires_in=-10))
+    code, reason = await _close_of(expired)
+    assert code == 4401
+    assert reason is not None
+    assert "expired" in reason
+
+    forged = await open_socket(server.ws_url, _token("x" * 40, alice.id, expires_in=600))
+    assert (await _close_of(forged))[0] == 4401
+
+    in_query = await open_socket(server.ws_url, "not-a-jwt", query=True)
+    assert (await _close_of(in_query))[0] == 4401
+
+    good = await open_socket(server.ws_url, alice.token, query=True)
+    assert (await good.until_type("ready"))["user_id"] == alice.id
+
+
+async def test_idle_sockets_are_pinged_then_closed(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    server = chat_server_factory.start(ws_ping_interval_seconds=0.3, ws_idle_timeout_seconds=2)
+    alice, bob = await register(server.url), await register(server.url)
+    silent = await connect_user(server.ws_url, alice)
+    chatty = await connect_user(server.ws_url, bob)
+    started = time.monotonic()
+    while time.monotonic() - started < 3.5:
+        await chatty.until_type("ping", wait=2)
+        await chatty.send({"type": "pong"})
+    code, _ = await silent.closed(wait=5)
+    assert code == 4410
+    assert any(f["type"] == "ping" for f in silent.frames)
+    await chatty.send({"type": "ping"})
+    await chatty.until_type("pong")
+
+
+async def test_connections_over_the_per_process_limit_are_refused(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    server = chat_server_factory.start(ws_max_connections=2)
+    alice = await register(server.url)
+    first = await connect_user(server.ws_url, alice)
+    await connect_user(server.ws_url, alice)
+    third = await open_socket(server.ws_url)  # refused before it could authenticate
+    assert (await third.closed())[0] == 1013
+    await first.close()
+    await asyncio.sleep(0.3)
+    await connect_user(server.ws_url, alice)
+
+
+async def test_slow_consumer_is_disconnected_and_resumes_from_history(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    server = chat_server_factory.start(
+        ws_send_queue_size=8, rate_limit_per_minute=100_000, max_message_bytes=200_000
+    )
+    alice, bob = await register(server.url), await register(server.url)
+    room = await create_group(server.url, alice, [bob])
+    # The sender reads everything it is sent (its own big message frames too) into memory; no
+    # client keepalive, its pongs would wait behind the pipelined sends.
+    sender_ws = await connect(
+        server.ws_url, proxy=None, max_queue=None, max_size=2**24, ping_interval=None
+    )
+    sender = Client(sender_ws)
+    await sender.send({"type": "auth", "token": alice.token})
+    await sender.until_type("ready")
+    # Bob's client stops reading after one buffered frame and has a tiny receive buffer, so the
+    # server's writes back up: kernel buffers, then uvicorn's, then the bounded send queue.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.connect(("127.0.0.1", server.port))
+    sock.setblocking(False)
+    slow_ws = await connect(
+        server.ws_url, sock=sock, proxy=None, max_queue=1, max_size=2**24, ping_interval=None
+    )
+    slow = Client(slow_ws)
+    await slow.send({"type": "auth", "token": bob.token})
+    await slow.until_type("ready")
+    text = "x" * 150_000
+    total = 60
+    for i in range(total):
+        await sender.send({"type": "send", "room_id": room, "client_id": f"s{i}", "text": text})
+    last = f"s{total - 1}"
+    await sender.until(lambda f: f.get("type") == "ack" and f.get("client_id") == last, 120)
+    code, reason = await slow.closed(wait=30)
+    assert code == 4413, (code, reason)
+    async with httpx.AsyncClient(base_url=server.url, trust_env=False) as http:
+        text_metrics = (await http.get("/metrics")).text
+    assert "hypersend_slow_consumer_disconnects_total 1.0" in text_metrics
+    seen = slow.message_seqs(room)
+    assert len(seen) < total
+    again = await connect_user(server.ws_url, bob, resume={room: seen[-1] if seen else 0})
+    while again.message_seqs(room)[-1:] != [total]:
+        await again.until_type("message", wait=30)
+    assert seen + again.message_seqs(room) == list(range(1, total + 1))
+
+
+async def test_drain_sends_reconnect_then_closes_with_1012_and_readiness_fails(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    server = chat_server_factory.start(drain_delay_seconds=1.5, drain_batch_size=1)
+    alice, bob = await register(server.url), await register(server.url)
+    clients = [await connect_user(server.ws_url, user) for user in (alice, bob, alice)]
+    async with httpx.AsyncClient(base_url=server.url, trust_env=False) as http:
+        assert (await http.get("/readyz")).status_code == 200
+        server.terminate()
+        deadline = time.monotonic() + 1.2
+        statuses = set()
+        while time.monotonic() < deadline:
+            statuses.add((await http.get("/readyz")).status_code)
+            await asyncio.sleep(0.1)
+    assert statuses == {503}
+    for client in clients:
+        hint = await client.until_type("reconnect", wait=10)
+        assert 250 <= hint["after_ms"] <= 5000
+        code, _ = await client.closed(wait=10)
+        assert code == 1012
+    assert server.wait(15) == 0
+
+
+async def test_other_sockets_survive_a_client_that_vanishes(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    server = chat_server_factory.start()
+    alice, bob = await register(server.url), await register(server.url)
+    room = await create_group(server.url, alice, [bob])
+    gone = await connect_user(server.ws_url, bob)
+    await gone.abort()
+    bob_ws = await connect_user(server.ws_url, bob)
+    ack = await (await connect_user(server.ws_url, alice)).send_message(room, "hi")
+    assert (await bob_ws.until_type("message"))["seq"] == ack["seq"]
+    with pytest.raises(ConnectionClosed):
+        await gone.ws.send("{}")
