@@ -461,11 +461,9 @@ class Store:
         A retry with the same (room_id, sender_id, client_id) returns the stored message with
         created=False; the unique index makes that hold for concurrent retries too.
         """
-        existing = await self._find_by_client_id(room_id, sender_id, client_id)
-        if existing is not None:
-            return existing, False
-        if await self._rooms.find_one({"_id": room_id}, projection={"_id": True}) is None:
-            raise RoomNotFound(room_id)
+        # No lookup first: a retry fails the insert on the client-id index and is answered
+        # from there, so the common case costs one read and one insert. Callers have checked
+        # membership, which implies the room exists.
         seq = await self.highest_seq(room_id) + 1
         for _ in range(_MAX_SEQ_ATTEMPTS):
             now = utcnow()
