@@ -14,7 +14,7 @@ import math
 import re
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -179,7 +179,19 @@ class ApiHeadersMiddleware:
             )
             await response(scope, receive, send_no_store)
             return
-        await self.app(scope, receive, send_no_store)
+        received = 0
+
+        async def capped_receive() -> Message:
+            # Bodies without a Content-Length (chunked) are capped while they are read.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise HTTPException(413, f"request body exceeds {self.max_body_bytes} bytes")
+            return message
+
+        await self.app(scope, capped_receive, send_no_store)
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -3,6 +3,7 @@ edit/delete/reactions/read, size limits, rate limits, metrics."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -168,6 +169,22 @@ def test_oversized_and_empty_messages_are_refused_and_not_stored(
     )
     assert huge.status_code == 413
     assert error_code(huge) == "request_too_large"
+
+    # The same without a Content-Length (chunked) is capped while it is read.
+    def chunks() -> Iterator[bytes]:
+        yield b'{"client_id": "h2", "text": "'
+        for _ in range(200):
+            yield b"a" * 10_000
+        yield b'"}'
+
+    chunked = httpx.post(
+        api(shared_chat_server, f"/rooms/{room}/messages"),
+        content=chunks(),
+        headers={**alice.headers, "content-type": "application/json"},
+    )
+    assert "content-length" not in chunked.request.headers
+    assert chunked.status_code == 413
+    assert error_code(chunked) == "request_too_large"
     assert stored_count(shared_chat_server, room) == 1
 
 
