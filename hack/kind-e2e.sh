@@ -31,10 +31,14 @@ docker build -f Dockerfile.operator -t "$OPERATOR_IMAGE" .
 docker build -f Dockerfile.server -t "$SERVER_IMAGE" .
 kind load docker-image --name "$CLUSTER" "$OPERATOR_IMAGE" "$SERVER_IMAGE"
 
+# The image must start and pass its liveness probe for --wait to succeed. It watches only its own
+# namespace: the e2e suite runs its own operator process cluster-wide (tests/fixtures/operator.py),
+# and two operators must never manage the same HypersendCluster.
 helm upgrade --install hypersend-operator charts/hypersend-operator \
   --namespace hypersend-system --create-namespace \
   --set image.repository=hypersend-operator --set image.tag="$TAG" \
-  --set image.pullPolicy=Never --wait --timeout 5m
+  --set image.pullPolicy=Never --set 'watch.namespaces={hypersend-system}' \
+  --wait --timeout 5m
 
 status=0
 HYPERSEND_KUBECONFIG=$KUBECONFIG_FILE \

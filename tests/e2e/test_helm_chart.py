@@ -266,7 +266,7 @@ def test_install_upgrade_uninstall(
     tmp_path: Path,
     crd_owner: dict[str, str],
 ) -> None:
-    release_ns, team_a, _ = namespaces
+    release_ns, team_a, team_b = namespaces
     release = f"hs-{uuid.uuid4().hex[:6]}"
     repository, _, tag = IMAGE.rpartition(":")
     values = ["--set", f"image.repository={repository}", "--set", f"image.tag={tag}"]
@@ -292,7 +292,8 @@ def test_install_upgrade_uninstall(
     cluster = {
         "apiVersion": "hypersend.io/v1alpha1",
         "kind": "HypersendCluster",
-        "metadata": {"name": "survivor", "namespace": team_a},
+        # Outside the watched namespace of a release that runs for real (kind): one operator only.
+        "metadata": {"name": "survivor", "namespace": team_b},
         "spec": {"chat": {"image": "hypersend-server:0.1.0"}},
     }
     kube.kubectl("apply", "-f", "-", input=json.dumps(cluster))
@@ -313,5 +314,5 @@ def test_install_upgrade_uninstall(
     assert kube.kubectl("get", "clusterrole", deployment, check=False).returncode
     kept = get_json(kube, "crd", CRD_NAME)
     assert kept["metadata"]["uid"] == crd["metadata"]["uid"], "the CRD was deleted and recreated"
-    survivor = get_json(kube, "hypersendcluster", "survivor", "-n", team_a)
+    survivor = get_json(kube, "hypersendcluster", "survivor", "-n", team_b)
     assert survivor["spec"]["chat"]["image"] == "hypersend-server:0.1.0"

@@ -1,9 +1,8 @@
 """`kubectl hypersend` against a real API server and the real operator, and ArgoCD's health.lua
 against the statuses that operator writes.
 
-On the local cluster this module runs the operator as a process watching only its own namespace;
-on a HYPERSEND_KUBECONFIG cluster (kind) the operator installed by Helm does the work. The plugin
-runs the way users run it: `kubectl hypersend ...`, found by kubectl on PATH.
+The operator is the suite's process (fixture `hypersend_operator`, tests/fixtures/operator.py). The
+plugin runs the way users run it: `kubectl hypersend ...`, found by kubectl on PATH.
 
 With HYPERSEND_RECORD_STATUSES=1 the observed objects are also written to
 tests/unit/delivery/recorded_statuses/, where the unit tests replay them through health.lua.
@@ -13,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.kube import KubeCluster
+from tests.fixtures.operator import RESYNC_SECONDS, OperatorProcess
 from tests.unit.delivery import glua
 
 pytestmark = pytest.mark.e2e
@@ -36,12 +34,6 @@ BIN = Path(sys.executable).parent
 CHAT_IMAGE = os.environ.get("HYPERSEND_SERVER_IMAGE", "hypersend-server:0.1.0")
 TIMEOUT = 90.0
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -63,34 +55,10 @@ CRD = "hypersendclusters.hypersend.io"
 
 
 @pytest.fixture(scope="module")
-def operator(
-    kube: KubeCluster, namespace: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[None]:
-    if not kube.is_local:
-        yield  # the cluster runs the operator the chart installed
-        return
-    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [
-            str(BIN / "hypersend-operator"), "run", "--namespace", namespace,
-            "--kubeconfig", str(kube.kubeconfig), "--metrics-port", str(free_port()),
-            "--health-port", str(free_port()), "--resync-seconds", "5",
-        ],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        yield
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
-        if proc.returncode not in (0, -signal.SIGTERM):
-            print(log_path.read_text(errors="replace")[-5000:])
+def operator(hypersend_operator: OperatorProcess) -> OperatorProcess:
+    """The suite's operator process (cluster-wide, short resync): one operator for every e2e test,
+    never two fighting over the same objects."""
+    return hypersend_operator
 
 
 def plugin(kube: KubeCluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -182,7 +150,7 @@ def health(obj: dict[str, Any], record_as: str, expect: str, message: str = "") 
 
 
 @pytest.fixture(scope="module")
-def ready_cluster(kube: KubeCluster, namespace: str, operator: None) -> str:
+def ready_cluster(kube: KubeCluster, namespace: str, operator: OperatorProcess) -> str:
     atlas_secret(kube, namespace, "atlas")
     kube.apply(cluster_manifest("chat", namespace, "atlas", in_cluster_mongo=not kube.is_local))
 
@@ -235,7 +203,7 @@ def test_pause_stops_changes_and_resume_applies_them(
         "patch", CRD, ready_cluster, "-n", namespace, "--type=merge",
         "-p", json.dumps({"spec": {"chat": {"replicas": 3}}}),
     )  # fmt: skip
-    time.sleep(7)  # longer than the operator's resync period in this module
+    time.sleep(RESYNC_SECONDS + 2)  # an event-driven pass and a resync have both had their chance
     assert chat_deployment(kube, namespace)["spec"]["replicas"] == 2
     health(get(kube, namespace, ready_cluster), "paused-with-new-spec", "Suspended")
 
@@ -268,14 +236,14 @@ def test_restart_rolls_the_chat_pods_and_the_operator_keeps_it(
         what="a new ReplicaSet",
     )
     # ... and the operator's resyncs leave the restart annotation alone.
-    time.sleep(7)
+    time.sleep(RESYNC_SECONDS + 2)
     kept = chat_deployment(kube, namespace)["spec"]["template"]["metadata"]["annotations"]
     assert kept[RESTARTED_AT] == stamp
     wait_phase(kube, namespace, ready_cluster, "Ready")
 
 
 def test_missing_atlas_secret_reads_degraded_with_the_reason(
-    kube: KubeCluster, namespace: str, operator: None
+    kube: KubeCluster, namespace: str, operator: OperatorProcess
 ) -> None:
     kube.apply(cluster_manifest("broken", namespace, "absent"))
     obj = wait_phase(kube, namespace, "broken", "Degraded")
@@ -289,7 +257,7 @@ def test_missing_atlas_secret_reads_degraded_with_the_reason(
 
 
 def test_pods_that_cannot_start_read_progressing(
-    kube: KubeCluster, namespace: str, operator: None
+    kube: KubeCluster, namespace: str, operator: OperatorProcess
 ) -> None:
     """Chat pods no node can fit stay Pending: the cluster is starting, not failed (yet)."""
     atlas_secret(kube, namespace, "atlas-big")
