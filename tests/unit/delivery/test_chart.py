@@ -40,6 +40,9 @@ def test_crd_is_the_generated_one_and_kept_on_uninstall() -> None:
     assert crd["spec"] == source["spec"], "chart CRD differs from crds/ (files/ must link to it)"
     assert crd["metadata"]["name"] == source["metadata"]["name"]
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    # ArgoCD ignores Helm's resource policy: its own options keep the CRD (and so every cluster).
+    options = crd["metadata"]["annotations"]["argocd.argoproj.io/sync-options"].split(",")
+    assert {"Prune=false", "Delete=false", "ServerSideApply=true"} <= set(options)
 
 
 def test_crd_can_be_left_to_someone_else() -> None:
