@@ -273,6 +273,21 @@ class Kube:
             raise ApiError(404, "NotFound", f"namespace {meta.get('namespace')} not found")
         return result
 
+    async def merge_patch(self, manifest: Mapping[str, Any]) -> Obj | None:
+        """JSON merge patch of `manifest` onto the live object: maps merge key by key, lists are
+        replaced whole. Used to take back list entries another field manager now owns, which
+        server-side apply leaves in place by design. None when the object is gone."""
+        meta = manifest["metadata"]
+        k = await self.kind(manifest["apiVersion"], manifest["kind"])
+        return await self._request(
+            "PATCH",
+            k.path(meta.get("namespace"), meta["name"]),
+            params={"fieldManager": FIELD_MANAGER},
+            body=manifest,
+            content_type="application/merge-patch+json",
+            write_kind=k.kind,
+        )
+
     async def delete(
         self,
         api_version: str,

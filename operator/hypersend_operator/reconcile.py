@@ -176,7 +176,7 @@ async def apply_child(kube: Kube, manifest: Mapping[str, Any]) -> tuple[Obj, Cha
             action, detail = "Updated", "spec changed"
     else:
         action, detail = "Created", ""
-    applied = await kube.apply(desired)
+    applied = await _apply_taking_back_lists(kube, desired, live)
     before = (live or {}).get("metadata", {}).get("resourceVersion")
     if before is not None and applied.get("metadata", {}).get("resourceVersion") == before:
         # The server found nothing to change (our comparison was stricter than SSA): not a write.
@@ -184,6 +184,25 @@ async def apply_child(kube: Kube, manifest: Mapping[str, Any]) -> tuple[Obj, Cha
         return applied, None
     metrics.CHILD_WRITES.labels(action, kind).inc()
     return applied, Change(action, kind, name, detail)
+
+
+async def _apply_taking_back_lists(kube: Kube, desired: Obj, live: Obj | None) -> Obj:
+    """Server-side apply; if the result still differs from what we declare, merge-patch first.
+
+    SSA never removes fields other managers own, so an edited entry of a keyed list (a Service
+    port changed with `kubectl patch`) would stay beside ours, or make the apply invalid (a
+    duplicate port name). A JSON merge patch replaces our declared lists whole; the second
+    apply then owns them again.
+    """
+    try:
+        applied = await kube.apply(desired)
+        if live is None or drift.first_difference(drift.declared_view(desired), applied) is None:
+            return applied
+    except ApiError as e:
+        if e.code != 422 or live is None:
+            raise
+    await kube.merge_patch(drift.declared_view(desired))
+    return await kube.apply(desired)
 
 
 async def prune(

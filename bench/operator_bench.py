@@ -1,0 +1,263 @@
+"""Operator figures on the local cluster: time from `kubectl apply` to Ready, and API writes per
+idle resync, for 1, 10 and 100 HypersendClusters.
+
+    PYTHONPATH=tools:operator .venv/bin/python bench/operator_bench.py [--sizes 1 10 100]
+
+Uses the cluster named by HYPERSEND_KUBECONFIG (a local cluster from `./dev up` or
+`python -m hypersend_devenv.cluster up`), or starts a throwaway local cluster. The operator runs as
+a real process with a short resync. Each cluster is examples/dev.yaml in its own namespace, with a
+pre-bound volume for its MongoDB claim and the HPA's connection metric fed at its target.
+
+Writes are counted twice: by the operator's own counter of mutating requests
+(`hypersend_operator_api_write_requests_total`), and by the API server's
+`apiserver_request_total` for verbs APPLY/PATCH/POST/PUT/DELETE on the kinds the operator writes
+(other controllers write some of those too, e.g. Events, so that figure is an upper bound).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hypersend_devenv.cluster import LocalCluster, kubectl_binary
+from hypersend_devenv.metrics_adapter import MetricsWriter
+
+REPO = Path(__file__).resolve().parents[1]
+RESYNC = 15.0
+MUTATING = {"APPLY", "PATCH", "POST", "PUT", "DELETE"}
+# Resources the operator writes (the API server's metric has no user label).
+OPERATOR_RESOURCES = {
+    "hypersendclusters", "secrets", "configmaps", "services", "deployments", "statefulsets",
+    "horizontalpodautoscalers", "poddisruptionbudgets", "ingresses", "networkpolicies", "events",
+}  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Cluster:
+    def __init__(self, kubeconfig: Path, local: LocalCluster | None) -> None:
+        self.kubeconfig = kubeconfig
+        self.local = local
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        cmd = [str(kubectl_binary()), "--kubeconfig", str(self.kubeconfig), *args]
+        proc = subprocess.run(cmd, input=input, text=True, capture_output=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr}")
+        return proc.stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json"))
+
+    def apiserver_writes(self) -> int:
+        text = self.kubectl("get", "--raw", "/metrics")
+        total = 0
+        for line in text.splitlines():
+            if not line.startswith("apiserver_request_total{"):
+                continue
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            if labels.get("verb") in MUTATING and labels.get("resource") in OPERATOR_RESOURCES:
+                total += int(float(line.rsplit(" ", 1)[1]))
+        return total
+
+
+@contextlib.contextmanager
+def cluster_under_test() -> Iterator[Cluster]:
+    given = os.environ.get("HYPERSEND_KUBECONFIG")
+    if given:
+        path = Path(given)
+        yield Cluster(path, LocalCluster(path.parent))
+        return
+    with tempfile.TemporaryDirectory(prefix="hypersend-bench-") as tmp:
+        local = LocalCluster(Path(tmp) / "cluster")
+        local.up()
+        try:
+            yield Cluster(local.kubeconfig, local)
+        finally:
+            local.down()
+
+
+class Operator:
+    def __init__(self, kubeconfig: Path, log: Path) -> None:
+        self.metrics_port, self.health_port = free_port(), free_port()
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "hypersend_operator", "run", "--all-namespaces",
+                "--metrics-port", str(self.metrics_port), "--health-port", str(self.health_port),
+                "--resync-seconds", str(RESYNC),
+            ],
+            env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def counter(self, name: str, **match: str) -> float:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{"):
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+                if all(labels.get(k) == v for k, v in match.items()):
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def wait_healthy(self) -> None:
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                url = f"http://127.0.0.1:{self.health_port}/healthz"
+                with urllib.request.urlopen(url, timeout=1):
+                    return
+            time.sleep(0.2)
+        raise RuntimeError("operator did not become healthy")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def feed(cluster: Cluster, writer: MetricsWriter, stop: threading.Event) -> None:
+    """Report the dev example's target connections per pod for every chat pod (HPA steady)."""
+    selector = "app.kubernetes.io/component=chat,app.kubernetes.io/managed-by=hypersend-operator"
+    while not stop.is_set():
+        with contextlib.suppress(Exception):
+            for pod in cluster.json("get", "pods", "-A", "-l", selector)["items"]:
+                m = pod["metadata"]
+                writer.set_pod_metric(
+                    m["namespace"], m["name"], "hypersend_websocket_connections", 1000
+                )
+        stop.wait(2)
+
+
+def manifests(run: str, count: int) -> tuple[list[dict[str, Any]], list[str]]:
+    base = yaml.safe_load((REPO / "examples" / "dev.yaml").read_text())
+    docs: list[dict[str, Any]] = []
+    namespaces = []
+    for i in range(count):
+        ns = f"bench-{run}-{i}"
+        namespaces.append(ns)
+        docs.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": f"{ns}-mongo"},
+                "spec": {
+                    "capacity": {"storage": "100Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "hostPath": {"path": f"/tmp/hypersend-bench/{ns}"},
+                    "claimRef": {"namespace": ns, "name": "data-dev-mongo-0"},
+                },
+            }
+        )
+    crs = []
+    for ns in namespaces:
+        cr = json.loads(json.dumps(base))
+        cr["metadata"]["namespace"] = ns
+        crs.append(cr)
+    return docs + crs, namespaces
+
+
+def ready_times(
+    cluster: Cluster, namespaces: list[str], started: float, timeout: float
+) -> list[float]:
+    """Seconds from apply to Ready for each cluster (polled every 0.5 s)."""
+    done: dict[str, float] = {}
+    wanted = set(namespaces)
+    deadline = time.monotonic() + timeout
+    while len(done) < len(wanted) and time.monotonic() < deadline:
+        items = cluster.json("get", "hypersendclusters", "-A")["items"]
+        now = time.monotonic()
+        for item in items:
+            ns = item["metadata"]["namespace"]
+            st = item.get("status") or {}
+            fresh = st.get("observedGeneration") == item["metadata"]["generation"]
+            if ns in wanted and ns not in done and fresh and st.get("phase") == "Ready":
+                done[ns] = now - started
+        time.sleep(0.5)
+    if len(done) < len(wanted):
+        raise RuntimeError(f"only {len(done)}/{len(wanted)} Ready after {timeout}s")
+    return sorted(done.values())
+
+
+def measure(cluster: Cluster, op: Operator, count: int) -> dict[str, float]:
+    docs, namespaces = manifests(f"{int(time.time()) % 100000}", count)
+    started = time.monotonic()
+    cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+    times = ready_times(cluster, namespaces, started, timeout=120 + 6 * count)
+    time.sleep(RESYNC)  # settle: HPA status and the first resyncs after Ready
+
+    periods = 3
+    op_writes0 = op.counter("hypersend_operator_api_write_requests_total")
+    api_writes0 = cluster.apiserver_writes()
+    resyncs0 = op.counter("hypersend_operator_reconciles_total", trigger="resync")
+    time.sleep(RESYNC * periods)
+    op_writes = op.counter("hypersend_operator_api_write_requests_total") - op_writes0
+    api_writes = cluster.apiserver_writes() - api_writes0
+    resyncs = op.counter("hypersend_operator_reconciles_total", trigger="resync") - resyncs0
+
+    for ns in namespaces:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false")
+    cluster.kubectl("delete", "pv", *[f"{ns}-mongo" for ns in namespaces], "--wait=false")
+    return {
+        "clusters": count,
+        "apply_to_ready_median_s": statistics.median(times),
+        "apply_to_ready_max_s": times[-1],
+        "idle_window_s": RESYNC * periods,
+        "resync_passes": resyncs,
+        "operator_writes": op_writes,
+        "operator_writes_per_resync_pass": op_writes / resyncs if resyncs else float("nan"),
+        "apiserver_mutating_requests_on_operator_kinds": api_writes,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100])
+    args = parser.parse_args()
+    with cluster_under_test() as cluster:
+        assert cluster.local is not None
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+        writer = cluster.local.start_custom_metrics()
+        stop = threading.Event()
+        feeder = threading.Thread(target=feed, args=(cluster, writer, stop), daemon=True)
+        feeder.start()
+        log = Path(tempfile.mkdtemp(prefix="hypersend-bench-op-")) / "operator.log"
+        op = Operator(cluster.kubeconfig, log)
+        try:
+            op.wait_healthy()
+            print(f"operator log: {log}; resync every {RESYNC:.0f}s", flush=True)
+            for n in args.sizes:
+                result = measure(cluster, op, n)
+                print(json.dumps(result), flush=True)
+        finally:
+            stop.set()
+            op.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

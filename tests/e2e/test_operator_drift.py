@@ -1,0 +1,159 @@
+"""Drift: fields the operator owns come back after someone edits them; fields others own (the
+HPA's replicas, `kubectl rollout restart`'s annotation) are left alone; deleted children return."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from tests.fixtures.operator import RESYNC_SECONDS, ClusterHelper
+
+pytestmark = pytest.mark.e2e
+
+IMAGE = "ghcr.io/hypersend/chatserver:0.1.0"
+
+
+@pytest.fixture
+def ready(hsc: ClusterHelper) -> ClusterHelper:
+    hsc.apply(hsc.manifest())
+    hsc.wait_phase("Ready", timeout=120)
+    return hsc
+
+
+def chat_container(hsc: ClusterHelper) -> dict[str, Any]:
+    containers = hsc.get("deployment", "demo-chat")["spec"]["template"]["spec"]["containers"]
+    return dict(next(c for c in containers if c["name"] == "chat"))
+
+
+def drift_events(hsc: ClusterHelper) -> list[str]:
+    return [
+        e["message"]
+        for e in hsc.kube.json("get", "events", "-n", hsc.namespace)["items"]
+        if e["reason"] == "DriftCorrected"
+    ]
+
+
+def test_edited_image_is_reverted(ready: ClusterHelper) -> None:
+    hsc = ready
+    assert chat_container(hsc)["image"] == IMAGE
+    hsc.kube.kubectl(
+        "set", "image", "deployment/demo-chat", "chat=evil:latest", "-n", hsc.namespace
+    )
+    hsc.wait_for(lambda: chat_container(hsc)["image"] == IMAGE, "image reverted", timeout=30)
+    assert any("Deployment demo-chat" in m for m in drift_events(hsc))
+
+
+def test_edited_label_is_reverted_foreign_label_kept(ready: ClusterHelper) -> None:
+    hsc = ready
+    ns = hsc.namespace
+    hsc.kube.kubectl("label", "deployment/demo-chat", "team=chat", "-n", ns)
+    hsc.kube.kubectl(
+        "label", "deployment/demo-chat", "app.kubernetes.io/part-of=other", "--overwrite", "-n", ns
+    )
+
+    def labels() -> dict[str, str]:
+        return dict(hsc.get("deployment", "demo-chat")["metadata"]["labels"])
+
+    hsc.wait_for(
+        lambda: labels()["app.kubernetes.io/part-of"] == "hypersend", "label reverted", timeout=30
+    )
+    assert labels()["team"] == "chat"  # not ours: never touched
+
+
+def test_edited_service_port_is_reverted(ready: ClusterHelper) -> None:
+    hsc = ready
+    before = hsc.get("service", "demo-chat")["spec"]["ports"]
+    patch = [{"op": "replace", "path": "/spec/ports/0/port", "value": 9999}]
+    hsc.kube.kubectl(
+        "patch", "service", "demo-chat", "-n", hsc.namespace, "--type=json", "-p", json.dumps(patch)
+    )
+    assert hsc.get("service", "demo-chat")["spec"]["ports"][0]["port"] == 9999
+
+    def ports() -> list[int]:
+        return [p["port"] for p in hsc.get("service", "demo-chat")["spec"]["ports"]]
+
+    hsc.wait_for(lambda: ports() == [p["port"] for p in before], "port reverted", timeout=30)
+
+
+def test_rollout_restart_is_not_reverted(ready: ClusterHelper) -> None:
+    hsc = ready
+    hsc.kube.kubectl("rollout", "restart", "deployment/demo-chat", "-n", hsc.namespace)
+    restarted = hsc.get("deployment", "demo-chat")
+    stamp = restarted["spec"]["template"]["metadata"]["annotations"][
+        "kubectl.kubernetes.io/restartedAt"
+    ]
+    generation = restarted["metadata"]["generation"]
+    hsc.wait_phase("Ready", timeout=60)
+    time.sleep(RESYNC_SECONDS + 2)  # let a resync pass run over it
+    hsc.wait_phase("Ready", timeout=30)
+    after = hsc.get("deployment", "demo-chat")
+    annotations = after["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["kubectl.kubernetes.io/restartedAt"] == stamp
+    assert after["metadata"]["generation"] == generation  # no second rollout by the operator
+    assert not drift_events(hsc)
+
+
+def test_hpa_replicas_are_not_fought(ready: ClusterHelper) -> None:
+    hsc = ready
+    deployment = hsc.kube.json(
+        "get", "deployment", "demo-chat", "-n", hsc.namespace, "--show-managed-fields"
+    )
+    assert deployment["spec"]["replicas"] == 1
+    managers = {
+        f["manager"]
+        for f in deployment["metadata"]["managedFields"]
+        if "f:replicas" in json.dumps(f.get("fieldsV1", {}).get("f:spec", {}))
+    }
+    assert "hypersend-operator" not in managers  # autoscaling on: replicas are the HPA's
+
+    def scaled() -> bool:
+        hsc.feed_connections(2500)  # 2.5x the target per pod: the HPA wants 3 (the max)
+        return bool(hsc.get("deployment", "demo-chat")["spec"]["replicas"] == 3)
+
+    hsc.wait_for(scaled, "HPA scaled the chat Deployment to 3", timeout=60)
+    hsc.wait_phase("Ready", timeout=60)  # feeds the target value: the HPA holds at 3
+    time.sleep(RESYNC_SECONDS + 2)
+    assert hsc.get("deployment", "demo-chat")["spec"]["replicas"] == 3
+    assert hsc.status()["chat"]["replicas"] == 3
+
+
+def test_turning_autoscaling_off_removes_the_hpa_and_fixes_replicas(ready: ClusterHelper) -> None:
+    hsc = ready
+    doc = hsc.manifest()
+    doc["spec"]["autoscaling"]["enabled"] = False
+    doc["spec"]["chat"]["replicas"] = 2
+    hsc.apply(doc)
+    hsc.wait_for(
+        lambda: not hsc.exists("horizontalpodautoscaler", "demo-chat"), "HPA removed", timeout=30
+    )
+    hsc.wait_for(lambda: hsc.get("deployment", "demo-chat")["spec"]["replicas"] == 2, "2 replicas")
+    status = hsc.wait_phase("Ready", timeout=60)
+    autoscaling = next(c for c in status["conditions"] if c["type"] == "AutoscalingReady")
+    assert autoscaling["reason"] == "AutoscalingDisabled"
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [("service", "demo-chat"), ("configmap", "demo-chat"), ("deployment", "demo-redis")],
+)
+def test_deleted_child_is_recreated(ready: ClusterHelper, kind: str, name: str) -> None:
+    hsc = ready
+    uid = hsc.get(kind, name)["metadata"]["uid"]
+    hsc.kube.kubectl("delete", kind, name, "-n", hsc.namespace)
+
+    def recreated() -> bool:
+        proc = hsc.kube.kubectl("get", kind, name, "-n", hsc.namespace, "-o", "json", check=False)
+        return proc.returncode == 0 and json.loads(proc.stdout)["metadata"]["uid"] != uid
+
+    hsc.wait_for(recreated, f"{kind}/{name} recreated", timeout=30)
+    hsc.wait_phase("Ready", timeout=60)
+
+
+def test_deleted_generated_secret_keeps_the_cluster_consistent(ready: ClusterHelper) -> None:
+    """A deleted JWT Secret is recreated (with a new key: the old one is gone for good)."""
+    hsc = ready
+    hsc.kube.kubectl("delete", "secret", "demo-jwt", "-n", hsc.namespace)
+    hsc.wait_for(lambda: hsc.exists("secret", "demo-jwt"), "JWT Secret recreated", timeout=40)
