@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -28,6 +28,7 @@ from chatserver.realtime import router as realtime_router
 from chatserver.store import Store
 
 log = logging.getLogger("chatserver.app")
+T = TypeVar("T")
 
 # How long startup keeps retrying MongoDB before giving up (the pod then restarts).
 STARTUP_RETRY_SECONDS: Final = 60.0
@@ -45,7 +46,6 @@ class Lifecycle:
 
     draining: bool = False
     drain_started: float | None = None
-    background: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
 def readiness_problem(
@@ -61,20 +61,35 @@ def readiness_problem(
     return None
 
 
-async def _connect_store(settings: Settings) -> Store:
-    store = Store(settings)
-    await store.connect()
+async def _retry(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """Retry a startup step for STARTUP_RETRY_SECONDS, so a dependency that comes up a little
+    later (a rollout of everything at once) does not crash-loop the pod."""
     deadline = time.monotonic() + STARTUP_RETRY_SECONDS
     while True:
         try:
-            await store.ensure_indexes()
-            return store
+            return await attempt()
         except Exception as exc:
             if time.monotonic() >= deadline:
-                await store.close()
+                log.error("%s still unreachable after %.0fs", what, STARTUP_RETRY_SECONDS)
                 raise
-            log.warning("mongodb not ready, retrying: %s", type(exc).__name__)
+            log.warning("%s not ready, retrying: %s", what, type(exc).__name__)
             await asyncio.sleep(1.0)
+
+
+async def _connect_store(settings: Settings) -> Store:
+    store = Store(settings)
+    await store.connect()
+    try:
+        await _retry("mongodb", store.ensure_indexes)
+    except Exception:
+        await store.close()
+        raise
+    return store
+
+
+def settings_summary(settings: Settings) -> dict[str, Any]:
+    """The settings worth logging at start: everything except secrets and connection strings."""
+    return settings.model_dump(exclude={"jwt_secret", "mongo_url", "redis_url"})
 
 
 async def _sweep_refresh_tokens(store: Store) -> None:
@@ -94,8 +109,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("starting", extra={"settings": settings_summary(settings)})
         store = await _connect_store(settings)
-        bus = await Bus.connect(settings)
+        try:
+            bus = await _retry("redis", lambda: Bus.connect(settings))
+        except Exception:
+            await store.close()
+            raise
         hub = Hub(settings, store, bus)
         await hub.start()
         app.state.store = store

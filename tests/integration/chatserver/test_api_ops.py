@@ -12,7 +12,13 @@ import httpx
 import pytest
 from hypersend_devenv.datastores import FerretDBServer, RedisServer
 
-from tests.fixtures.chat import REPO_ROOT, ChatServerFactory, ChatServerProcess, register_user
+from tests.fixtures.chat import (
+    REPO_ROOT,
+    ChatServerFactory,
+    ChatServerProcess,
+    free_port,
+    register_user,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -105,6 +111,40 @@ def test_lost_mongodb_gives_503_not_500(redis_url: str) -> None:
     finally:
         factory.close()
         mongo.stop()
+
+
+def test_server_waits_for_a_late_database(redis_url: str) -> None:
+    """Started before MongoDB is up (a fresh install), the server retries, then serves."""
+    port = free_port()
+    server = ChatServerProcess(
+        {
+            "HYPERSEND_REDIS_URL": redis_url,
+            "HYPERSEND_MONGO_URL": f"mongodb://127.0.0.1:{port}/",
+            "HYPERSEND_MONGO_DB": "latedb",
+            "HYPERSEND_JWT_SECRET": "k" * 40,
+        }
+    )
+    mongo = FerretDBServer(port=port)
+    try:
+        server.launch()
+        time.sleep(3)
+        assert server.returncode is None, server.log_tail()
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{server.url}/readyz")
+        mongo.start()
+        server.wait_ready(timeout=30)
+        assert register_user(server.url).id
+    finally:
+        server.close()
+        mongo.stop()
+
+
+def test_startup_log_has_settings_but_no_secrets(chat_server: ChatServerProcess) -> None:
+    logs = chat_server.logs()
+    assert '"max_message_bytes": 16384' in logs
+    assert chat_server.env["HYPERSEND_JWT_SECRET"] not in logs
+    assert chat_server.env["HYPERSEND_MONGO_URL"] not in logs
+    assert chat_server.env["HYPERSEND_REDIS_URL"] not in logs
 
 
 def test_invalid_configuration_exits_with_a_clear_message() -> None:
