@@ -9,7 +9,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.fixtures.chat import SharedChatServer, register_user
+from tests.fixtures.chat import ChatServerFactory, SharedChatServer, register_user
 
 pytestmark = pytest.mark.integration
 
@@ -239,3 +239,31 @@ def test_unknown_route_has_the_error_format(shared_chat_server: SharedChatServer
     response = httpx.get(api(shared_chat_server, "/nope"))
     assert response.status_code == 404
     assert error_code(response) == "not_found"
+
+
+def test_tokens_expire_and_expired_refresh_tokens_are_refused(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    server = chat_server_factory.start(access_token_ttl_seconds=1, refresh_token_ttl_seconds=2)
+    user = register_user(server.url)
+    me = f"{server.url}/api/v1/users/me"
+    assert httpx.get(me, headers=user.headers).status_code == 200
+    time.sleep(2.2)
+    expired = httpx.get(me, headers=user.headers)
+    assert expired.status_code == 401
+    assert error_code(expired) == "expired_token"
+    refresh = httpx.post(
+        f"{server.url}/api/v1/auth/refresh", json={"refresh_token": user.refresh_token}
+    )
+    assert refresh.status_code == 401
+    assert error_code(refresh) == "refresh_token_expired"
+
+
+def test_rate_limit_is_shared_by_processes(chat_server_factory: ChatServerFactory) -> None:
+    first, second = chat_server_factory.start_many(2, rate_limit_per_minute=6)
+    user = register_user(first.url)
+    statuses = [
+        httpx.get(f"{server.url}/api/v1/users/me", headers=user.headers).status_code
+        for server in (first, second) * 4
+    ]
+    assert statuses == [200] * 6 + [429] * 2
