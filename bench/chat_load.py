@@ -1,0 +1,434 @@
+"""Load test of the real-time path: N WebSocket users in rooms, sending at a fixed rate.
+
+Prints connections held, messages delivered per second, p50/p99 delivery latency (send -> frame
+received by each member, end to end through MongoDB and Redis), and each server's RSS.
+
+The study's workload (4,000 connected users, 2 messages per user per minute, rooms of 10) against
+two local server processes on loopback, with Redis and FerretDB started for the run:
+
+    .venv/bin/python bench/chat_load.py --users 4000 --per-minute 2 --room-size 10 --servers 2
+
+Everything runs on 127.0.0.1 and stops by itself after ``--duration`` seconds of measurement.
+Users and rooms are seeded through the server's own store layer (registering 4,000 users over
+REST would spend minutes in argon2), tokens are minted with the run's JWT secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import resource
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from pydantic import SecretStr
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+
+from chatserver import auth  # noqa: E402
+from chatserver.config import Settings  # noqa: E402
+from chatserver.store import Store  # noqa: E402
+
+LOOPBACK = "127.0.0.1"
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft open-files limit to the hard one (inherited by spawned servers)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else 1_048_576
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return int(target)
+    return int(soft)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/ws"
+
+
+@dataclass
+class Stats:
+    sent: int = 0
+    acked: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    delivered: int = 0
+    latencies: list[float] = field(default_factory=list)
+    ack_latencies: list[float] = field(default_factory=list)
+    closed: dict[int, int] = field(default_factory=dict)
+    measuring: bool = False
+
+
+def spawn_servers(count: int, env: dict[str, str], log_dir: Path) -> Iterator[ServerProcess]:
+    for index in range(count):
+        port = free_port()
+        server_env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("HYPERSEND_")},
+            **env,
+            "HYPERSEND_HOST": LOOPBACK,
+            "HYPERSEND_PORT": str(port),
+            "HYPERSEND_POD_NAME": f"bench-{index}",
+        }
+        log = (log_dir / f"server-{index}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chatserver"],
+            cwd=REPO,
+            env=server_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        yield ServerProcess(f"http://{LOOPBACK}:{port}", process)
+
+
+async def wait_ready(server: ServerProcess, within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient(trust_env=False) as http:
+        while time.monotonic() < deadline:
+            if server.process is not None and server.process.poll() is not None:
+                raise RuntimeError(f"server {server.url} exited with {server.process.returncode}")
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get(f"{server.url}/readyz", timeout=2)).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"server {server.url} not ready")
+
+
+async def scrape(server: ServerProcess) -> dict[str, float]:
+    wanted = {
+        "process_resident_memory_bytes",
+        "hypersend_websocket_connections",
+        "hypersend_slow_consumer_disconnects_total",
+        "hypersend_messages_delivered_total",
+        "process_cpu_seconds_total",
+    }
+    out: dict[str, float] = {}
+    async with httpx.AsyncClient(trust_env=False) as http:
+        text = (await http.get(f"{server.url}/metrics", timeout=10)).text
+    for line in text.splitlines():
+        match = re.match(r"^([a-z_]+) ([0-9.e+-]+)$", line)
+        if match and match.group(1) in wanted:
+            out[match.group(1)] = float(match.group(2))
+    return out
+
+
+async def seed(settings: Settings, users: int, room_size: int) -> tuple[list[str], dict[str, str]]:
+    """Create users and rooms through the store layer; (user ids, room of each user)."""
+    store = Store(settings)
+    await store.connect()
+    await store.ensure_indexes()
+    password_hash = await auth.hash_password(secrets.token_urlsafe(16))
+    gate = asyncio.Semaphore(32)
+    run = secrets.token_hex(3)
+
+    async def user(i: int) -> str:
+        async with gate:
+            created = await store.create_user(f"b{run}{i}", f"bench {i}", password_hash)
+            return created.id
+
+    user_ids = list(await asyncio.gather(*(user(i) for i in range(users))))
+    room_of: dict[str, str] = {}
+
+    async def room(members: list[str]) -> None:
+        async with gate:
+            created = await store.create_group_room(members[0], "bench", members[1:])
+        for uid in members:
+            room_of[uid] = created.id
+
+    await asyncio.gather(
+        *(room(user_ids[i : i + room_size]) for i in range(0, len(user_ids), room_size))
+    )
+    await store.close()
+    return user_ids, room_of
+
+
+class User:
+    def __init__(self, user_id: str, room_id: str, token: str, url: str, stats: Stats) -> None:
+        self.user_id = user_id
+        self.room_id = room_id
+        self.token = token
+        self.url = url
+        self.stats = stats
+        self.ws: ClientConnection | None = None
+        self.reader: asyncio.Task[None] | None = None
+        self.pending: dict[str, float] = {}
+
+    async def connect(self) -> None:
+        self.ws = await connect(
+            self.url, proxy=None, open_timeout=30, ping_interval=None, max_size=2**20
+        )
+        await self.ws.send(json.dumps({"type": "auth", "token": self.token}))
+        while True:
+            frame = json.loads(await self.ws.recv())
+            if frame.get("type") == "ready":
+                break
+        self.reader = asyncio.create_task(self.read())
+
+    async def read(self) -> None:
+        assert self.ws is not None
+        stats = self.stats
+        try:
+            async for raw in self.ws:
+                now = time.time()
+                frame = json.loads(raw)
+                kind = frame.get("type")
+                if kind == "message":
+                    sent_at = float(frame["message"]["text"].split(" ", 1)[0])
+                    if stats.measuring:
+                        stats.delivered += 1
+                        stats.latencies.append(now - sent_at)
+                elif kind == "ack":
+                    started = self.pending.pop(frame["client_id"], None)
+                    if started is not None and stats.measuring:
+                        stats.acked += 1
+                        stats.ack_latencies.append(now - started)
+                elif kind == "error":
+                    error = str(frame.get("code"))
+                    stats.errors[error] = stats.errors.get(error, 0) + 1
+                elif kind == "ping":
+                    await self.ws.send('{"type":"pong"}')
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd is not None else 1006
+            stats.closed[code] = stats.closed.get(code, 0) + 1
+
+    async def send_loop(self, per_minute: float, until: float, text_bytes: int) -> None:
+        assert self.ws is not None
+        rate = per_minute / 60.0
+        padding = "x" * max(0, text_bytes - 20)
+        # Random phase so the users do not send in lockstep.
+        await asyncio.sleep(random.uniform(0, 1 / rate))
+        while time.monotonic() < until:
+            client_id = secrets.token_hex(8)
+            now = time.time()
+            self.pending[client_id] = now
+            frame = {
+                "type": "send",
+                "room_id": self.room_id,
+                "client_id": client_id,
+                "text": f"{now!r} {padding}",
+            }
+            try:
+                await self.ws.send(json.dumps(frame))
+            except ConnectionClosed:
+                return
+            self.stats.sent += 1
+            await asyncio.sleep(random.expovariate(rate))
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ws.close(), 5)
+        if self.reader is not None:
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.reader
+
+
+async def run(args: argparse.Namespace) -> None:
+    fd_limit = raise_fd_limit()
+    jwt_secret = secrets.token_urlsafe(48)
+    mongo_db = f"bench_{secrets.token_hex(4)}"
+    stack = contextlib.ExitStack()
+    servers: list[ServerProcess] = []
+    log_dir = Path(args.log_dir)
+    os.makedirs(log_dir, exist_ok=True)
+    try:
+        redis_url, mongo_url = args.redis_url, args.mongo_url
+        if redis_url is None or mongo_url is None:
+            from hypersend_devenv.datastores import FerretDBServer, RedisServer
+
+            if redis_url is None:
+                redis_url = stack.enter_context(RedisServer()).url
+            if mongo_url is None:
+                mongo_url = stack.enter_context(FerretDBServer()).url
+        env = {
+            "HYPERSEND_REDIS_URL": redis_url,
+            "HYPERSEND_MONGO_URL": mongo_url,
+            "HYPERSEND_MONGO_DB": mongo_db,
+            "HYPERSEND_JWT_SECRET": jwt_secret,
+            "HYPERSEND_ACCESS_TOKEN_TTL_SECONDS": "7200",
+            "HYPERSEND_DRAIN_DELAY_SECONDS": "0",
+            "HYPERSEND_DRAIN_SECONDS": "10",
+            "HYPERSEND_LOG_LEVEL": "warning",
+        }
+        settings = Settings(
+            jwt_secret=SecretStr(jwt_secret),
+            mongo_url=SecretStr(mongo_url),
+            mongo_db=mongo_db,
+            access_token_ttl_seconds=7200,
+        )
+        print(
+            f"# {args.users} users, rooms of {args.room_size}, {args.per_minute} msg/user/min, "
+            f"{args.servers} server(s), {args.duration:.0f}s measured, fd limit {fd_limit}"
+        )
+        servers = list(spawn_servers(args.servers, env, log_dir))
+        await asyncio.gather(*(wait_ready(s) for s in servers))
+
+        started = time.monotonic()
+        user_ids, room_of = await seed(settings, args.users, args.room_size)
+        print(
+            f"seeded {len(user_ids)} users, {len(set(room_of.values()))} rooms "
+            f"in {time.monotonic() - started:.1f}s"
+        )
+
+        stats = Stats()
+        users = [
+            User(
+                uid,
+                room_of[uid],
+                auth.issue_access_token(uid, settings),
+                servers[i % len(servers)].ws_url,
+                stats,
+            )
+            for i, uid in enumerate(user_ids)
+        ]
+        started = time.monotonic()
+        failures: dict[str, int] = {}
+        gate = asyncio.Semaphore(args.connect_concurrency)
+
+        async def connect_one(user: User) -> None:
+            async with gate:
+                try:
+                    await user.connect()
+                except Exception as exc:
+                    failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
+
+        await asyncio.gather(*(connect_one(u) for u in users))
+        ramp = time.monotonic() - started
+        connected = [u for u in users if u.reader is not None]
+        print(
+            f"connected {len(connected)}/{len(users)} in {ramp:.1f}s "
+            f"({len(connected) / ramp:.0f}/s); failures: {failures or 'none'}"
+        )
+        await asyncio.sleep(3)  # resume windows end, presence settles
+
+        stats.measuring = True
+        measure_started = time.monotonic()
+        until = measure_started + args.duration
+        senders = [
+            asyncio.create_task(u.send_loop(args.per_minute, until, args.text_bytes))
+            for u in connected
+        ]
+        await asyncio.gather(*senders)
+        await asyncio.sleep(args.settle)  # in-flight messages land
+        elapsed = time.monotonic() - measure_started
+        stats.measuring = False
+
+        held = sum(1 for u in connected if u.ws is not None and u.ws.close_code is None)
+        scraped = await asyncio.gather(*(scrape(s) for s in servers))
+        expected = stats.acked * args.room_size
+        print()
+        print(
+            f"connections held          {held}/{args.users}  "
+            f"(per server: {[int(m.get('hypersend_websocket_connections', 0)) for m in scraped]})"
+        )
+        print(
+            f"messages sent / acked     {stats.sent} / {stats.acked}  "
+            f"({stats.acked / elapsed:.1f} acked/s; errors {stats.errors or 'none'})"
+        )
+        print(
+            f"messages delivered        {stats.delivered}  "
+            f"({stats.delivered / elapsed:.0f}/s; expected ~{expected} = acked x room size)"
+        )
+        print(
+            f"delivery latency          p50 {percentile(stats.latencies, 50) * 1000:.1f} ms  "
+            f"p99 {percentile(stats.latencies, 99) * 1000:.1f} ms  "
+            f"max {max(stats.latencies, default=float('nan')) * 1000:.1f} ms"
+        )
+        print(
+            f"ack latency               p50 {percentile(stats.ack_latencies, 50) * 1000:.1f} ms  "
+            f"p99 {percentile(stats.ack_latencies, 99) * 1000:.1f} ms"
+        )
+        for server, metrics in zip(servers, scraped, strict=True):
+            print(
+                f"server {server.url}  RSS "
+                f"{metrics.get('process_resident_memory_bytes', 0) / 2**20:.0f} MiB  "
+                f"CPU {metrics.get('process_cpu_seconds_total', 0):.0f}s  "
+                f"slow-consumer disconnects "
+                f"{int(metrics.get('hypersend_slow_consumer_disconnects_total', 0))}"
+            )
+        if stats.closed:
+            print(f"sockets closed by server  {stats.closed}")
+        client_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(
+            f"load client peak RSS      {client_rss:.0f} MiB  (mean latency "
+            f"{statistics.fmean(stats.latencies) * 1000 if stats.latencies else 0:.1f} ms)"
+        )
+        await asyncio.gather(*(u.close() for u in users))
+    finally:
+        for server in servers:
+            if server.process is not None and server.process.poll() is None:
+                server.process.send_signal(signal.SIGTERM)
+        for server in servers:
+            if server.process is not None:
+                try:
+                    server.process.wait(15)
+                except subprocess.TimeoutExpired:
+                    server.process.kill()
+        stack.close()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=4000, help="connected users (one socket each)")
+    parser.add_argument("--room-size", type=int, default=10)
+    parser.add_argument(
+        "--per-minute", type=float, default=2.0, help="messages per user per minute"
+    )
+    parser.add_argument("--servers", type=int, default=2, help="local server processes to start")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of measured sending")
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds to wait after sending")
+    parser.add_argument("--text-bytes", type=int, default=100)
+    parser.add_argument("--connect-concurrency", type=int, default=100)
+    parser.add_argument("--redis-url", help="an existing Redis (default: start one)")
+    parser.add_argument("--mongo-url", help="an existing MongoDB/FerretDB (default: start one)")
+    parser.add_argument("--log-dir", default="/tmp/hypersend-bench", help="server logs")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
