@@ -44,8 +44,18 @@ server-side applies (with owner references, so it needs delete only where it pru
   resources: ["hypersendclusters/status"]
   verbs: ["get", "patch", "update"]
 - apiGroups: [""]
-  resources: ["services", "configmaps", "secrets", "persistentvolumeclaims"]
+  resources: ["services", "configmaps"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# Secrets: the generated ones are applied and read back, user ones (Atlas, Redis URL) only read;
+# no list/watch (no Secret is watched), no delete (owner references let the GC remove them).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch", "update"]
+# MongoDB PVCs are created by the StatefulSet; the operator deletes them only under
+# mongo.deletePolicy: Delete.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "list", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
@@ -66,8 +76,14 @@ server-side applies (with owner references, so it needs delete only where it pru
   verbs: ["create", "patch"]
 {{- end -}}
 
-{{/* Cluster-level reads: discovering CRDs (kopf, and whether ServiceMonitor exists). */}}
+{{/*
+Cluster-level reads in both watch modes: kopf resolves the namespaces it serves by watching
+namespaces (also for an explicit list), and CRDs tell which optional APIs exist.
+*/}}
 {{- define "hypersend-operator.clusterRules" -}}
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]

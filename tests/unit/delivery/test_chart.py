@@ -110,6 +110,13 @@ def test_cluster_wide_watch_uses_one_cluster_role() -> None:
     # Least privilege: nothing may escalate, impersonate, or read pods' logs / exec into them.
     assert not any(verb in {"*", "escalate", "bind", "impersonate"} for _, _, verb in granted)
     assert not any(res in {"*", "pods/exec", "pods/log", "nodes"} for _, res, _ in granted)
+    # Secrets: read and apply, never list (which would expose every Secret) or delete.
+    assert {verb for _, res, verb in granted if res == "secrets"} == {
+        "get",
+        "create",
+        "patch",
+        "update",
+    }
     binding = helm.one(objs, "ClusterRoleBinding")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "hs-hypersend-operator", "namespace": "hypersend-system"}
@@ -119,7 +126,8 @@ def test_cluster_wide_watch_uses_one_cluster_role() -> None:
 def test_namespace_scoped_watch_grants_only_those_namespaces() -> None:
     objs = helm.render({"watch.namespaces": "{team-a,team-b}"})
     cluster = rules_text(helm.one(objs, "ClusterRole"))
-    assert {res for _, res, _ in cluster} == {"customresourcedefinitions"}
+    # Only reads at cluster scope (kopf watches namespaces even for an explicit list).
+    assert {res for _, res, _ in cluster} == {"customresourcedefinitions", "namespaces"}
     assert {verb for _, _, verb in cluster} == {"get", "list", "watch"}
     for ns in ("team-a", "team-b"):
         role = helm.one(objs, "Role", ns)
