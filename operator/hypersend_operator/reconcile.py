@@ -303,6 +303,29 @@ def build_status(
 # --------------------------------------------------------------------------- the pass
 
 
+async def apply_component(kube: Kube, component: Component, result: Pass) -> st.Check | None:
+    """Apply one component's children in order; a refused write becomes a blocking check."""
+    for manifest in component.manifests:
+        try:
+            obj, change = await apply_child(kube, manifest)
+        except ApiError as e:
+            if e.transient:
+                raise
+            # A refused write (invalid object, forbidden, immutable field) will not fix itself.
+            # The server's message can quote field values: never for a Secret.
+            detail = e.reason if manifest["kind"] == "Secret" else f"{e.reason}: {e.message}"
+            what = f"{manifest['kind']} {manifest['metadata']['name']}"
+            return st.failed(
+                st.READY,
+                "ApplyFailed",
+                f"applying {component.name} ({what}) failed: {e.code} {detail}",
+            )
+        result.live[key_of(manifest)] = obj
+        if change is not None:
+            result.changes.append(change)
+    return None
+
+
 async def observe(
     kube: Kube, manifests: Sequence[Mapping[str, Any]]
 ) -> dict[tuple[str, str, str], Obj]:
@@ -372,21 +395,8 @@ async def reconcile(
     result = Pass(status={})
     blocking: st.Check | None = None
     for component in components:
-        try:
-            for manifest in component.manifests:
-                obj, change = await apply_child(kube, manifest)
-                result.live[key_of(manifest)] = obj
-                if change is not None:
-                    result.changes.append(change)
-        except ApiError as e:
-            if e.transient:
-                raise
-            # A refused write (invalid object, forbidden, immutable field) will not fix itself.
-            blocking = st.failed(
-                st.READY,
-                "ApplyFailed",
-                f"applying {component.name} failed: {e.code} {e.reason}: {e.message}",
-            )
+        blocking = await apply_component(kube, component, result)
+        if blocking is not None:
             break
 
     if blocking is None and prune_children:
