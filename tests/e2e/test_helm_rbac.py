@@ -80,14 +80,20 @@ def namespaces(kube_cluster: KubeCluster) -> Iterator[tuple[str, str]]:
     kube_cluster.kubectl("delete", "namespace", *names, "--wait=false", check=False)
 
 
-def cluster_manifest(namespace: str) -> dict[str, Any]:
+def cluster_manifest(
+    namespace: str, name: str = "rbac", autoscaling: bool = False
+) -> dict[str, Any]:
+    """Every optional child the operator can create without extra APIs: Ingress, NetworkPolicy,
+    PDB (default), and an HPA when autoscaling is on."""
     return {
         "apiVersion": "hypersend.io/v1alpha1",
         "kind": "HypersendCluster",
-        "metadata": {"name": "rbac", "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": {
             "chat": {"image": "hypersend-server:0.1.0", "replicas": 2},
-            "autoscaling": {"enabled": False},
+            "autoscaling": {"enabled": autoscaling},
+            "ingress": {"enabled": True, "host": f"{name}.example.test"},
+            "networkPolicy": {"enabled": True},
             "redis": {"mode": "InCluster"},
             "mongo": {
                 "mode": "Atlas",
@@ -151,6 +157,17 @@ def test_operator_works_with_exactly_the_charts_rbac(
             raise AssertionError(f"{exc}\n{log_path.read_text(errors='replace')[-4000:]}") from exc
         events = kube.json("get", "events", "-n", app_ns)["items"]
         assert any(e["reason"] == "Created" for e in events), "the operator could not post Events"
+        for kind in ("ingress", "networkpolicy", "poddisruptionbudget"):
+            assert kube.json("get", kind, "-n", app_ns)["items"], f"no {kind} was created"
+        # An HPA too (without a metrics pipeline that cluster reads Degraded: not the point here).
+        kube.apply(cluster_manifest(app_ns, "scaled", autoscaling=True))
+        kube.wait_for(
+            lambda: (
+                kube.kubectl("get", "hpa", "scaled-chat", "-n", app_ns, check=False).returncode == 0
+            ),
+            timeout=TIMEOUT,
+            what="the HorizontalPodAutoscaler",
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
