@@ -168,6 +168,19 @@ def test_operator_works_with_exactly_the_charts_rbac(
             timeout=TIMEOUT,
             what="the HorizontalPodAutoscaler",
         )
+        # Pruning (a child the spec no longer wants) and deletion (kopf's finalizer) need their
+        # verbs too.
+        kube.kubectl(
+            "patch", "hypersendcluster", "rbac", "-n", app_ns, "--type=merge",
+            "-p", '{"spec": {"ingress": {"enabled": false}}}',
+        )  # fmt: skip
+        mine = "app.kubernetes.io/instance=rbac"
+        kube.wait_for(
+            lambda: not kube.json("get", "ingress", "-n", app_ns, "-l", mine)["items"],
+            timeout=TIMEOUT,
+            what="the Ingress to be pruned",
+        )
+        kube.kubectl("delete", "hypersendcluster", "rbac", "scaled", "-n", app_ns, "--timeout=60s")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -33,57 +33,51 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
 {{/*
-What the operator does in a namespace it manages: its own resource and status, the children it
-server-side applies (with owner references, so it needs delete only where it prunes), events.
+What the operator does in a namespace it manages (deploy/operator.yaml grants the same cluster-wide;
+a unit test compares them). Server-side apply needs create + patch, never update; children are
+watched to wake their parent and deleted only when pruned.
 */}}
 {{- define "hypersend-operator.namespacedRules" -}}
 - apiGroups: ["hypersend.io"]
   resources: ["hypersendclusters"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["hypersend.io"]
   resources: ["hypersendclusters/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["get", "patch"]
 - apiGroups: [""]
   resources: ["services", "configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# Secrets: the generated ones are applied and read back, user ones (Atlas, Redis URL) only read;
-# no list/watch (no Secret is watched), no delete (owner references let the GC remove them).
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["get", "create", "patch", "update"]
-# MongoDB PVCs are created by the StatefulSet; the operator deletes them only under
-# mongo.deletePolicy: Delete.
-- apiGroups: [""]
-  resources: ["persistentvolumeclaims"]
-  verbs: ["get", "list", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses", "networkpolicies"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors", "prometheusrules"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-- apiGroups: ["", "events.k8s.io"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Secrets by name only: the generated ones are applied and read back, user ones (Atlas, Redis URL)
+# only read; no list or watch of anyone's Secrets, no delete (owner references let the GC do it).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch"]
+# MongoDB PVCs are created by the StatefulSet; removed only under mongo.deletePolicy: Delete.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["list", "delete"]
+- apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end -}}
 
-{{/*
-Cluster-level reads in both watch modes: kopf resolves the namespaces it serves by watching
-namespaces (also for an explicit list), and CRDs tell which optional APIs exist.
-*/}}
+{{/* Cluster-level reads: kopf follows which custom resources exist. */}}
 {{- define "hypersend-operator.clusterRules" -}}
-- apiGroups: [""]
-  resources: ["namespaces"]
-  verbs: ["get", "list", "watch"]
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]

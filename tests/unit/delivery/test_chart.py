@@ -111,12 +111,8 @@ def test_cluster_wide_watch_uses_one_cluster_role() -> None:
     assert not any(verb in {"*", "escalate", "bind", "impersonate"} for _, _, verb in granted)
     assert not any(res in {"*", "pods/exec", "pods/log", "nodes"} for _, res, _ in granted)
     # Secrets: read and apply, never list (which would expose every Secret) or delete.
-    assert {verb for _, res, verb in granted if res == "secrets"} == {
-        "get",
-        "create",
-        "patch",
-        "update",
-    }
+    assert {verb for _, res, verb in granted if res == "secrets"} == {"get", "create", "patch"}
+    assert not any(verb == "update" for _, _, verb in granted)  # server-side apply patches
     binding = helm.one(objs, "ClusterRoleBinding")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "hs-hypersend-operator", "namespace": "hypersend-system"}
@@ -170,3 +166,33 @@ def test_operator_accepts_the_charts_arguments() -> None:
         assert (args.metrics_port, args.health_port) == (8080, 8081)
         assert args.all_namespaces is not bool(values)
         assert args.namespace == (["team-a", "team-b"] if values else [])
+
+
+# What the chart may grant beyond deploy/operator.yaml (the kubectl install): watching the optional
+# monitoring kinds, so that their changes wake the parent like every other child.
+CHART_EXTRAS = {
+    ("monitoring.coreos.com", "servicemonitors", "watch"),
+    ("monitoring.coreos.com", "prometheusrules", "watch"),
+}
+
+
+def test_cluster_wide_rbac_matches_the_kubectl_install() -> None:
+    """The chart and deploy/operator.yaml grant the operator the same permissions."""
+    deploy = [
+        d
+        for d in yaml.safe_load_all((helm.ROOT / "deploy" / "operator.yaml").read_text())
+        if d and d["kind"] == "ClusterRole"
+    ]
+    (reference,) = deploy
+    chart = set(rules_text(helm.one(helm.render(), "ClusterRole")))
+    wanted = set(rules_text(reference))
+    assert wanted - chart == set(), "the chart lacks permissions the operator needs"
+    assert chart - wanted <= CHART_EXTRAS, "the chart grants more than the operator needs"
+
+
+def test_namespaced_rbac_is_the_cluster_wide_rules_per_namespace() -> None:
+    cluster_wide = set(rules_text(helm.one(helm.render(), "ClusterRole")))
+    objs = helm.render({"watch.namespaces": "{team-a}"})
+    role = set(rules_text(helm.one(objs, "Role", "team-a")))
+    cluster = set(rules_text(helm.one(objs, "ClusterRole")))
+    assert role | {r for r in cluster if r[1] == "customresourcedefinitions"} == cluster_wide
