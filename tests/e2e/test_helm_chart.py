@@ -5,9 +5,9 @@ default and non-default values; `helm install` brings the operator Deployment to
 nodes the pod turns Ready without running the image); `helm upgrade` after a CRD change updates
 the CRD; `helm uninstall` keeps the CRD and existing HypersendClusters.
 
-The CRD is cluster-wide: other tests may already have applied it with kubectl, so before installing
-the release adopts it the way Helm documents (ownership labels and annotations), as a user
-switching from `kubectl apply -f crds/` to Helm would.
+The CRD is cluster-wide and other tests (and `./dev up`) apply it with kubectl: the release takes it
+over with `helm install --take-ownership`, as a user switching from `kubectl apply -f crds/` to Helm
+would.
 """
 
 from __future__ import annotations
@@ -168,18 +168,15 @@ def dry_run(kube: KubeCluster, manifests: str) -> str:
 OWNER_KEYS = ("meta.helm.sh/release-name", "meta.helm.sh/release-namespace")
 
 
-def adopt_crd(kube: KubeCluster, release: str, namespace: str) -> dict[str, str]:
-    """Let the release own an existing CRD (Helm's documented adoption metadata); returns the
-    previous owner's annotations so that they can be restored (kind: hack/kind-e2e.sh's release)."""
-    if kube.kubectl("get", "crd", CRD_NAME, check=False).returncode != 0:
-        return {}
-    annotations = get_json(kube, "crd", CRD_NAME)["metadata"].get("annotations", {})
-    previous = {k: annotations[k] for k in OWNER_KEYS if k in annotations}
-    kube.kubectl("label", "crd", CRD_NAME, "app.kubernetes.io/managed-by=Helm", "--overwrite")
-    kube.kubectl(
-        "annotate", "crd", CRD_NAME, "--overwrite",
-        f"{OWNER_KEYS[0]}={release}", f"{OWNER_KEYS[1]}={namespace}",
-    )  # fmt: skip
+def crd_as_kubectl_applied(kube: KubeCluster) -> dict[str, str]:
+    """The CRD as `./dev up` or `kubectl apply --server-side -f crds/` leaves it, the state a user
+    switching to Helm starts from; returns a previous Helm owner's annotations, if any (kind:
+    hack/kind-e2e.sh's release), so that they can be given back."""
+    previous: dict[str, str] = {}
+    if kube.kubectl("get", "crd", CRD_NAME, check=False).returncode == 0:
+        annotations = get_json(kube, "crd", CRD_NAME)["metadata"].get("annotations", {})
+        previous = {k: annotations[k] for k in OWNER_KEYS if k in annotations}
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(helm.CRD_FILE))
     return previous
 
 
@@ -273,12 +270,14 @@ def test_install_upgrade_uninstall(
     if not kube.is_local:
         # A real cluster may already run an operator for everything: this one watches only its own.
         values += ["--set", f"watch.namespaces={{{team_a}}}"]
-    crd_owner.update(adopt_crd(kube, release, release_ns))
+    crd_owner.update(crd_as_kubectl_applied(kube))
 
-    # install: the operator Deployment becomes Ready (kwok marks the pod Ready)
+    # install, taking over the kubectl-applied CRD: the operator Deployment becomes Ready (kwok
+    # marks the pod Ready without running the image)
     run_helm(
-        "install", release, str(helm.CHART), "-n", release_ns, *values, "--wait", "--timeout=3m"
-    )
+        "install", release, str(helm.CHART), "-n", release_ns, *values,
+        "--take-ownership", "--wait", "--timeout=3m",
+    )  # fmt: skip
     deployment = f"{release}-hypersend-operator"
     dep = get_json(kube, "deployment", deployment, "-n", release_ns)
     assert dep["status"].get("readyReplicas") == 1, dep["status"]
