@@ -30,6 +30,7 @@ pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).parent
 TIMEOUT = 90.0
+CHAT_IMAGE = os.environ.get("HYPERSEND_SERVER_IMAGE", "hypersend-server:0.1.0")
 
 
 def free_port() -> int:
@@ -81,24 +82,28 @@ def namespaces(kube_cluster: KubeCluster) -> Iterator[tuple[str, str]]:
 
 
 def cluster_manifest(
-    namespace: str, name: str = "rbac", autoscaling: bool = False
+    namespace: str, name: str = "rbac", autoscaling: bool = False, local: bool = True
 ) -> dict[str, Any]:
     """Every optional child the operator can create without extra APIs: Ingress, NetworkPolicy,
-    PDB (default), and an HPA when autoscaling is on."""
+    PDB (default), and an HPA when autoscaling is on. MongoDB via an Atlas Secret on the local
+    cluster (fake pods), in-cluster on a real one (real chat pods need a reachable database)."""
+    mongo: dict[str, Any] = {
+        "mode": "Atlas",
+        "atlas": {"connectionSecretRef": {"name": "atlas", "key": "uri"}},
+    }
+    if not local:
+        mongo = {"mode": "InCluster", "deletePolicy": "Delete"}
     return {
         "apiVersion": "hypersend.io/v1alpha1",
         "kind": "HypersendCluster",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
-            "chat": {"image": "hypersend-server:0.1.0", "replicas": 2},
+            "chat": {"image": CHAT_IMAGE, "replicas": 2},
             "autoscaling": {"enabled": autoscaling},
             "ingress": {"enabled": True, "host": f"{name}.example.test"},
             "networkPolicy": {"enabled": True},
             "redis": {"mode": "InCluster"},
-            "mongo": {
-                "mode": "Atlas",
-                "atlas": {"connectionSecretRef": {"name": "atlas", "key": "uri"}},
-            },
+            "mongo": mongo,
         },
     }
 
@@ -141,7 +146,7 @@ def test_operator_works_with_exactly_the_charts_rbac(
             "create", "secret", "generic", "atlas", "-n", app_ns,
             "--from-literal=uri=mongodb+srv://user:pass@example.invalid/db",
         )  # fmt: skip
-        kube.apply(cluster_manifest(app_ns))
+        kube.apply(cluster_manifest(app_ns, local=kube.is_local))
 
         def ready() -> bool:
             obj = kube.json("get", "hypersendcluster", "rbac", "-n", app_ns)
@@ -160,7 +165,7 @@ def test_operator_works_with_exactly_the_charts_rbac(
         for kind in ("ingress", "networkpolicy", "poddisruptionbudget"):
             assert kube.json("get", kind, "-n", app_ns)["items"], f"no {kind} was created"
         # An HPA too (without a metrics pipeline that cluster reads Degraded: not the point here).
-        kube.apply(cluster_manifest(app_ns, "scaled", autoscaling=True))
+        kube.apply(cluster_manifest(app_ns, "scaled", autoscaling=True, local=kube.is_local))
         kube.wait_for(
             lambda: (
                 kube.kubectl("get", "hpa", "scaled-chat", "-n", app_ns, check=False).returncode == 0
