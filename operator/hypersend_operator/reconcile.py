@@ -40,6 +40,7 @@ from hypersend_operator.builders import (
     build_components,
     jwt_secret_name,
     mongo_credentials_secret_name,
+    mongo_pvc_names,
     owned_kinds,
     user_secret_refs,
 )
@@ -245,11 +246,13 @@ def component_checks(
     spec: HypersendClusterSpec,
     live: Mapping[tuple[str, str, str], Obj],
     refs: Mapping[str, st.SecretRef],
+    pending_claims: Sequence[str] = (),
 ) -> list[st.Check]:
+    mongo = _find(live, "StatefulSet", lb.MONGO)
     return [
         st.chat_ready(_find(live, "Deployment", lb.CHAT)),
         st.redis_ready(spec.redis.mode, _find(live, "Deployment", lb.REDIS), refs.get("redis")),
-        st.mongo_ready(spec.mongo.mode, _find(live, "StatefulSet", lb.MONGO), refs.get("mongo")),
+        st.mongo_ready(spec.mongo.mode, mongo, refs.get("mongo"), pending_claims),
         st.autoscaling_ready(
             spec.autoscaling.enabled, _find(live, "HorizontalPodAutoscaler", lb.CHAT)
         ),
@@ -326,6 +329,23 @@ async def apply_component(kube: Kube, component: Component, result: Pass) -> st.
     return None
 
 
+async def pending_mongo_claims(
+    kube: Kube, ctx: BuildContext, live: Mapping[tuple[str, str, str], Obj]
+) -> list[str]:
+    """Names of the in-cluster MongoDB's PVCs still Pending, read only while it is not ready."""
+    if ctx.spec.mongo.mode != "InCluster":
+        return []
+    sts = _find(live, "StatefulSet", lb.MONGO)
+    if sts is None or st.statefulset_health(st.MONGO_READY, "", sts).health is st.Health.OK:
+        return []
+    pending = []
+    for claim in mongo_pvc_names(ctx):
+        pvc = await kube.get("v1", "PersistentVolumeClaim", ctx.namespace, claim)
+        if pvc is not None and pvc.get("status", {}).get("phase") == "Pending":
+            pending.append(claim)
+    return pending
+
+
 async def observe(
     kube: Kube, manifests: Sequence[Mapping[str, Any]]
 ) -> dict[tuple[str, str, str], Obj]:
@@ -386,7 +406,7 @@ async def reconcile(
 
     if paused:
         live = await observe(kube, [m for c in components for m in c.manifests])
-        checks = component_checks(spec, live, refs)
+        checks = component_checks(spec, live, refs, await pending_mongo_claims(kube, ctx, live))
         return Pass(
             build_status(cr, checks, live, paused=True, applied_generation=None, now=now), live=live
         )
@@ -403,7 +423,8 @@ async def reconcile(
         desired = {key_of(m) for c in components for m in c.manifests}
         result.changes.extend(await prune(kube, cr, desired, capabilities))
 
-    checks = component_checks(spec, result.live, refs)
+    pending = await pending_mongo_claims(kube, ctx, result.live)
+    checks = component_checks(spec, result.live, refs, pending)
     result.applied_generation = ctx.generation if blocking is None else None
     result.status = build_status(
         cr,

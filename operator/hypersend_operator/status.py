@@ -199,7 +199,12 @@ def redis_ready(mode: str, deployment: Obj | None, external: SecretRef | None) -
     return deployment_health(REDIS_READY, "Redis", deployment)
 
 
-def mongo_ready(mode: str, statefulset: Obj | None, atlas: SecretRef | None) -> Check:
+def mongo_ready(
+    mode: str,
+    statefulset: Obj | None,
+    atlas: SecretRef | None,
+    pending_claims: Sequence[str] = (),
+) -> Check:
     if mode == "Atlas":
         if atlas is None:
             return failed(MONGO_READY, "AtlasNotConfigured", "mongo.atlas is not set")
@@ -211,7 +216,18 @@ def mongo_ready(mode: str, statefulset: Obj | None, atlas: SecretRef | None) -> 
             "AtlasConfigured",
             f"using the connection string in secret {atlas.name} key {atlas.key}",
         )
-    return statefulset_health(MONGO_READY, "MongoDB", statefulset)
+    check = statefulset_health(MONGO_READY, "MongoDB", statefulset)
+    if check.health is not Health.OK and pending_claims:
+        # The usual reason a fresh StatefulSet pod never schedules: its volume is not bound.
+        names = ", ".join(pending_claims)
+        return converging(
+            MONGO_READY,
+            "VolumeClaimPending",
+            f"{check.message}: PersistentVolumeClaim {names} is Pending (no volume bound yet; "
+            "check its storageClassName and that a provisioner or a matching PersistentVolume "
+            "exists)",
+        )
+    return check
 
 
 def autoscaling_ready(enabled: bool, hpa: Obj | None) -> Check:

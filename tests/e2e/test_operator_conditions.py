@@ -102,3 +102,18 @@ def test_missing_atlas_secret_degrades_and_recovers(hsc: ClusterHelper) -> None:
     atlas = hsc.get("secret", "hypersend-atlas")
     assert not atlas["metadata"].get("ownerReferences")
     assert "mongodb+srv" not in str(hsc.status())
+
+
+def test_unbound_mongo_volume_is_named_in_mongo_ready(hsc: ClusterHelper) -> None:
+    if not hsc.kube.is_local:
+        pytest.skip("needs a cluster without a volume provisioner")
+    hsc.kube.apply(hsc.manifest())  # no pre-bound volume: the claim stays Pending
+
+    def pending() -> bool:
+        return (hsc.condition("MongoReady") or {}).get("reason") == "VolumeClaimPending"
+
+    hsc.wait_for(pending, "MongoReady VolumeClaimPending", timeout=60)
+    mongo = hsc.condition("MongoReady")
+    assert mongo is not None
+    assert "PersistentVolumeClaim data-demo-mongo-0 is Pending" in mongo["message"]
+    assert hsc.status()["phase"] == "Progressing"

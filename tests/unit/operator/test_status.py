@@ -301,3 +301,12 @@ def test_chat_summary_without_deployment() -> None:
 )
 def test_parse_quantity(q: str, value: float) -> None:
     assert st.parse_quantity(q) == value
+
+
+def test_mongo_pending_claim_is_named() -> None:
+    check = st.mongo_ready("InCluster", statefulset(ready=0), None, ["data-demo-mongo-0"])
+    assert (check.health, check.reason) == (st.Health.CONVERGING, "VolumeClaimPending")
+    assert check.message.startswith("StatefulSet demo-mongo not ready 0/1: PersistentVolumeClaim ")
+    assert "data-demo-mongo-0 is Pending" in check.message
+    # A ready StatefulSet is ready whatever the claims say.
+    assert st.mongo_ready("InCluster", statefulset(), None, ["x"]).health is st.Health.OK
