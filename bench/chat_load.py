@@ -231,7 +231,7 @@ class User:
         rate = per_minute / 60.0
         padding = "x" * max(0, text_bytes - 20)
         # Random phase so the users do not send in lockstep.
-        await asyncio.sleep(random.uniform(0, 1 / rate))
+        await asyncio.sleep(min(random.uniform(0, 1 / rate), max(0.0, until - time.monotonic())))
         while time.monotonic() < until:
             client_id = secrets.token_hex(8)
             now = time.time()
@@ -247,7 +247,10 @@ class User:
             except ConnectionClosed:
                 return
             self.stats.sent += 1
-            await asyncio.sleep(random.expovariate(rate))
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, random.expovariate(rate)))
 
     async def close(self) -> None:
         if self.ws is not None:
@@ -328,7 +331,13 @@ async def run(args: argparse.Namespace) -> None:
                 except Exception as exc:
                     failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
 
-        await asyncio.gather(*(connect_one(u) for u in users))
+        tasks = [asyncio.create_task(connect_one(u)) for u in users]
+        _, late = await asyncio.wait(tasks, timeout=args.connect_timeout)
+        for task in late:  # the ramp is bounded too: measure with whoever got in
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        if late:
+            failures["connect timeout"] = len(late)
         ramp = time.monotonic() - started
         connected = [u for u in users if u.reader is not None]
         print(
@@ -415,6 +424,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=3.0, help="seconds to wait after sending")
     parser.add_argument("--text-bytes", type=int, default=100)
     parser.add_argument("--connect-concurrency", type=int, default=100)
+    parser.add_argument(
+        "--connect-timeout", type=float, default=300.0, help="bound on the connection ramp"
+    )
     parser.add_argument("--redis-url", help="an existing Redis (default: start one)")
     parser.add_argument("--mongo-url", help="an existing MongoDB/FerretDB (default: start one)")
     parser.add_argument("--log-dir", default="/tmp/hypersend-bench", help="server logs")

@@ -403,11 +403,13 @@ class Hub:
             session.send(event)
             try:
                 await self._follow(session, [room_id])
-            except Exception:
-                log.exception("subscribing to room %s failed", room_id)
-                session.close(Close.INTERNAL_ERROR, "subscription failed, resume", flush=True)
+                # Messages stored between the membership change and the subscription.
+                await session.replay(room_id, None)
+            except SessionClosed:
                 return
-            session.schedule_fill(room_id)
+            except Exception:
+                log.exception("following room %s failed", room_id)
+                session.close(Close.INTERNAL_ERROR, "subscription failed, resume", flush=True)
         elif kind == "room_removed":
             session.send(event)
             if session.rooms.pop(room_id, None) is not None:

@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 import pytest
+import redis
 
 from tests.fixtures.chat import ChatServerFactory
 from tests.integration.chatserver.realtime_client import (
@@ -213,3 +214,28 @@ async def test_kill_9_under_traffic_loses_no_acknowledged_message(
     assert seen_by(sender_a, alice_again) >= acked
     assert seen_by(sender_b) >= acked
     assert sorted(seen_by(bob_b)) == list(range(1, top + 1))
+
+
+async def test_lost_pubsub_connection_makes_sockets_resume_and_fan_out_recovers(
+    chat_server_factory: ChatServerFactory, redis_url: str
+) -> None:
+    a, b = chat_server_factory.start_many(2)
+    alice, bob = await register(a.url), await register(a.url)
+    room = await create_group(a.url, alice, [bob])
+    sender = await connect_user(a.ws_url, alice)
+    listener = await connect_user(b.ws_url, bob)
+    first = await sender.send_message(room, "before")
+    await listener.until_type("message")
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        # Every pub/sub connection (both servers') drops, as in a Redis failover.
+        assert admin.client_kill_filter(_type="pubsub") >= 2
+    finally:
+        admin.close()
+    code, _ = await listener.closed(wait=10)
+    assert code == 4503
+    again = await connect_user(b.ws_url, bob, resume={room: first["seq"]})
+    sender_again = await connect_user(a.ws_url, alice)
+    ack = await sender_again.send_message(room, "after")
+    frame = await again.until_type("message")
+    assert frame["seq"] == ack["seq"] == first["seq"] + 1
