@@ -70,7 +70,7 @@ watched to wake their parent and deleted only when pruned.
 # MongoDB PVCs are created by the StatefulSet; removed only under mongo.deletePolicy: Delete.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["list", "delete"]
+  verbs: ["get", "list", "delete"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
