@@ -33,9 +33,10 @@ WATCHED_CHILDREN: tuple[OwnedKind, ...] = tuple(k for k in owned_kinds() if k.ki
 @dataclass(frozen=True)
 class RunnerConfig:
     resync_seconds: float = 60.0
-    # Re-check sooner while something is still converging or broken (no child event may come:
-    # e.g. a missing Atlas Secret appearing).
-    requeue_progressing_seconds: float = 3.0
+    # Re-check sooner than the resync while something is converging or broken. Child status
+    # changes wake the parent anyway; this covers what no child event announces (a missing
+    # Atlas Secret appearing, a claim binding).
+    requeue_progressing_seconds: float = 5.0
     requeue_degraded_seconds: float = 10.0
     capabilities_ttl_seconds: float = 300.0
     child_event_delay_seconds: float = 0.5
@@ -51,15 +52,18 @@ class Runner:
         self._wakes: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._capabilities: frozenset[str] | None = None
+        self._capabilities_lock = asyncio.Lock()
         self._capabilities_at = 0.0
         self._pruned: dict[str, int] = {}  # uid -> generation last pruned at
 
     async def capabilities(self) -> frozenset[str]:
-        age = time.monotonic() - self._capabilities_at
-        if self._capabilities is None or age > self.config.capabilities_ttl_seconds:
-            self._capabilities = await self.kube.served_kinds()
-            self._capabilities_at = time.monotonic()
-        return self._capabilities
+        """The cluster's served kinds, discovered once per TTL (not once per concurrent pass)."""
+        async with self._capabilities_lock:
+            age = time.monotonic() - self._capabilities_at
+            if self._capabilities is None or age > self.config.capabilities_ttl_seconds:
+                self._capabilities = await self.kube.served_kinds()
+                self._capabilities_at = time.monotonic()
+            return self._capabilities
 
     def wake(self, namespace: str, name: str, delay: float, trigger: str) -> None:
         """Run a pass for this cluster after `delay` (coalesced with an earlier scheduled one)."""
