@@ -39,6 +39,8 @@ RATE_WINDOW_MS: Final = 60_000
 # A connection counts as online for this long unless its process refreshes it.
 PRESENCE_TTL_MS: Final = 90_000
 SUBSCRIBE_TIMEOUT_SECONDS: Final = 5.0
+COMMAND_POOL_SIZE: Final = 64
+COMMAND_POOL_WAIT_SECONDS: Final = 10.0
 
 ChannelKind = Literal["room", "user"]
 
@@ -167,7 +169,15 @@ class Bus:
     async def connect(cls, settings: BusSettings) -> Bus:
         """Connect to ``settings.redis_url`` and check that Redis answers."""
         url = settings.redis_url.get_secret_value()
-        client = aioredis.Redis.from_url(url, health_check_interval=30)
+        # Thousands of sockets share a few connections: a command waits for a free one instead
+        # of failing with "Too many connections" (redis-py's default pool raises at 100).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=COMMAND_POOL_SIZE,
+            timeout=COMMAND_POOL_WAIT_SECONDS,
+            health_check_interval=30,
+        )
+        client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         # The pub/sub connection must never reconnect silently: redis-py would resubscribe, but
         # whatever was published in between would be lost without anyone noticing.
         pubsub_client = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0))
