@@ -144,7 +144,31 @@ async def scrape(server: ServerProcess) -> dict[str, float]:
         match = re.match(r"^([a-z_]+) ([0-9.e+-]+)$", line)
         if match and match.group(1) in wanted:
             out[match.group(1)] = float(match.group(2))
+        bucket = re.match(r'^([a-z_]+)_bucket\{le="([^"]+)"\} ([0-9.e+-]+)$', line)
+        if bucket and bucket.group(1) in HISTOGRAMS:
+            out[f"{bucket.group(1)}|{bucket.group(2)}"] = float(bucket.group(3))
     return out
+
+
+HISTOGRAMS = ("hypersend_message_delivery_latency_seconds", "hypersend_pubsub_lag_seconds")
+
+
+def histogram_quantile(scraped: list[dict[str, float]], name: str, q: float) -> float:
+    """Upper bound of the bucket holding quantile ``q`` over all servers (Prometheus-style)."""
+    buckets: dict[float, float] = {}
+    for metrics in scraped:
+        for key, count in metrics.items():
+            metric, _, le = key.partition("|")
+            if metric == name and le:
+                bound = float("inf") if le == "+Inf" else float(le)
+                buckets[bound] = buckets.get(bound, 0.0) + count
+    if not buckets:
+        return float("nan")
+    total = buckets[max(buckets)]
+    for bound in sorted(buckets):
+        if total and buckets[bound] >= q * total:
+            return bound
+    return float("inf")
 
 
 async def seed(settings: Settings, users: int, room_size: int) -> tuple[list[str], dict[str, str]]:
@@ -347,6 +371,8 @@ async def run(args: argparse.Namespace) -> None:
         await asyncio.sleep(3)  # resume windows end, presence settles
 
         stats.measuring = True
+        start_usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu_at_start = start_usage.ru_utime + start_usage.ru_stime
         measure_started = time.monotonic()
         until = measure_started + args.duration
         senders = [
@@ -383,6 +409,15 @@ async def run(args: argparse.Namespace) -> None:
             f"ack latency               p50 {percentile(stats.ack_latencies, 50) * 1000:.1f} ms  "
             f"p99 {percentile(stats.ack_latencies, 99) * 1000:.1f} ms"
         )
+        delivery = "hypersend_message_delivery_latency_seconds"
+        lag = "hypersend_pubsub_lag_seconds"
+        print(
+            "server side, whole run   delivery (publish -> socket write) "
+            f"p50 <= {histogram_quantile(scraped, delivery, 0.5) * 1000:.0f} ms, "
+            f"p99 <= {histogram_quantile(scraped, delivery, 0.99) * 1000:.0f} ms; pub/sub lag "
+            f"p50 <= {histogram_quantile(scraped, lag, 0.5) * 1000:.1f} ms, "
+            f"p99 <= {histogram_quantile(scraped, lag, 0.99) * 1000:.0f} ms (histogram bounds)"
+        )
         for server, metrics in zip(servers, scraped, strict=True):
             print(
                 f"server {server.url}  RSS "
@@ -393,9 +428,11 @@ async def run(args: argparse.Namespace) -> None:
             )
         if stats.closed:
             print(f"sockets closed by server  {stats.closed}")
-        client_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        client_cpu = usage.ru_utime + usage.ru_stime - cpu_at_start
         print(
-            f"load client peak RSS      {client_rss:.0f} MiB  (mean latency "
+            f"load client               peak RSS {usage.ru_maxrss / 1024:.0f} MiB, "
+            f"CPU {client_cpu:.0f}s over {elapsed:.0f}s measured (mean latency "
             f"{statistics.fmean(stats.latencies) * 1000 if stats.latencies else 0:.1f} ms)"
         )
         await asyncio.gather(*(u.close() for u in users))
