@@ -239,3 +239,33 @@ async def test_lost_pubsub_connection_makes_sockets_resume_and_fan_out_recovers(
     ack = await sender_again.send_message(room, "after")
     frame = await again.until_type("message")
     assert frame["seq"] == ack["seq"] == first["seq"] + 1
+
+
+async def test_typing_read_and_presence_reach_the_other_members(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    a, b = chat_server_factory.start_many(2)
+    alice, bob = await register(a.url), await register(a.url)
+    room = await create_group(a.url, alice, [bob])
+    on_a = await connect_user(a.ws_url, alice)
+    on_b = await connect_user(b.ws_url, bob)
+    online = await on_a.until(lambda f: f.get("type") == "presence" and f["user_id"] == bob.id)
+    assert online["online"] is True
+
+    await on_b.send({"type": "typing", "room_id": room})
+    typing = await on_a.until_type("typing")
+    assert (typing["room_id"], typing["user_id"]) == (room, bob.id)
+
+    ack = await on_a.send_message(room, "read me")
+    await on_b.until_type("message")
+    await on_b.send({"type": "read", "room_id": room, "seq": ack["seq"]})
+    read = await on_a.until_type("read")
+    assert (read["user_id"], read["seq"]) == (bob.id, ack["seq"])
+    # Nobody is told about their own typing.
+    assert not [f for f in on_b.frames if f["type"] == "typing"]
+
+    await on_b.close()
+    offline = await on_a.until(
+        lambda f: f.get("type") == "presence" and f["user_id"] == bob.id and not f["online"]
+    )
+    assert offline["online"] is False

@@ -267,3 +267,12 @@ async def test_other_sockets_survive_a_client_that_vanishes(
     assert (await bob_ws.until_type("message"))["seq"] == ack["seq"]
     with pytest.raises(ConnectionClosed):
         await gone.ws.send("{}")
+
+
+async def test_a_socket_that_never_authenticates_is_closed(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    server = chat_server_factory.start()
+    silent = await open_socket(server.ws_url)
+    code, _ = await silent.closed(wait=20)  # the auth timeout is 10 s
+    assert code == 4408
