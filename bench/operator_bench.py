@@ -225,6 +225,11 @@ def measure(cluster: Cluster, op: Operator, count: int) -> dict[str, Any]:
     api_writes = {k: v for k, v in api_writes.items() if v}
     resyncs = op.counter("hypersend_operator_reconciles_total", trigger="resync") - resyncs0
 
+    # CRs first, while the operator runs: a deletePolicy Delete cluster has its finalizer.
+    for ns in namespaces:
+        cluster.kubectl("delete", "hypersendclusters", "--all", "-n", ns, "--wait=false")
+    for ns in namespaces:
+        cluster.kubectl("wait", "--for=delete", "hypersendclusters", "--all", "-n", ns)
     for ns in namespaces:
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
     cluster.kubectl("delete", "pv", *[f"{ns}-mongo" for ns in namespaces], "--wait=false")
