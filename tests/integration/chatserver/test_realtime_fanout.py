@@ -7,6 +7,7 @@ import secrets
 from functools import partial
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
@@ -269,3 +270,33 @@ async def test_typing_read_and_presence_reach_the_other_members(
         lambda f: f.get("type") == "presence" and f["user_id"] == bob.id and not f["online"]
     )
     assert offline["online"] is False
+
+
+async def test_removed_member_stops_receiving_and_added_member_catches_up(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    a, b = chat_server_factory.start_many(2)
+    alice, bob, carol = [await register(a.url) for _ in range(3)]
+    room = await create_group(a.url, alice, [bob])
+    on_a = await connect_user(a.ws_url, alice)
+    bob_b = await connect_user(b.ws_url, bob)
+    carol_b = await connect_user(b.ws_url, carol)
+    first = await on_a.send_message(room, "one")
+    await bob_b.until_type("message")
+
+    headers = {"Authorization": f"Bearer {alice.token}"}
+    async with httpx.AsyncClient(base_url=a.url, trust_env=False, headers=headers) as http:
+        removed = await http.delete(f"/api/v1/rooms/{room}/members/{bob.id}")
+        assert removed.status_code == 204
+        assert (await bob_b.until_type("room_removed"))["room_id"] == room
+        added = await http.post(f"/api/v1/rooms/{room}/members", json={"user_id": carol.id})
+        assert added.status_code == 201
+    assert (await carol_b.until_type("room_added"))["room_id"] == room
+
+    second = await on_a.send_message(room, "two")
+    frame = await carol_b.until_type("message")
+    assert frame["seq"] == second["seq"] == first["seq"] + 1
+    with pytest.raises(TimeoutError):
+        await bob_b.until_type("message", wait=1.0)
+    await bob_b.send({"type": "send", "room_id": room, "client_id": "x", "text": "hey"})
+    assert (await bob_b.until_type("error"))["code"] == "not_member"
