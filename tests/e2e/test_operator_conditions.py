@@ -112,7 +112,7 @@ def test_unbound_mongo_volume_is_named_in_mongo_ready(hsc: ClusterHelper) -> Non
     def pending() -> bool:
         return (hsc.condition("MongoReady") or {}).get("reason") == "VolumeClaimPending"
 
-    hsc.wait_for(pending, "MongoReady VolumeClaimPending", timeout=60)
+    hsc.wait_for(pending, "MongoReady VolumeClaimPending", timeout=90)
     mongo = hsc.condition("MongoReady")
     assert mongo is not None
     assert "PersistentVolumeClaim data-demo-mongo-0 is Pending" in mongo["message"]
