@@ -120,24 +120,33 @@ def _decode(secret: Mapping[str, Any] | None, key: str) -> str | None:
     return base64.b64decode(raw).decode()
 
 
-async def _read_or_generate(kube: Kube, namespace: str, secret_name: str, key: str) -> str:
+# Objects already read this pass (None = absent), so a child is not fetched twice.
+Reads = dict[tuple[str, str, str], Obj | None]
+
+
+async def _read_or_generate(
+    kube: Kube, namespace: str, secret_name: str, key: str, reads: Reads
+) -> str:
     live = await kube.get("v1", "Secret", namespace, secret_name)  # raises on a failed read
+    reads[("v1", "Secret", secret_name)] = live
     value = _decode(live, key)
     return value if value else pysecrets.token_urlsafe(32)
 
 
-async def read_or_generate_secrets(kube: Kube, namespace: str, name: str) -> GeneratedSecrets:
+async def read_or_generate_secrets(
+    kube: Kube, namespace: str, name: str, reads: Reads | None = None
+) -> GeneratedSecrets:
     """The generated secret values: read from their Secrets, generated only where absent.
 
     A failed read raises (never generate over a Secret we merely failed to read: that would
     rotate keys by accident). Values are never logged.
     """
-    return GeneratedSecrets(
-        jwt_key=await _read_or_generate(kube, namespace, jwt_secret_name(name), JWT_SECRET_KEY),
-        mongo_root_password=await _read_or_generate(
-            kube, namespace, mongo_credentials_secret_name(name), MONGO_PASSWORD_KEY
-        ),
+    seen: Reads = {} if reads is None else reads
+    jwt = await _read_or_generate(kube, namespace, jwt_secret_name(name), JWT_SECRET_KEY, seen)
+    mongo = await _read_or_generate(
+        kube, namespace, mongo_credentials_secret_name(name), MONGO_PASSWORD_KEY, seen
     )
+    return GeneratedSecrets(jwt_key=jwt, mongo_root_password=mongo)
 
 
 async def check_secret_ref(kube: Kube, namespace: str, name: str, key: str) -> st.SecretRef:
@@ -157,12 +166,17 @@ def _template_changed(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bo
     return drift.first_difference(want, live.get("spec", {}).get("template", {})) is not None
 
 
-async def apply_child(kube: Kube, manifest: Mapping[str, Any]) -> tuple[Obj, Change | None]:
+async def apply_child(
+    kube: Kube, manifest: Mapping[str, Any], reads: Reads | None = None
+) -> tuple[Obj, Change | None]:
     """Bring one child to `manifest`; write only when it differs. Returns the live object."""
     desired = drift.with_hash(drift.normalize(manifest))
     api_version, kind, name = key_of(desired)
     namespace = desired["metadata"].get("namespace")
-    live = await kube.get(api_version, kind, namespace, name)
+    if reads is not None and key_of(desired) in reads:
+        live = reads.pop(key_of(desired))
+    else:
+        live = await kube.get(api_version, kind, namespace, name)
     if live is not None:
         where = drift.drift(desired, live)
         if where is None:
@@ -306,11 +320,13 @@ def build_status(
 # --------------------------------------------------------------------------- the pass
 
 
-async def apply_component(kube: Kube, component: Component, result: Pass) -> st.Check | None:
+async def apply_component(
+    kube: Kube, component: Component, result: Pass, reads: Reads | None = None
+) -> st.Check | None:
     """Apply one component's children in order; a refused write becomes a blocking check."""
     for manifest in component.manifests:
         try:
-            obj, change = await apply_child(kube, manifest)
+            obj, change = await apply_child(kube, manifest, reads)
         except ApiError as e:
             if e.transient:
                 raise
@@ -385,7 +401,8 @@ async def reconcile(
         )
 
     # Secrets: read what exists, generate only what is missing (never rotate).
-    secrets = await read_or_generate_secrets(kube, namespace, name)
+    reads: Reads = {}
+    secrets = await read_or_generate_secrets(kube, namespace, name, reads)
     ctx = BuildContext(
         name=name,
         namespace=namespace,
@@ -415,7 +432,7 @@ async def reconcile(
     result = Pass(status={})
     blocking: st.Check | None = None
     for component in components:
-        blocking = await apply_component(kube, component, result)
+        blocking = await apply_component(kube, component, result, reads)
         if blocking is not None:
             break
 
@@ -458,10 +475,14 @@ async def write_status(kube: Kube, cr: Mapping[str, Any], new_status: Mapping[st
 
 
 async def post_events(kube: Kube, cr: Mapping[str, Any], changes: Sequence[Change]) -> None:
+    """One Event per kind of change in this pass (Created, Updated, Restarted, DriftCorrected,
+    Deleted), listing the children it touched."""
     involved = {"apiVersion": API_VERSION, "kind": KIND, "metadata": cr["metadata"]}
+    by_action: dict[str, list[str]] = {}
     for change in changes:
-        type_ = "Normal"
-        await kube.post_event(involved, type_, change.action, change.describe())
+        by_action.setdefault(change.action, []).append(change.describe())
+    for action, what in by_action.items():
+        await kube.post_event(involved, "Normal", action, "; ".join(what))
 
 
 async def delete_data(kube: Kube, cr: Mapping[str, Any]) -> list[str]:
