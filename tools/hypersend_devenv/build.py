@@ -303,10 +303,14 @@ def ensure(names: list[str], force: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("parts", nargs="*", default=list(PARTS), choices=list(PARTS))
+    # No argparse `choices` here: it rejects a list default given to nargs="*".
+    parser.add_argument("parts", nargs="*", help=f"parts to build (default: all of {list(PARTS)})")
     parser.add_argument("--force", action="store_true", help="rebuild even when cached")
     args = parser.parse_args(argv)
-    ensure(args.parts, force=args.force)
+    unknown = sorted(set(args.parts) - set(PARTS))
+    if unknown:
+        parser.error(f"unknown part(s) {unknown}; choose from {list(PARTS)}")
+    ensure(args.parts or list(PARTS), force=args.force)
 
 
 if __name__ == "__main__":
