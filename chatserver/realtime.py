@@ -46,9 +46,10 @@ from chatserver.wsprotocol import (
 log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT_SECONDS: Final = 10.0
-# After auth, live events are held this long for a ``resume`` frame (so a resume never follows
-# live events it would have to precede); any other frame ends the wait at once.
-RESUME_WINDOW_SECONDS: Final = 2.0
+# After auth, live events are held until the client's next frame or this long, so a ``resume``
+# sent right after ``auth`` never follows live events it must precede. Clients that do not
+# resume send any frame (a ``ping``) to go live at once.
+RESUME_WINDOW_SECONDS: Final = 1.0
 # A message seq seen ahead of the next expected one: wait this long for the missing ones to
 # arrive through pub/sub before reading them from MongoDB.
 GAP_FILL_DELAY_SECONDS: Final = 0.5

@@ -159,8 +159,9 @@ async def connect_user(
 ) -> Client:
     """An authenticated socket that has received ``ready`` (and ``resumed`` if resuming)."""
     client = await open_socket(ws_url, account.token)
-    if resume is not None:
-        await client.send({"type": "resume", "rooms": resume})
+    # The first frame after auth ends the server's wait for a resume: live events flow at once.
+    first: Frame = {"type": "ping"} if resume is None else {"type": "resume", "rooms": resume}
+    await client.send(first)
     client.ready = await client.until_type("ready")
     if resume is not None:
         await client.until_type("resumed", wait=30)
