@@ -221,6 +221,8 @@ class User:
             frame = json.loads(await self.ws.recv())
             if frame.get("type") == "ready":
                 break
+        # Nothing to resume: any frame tells the server to go live at once (protocol.md).
+        await self.ws.send('{"type":"ping"}')
         self.reader = asyncio.create_task(self.read())
 
     async def read(self) -> None:
