@@ -157,3 +157,35 @@ def test_deleted_generated_secret_keeps_the_cluster_consistent(ready: ClusterHel
     hsc = ready
     hsc.kube.kubectl("delete", "secret", "demo-jwt", "-n", hsc.namespace)
     hsc.wait_for(lambda: hsc.exists("secret", "demo-jwt"), "JWT Secret recreated", timeout=40)
+
+
+def test_optional_parts_are_created_and_pruned(ready: ClusterHelper) -> None:
+    """Ingress and NetworkPolicies appear when enabled and go when disabled (Secrets stay)."""
+    hsc = ready
+    doc = hsc.manifest()
+    doc["spec"]["ingress"] = {"enabled": True, "host": "chat.example.test"}
+    doc["spec"]["networkPolicy"] = {"enabled": True}
+    hsc.apply(doc)
+
+    def names(kind: str) -> set[str]:
+        items = hsc.kube.json("get", kind, "-n", hsc.namespace)["items"]
+        return {i["metadata"]["name"] for i in items}
+
+    hsc.wait_for(lambda: "demo-chat" in names("ingress"), "Ingress created", timeout=30)
+    hsc.wait_for(
+        lambda: {"demo-chat", "demo-redis", "demo-mongo"} <= names("networkpolicy"),
+        "NetworkPolicies created",
+        timeout=30,
+    )
+    hsc.wait_phase("Ready", timeout=60)
+
+    hsc.apply(hsc.manifest())  # both off again
+    hsc.wait_for(lambda: not names("ingress"), "Ingress pruned", timeout=30)
+    hsc.wait_for(lambda: not names("networkpolicy"), "NetworkPolicies pruned", timeout=30)
+    assert {"demo-jwt", "demo-mongo-credentials"} <= names("secret")
+    deleted = [
+        e["message"]
+        for e in hsc.kube.json("get", "events", "-n", hsc.namespace)["items"]
+        if e["reason"] == "Deleted"
+    ]
+    assert any("Ingress demo-chat" in m for m in deleted)
