@@ -8,7 +8,16 @@ two local server processes on loopback, with Redis and FerretDB started for the 
 
     .venv/bin/python bench/chat_load.py --users 4000 --per-minute 2 --room-size 10 --servers 2
 
-Everything runs on 127.0.0.1 and stops by itself after ``--duration`` seconds of measurement.
+Everything runs on 127.0.0.1 and stops by itself: the connection ramp is bounded by
+``--connect-timeout``, the measurement by ``--duration``.
+
+The default MongoDB-wire server is FerretDB v1 on SQLite, which filters in Go rather than in the
+database: every query on a field other than ``_id`` scans its collection, so connects and sends
+slow down as users and messages accumulate, and that, not the chat server, bounds this workload.
+For server figures point ``--mongo-url`` at MongoDB or at FerretDB on PostgreSQL
+(``ferretdb --handler=postgresql --postgresql-url=postgres://...``). The report separates the
+two: end-to-end latency (send -> member received) and the server-side delivery histogram
+(publish -> socket write).
 Users and rooms are seeded through the server's own store layer (registering 4,000 users over
 REST would spend minutes in argon2), tokens are minted with the run's JWT secret.
 """
