@@ -695,8 +695,13 @@ class Hub:
                 frame.room_id, events.typing(frame.room_id, session.user_id)
             )
         elif isinstance(frame, ReadFrame):
-            if not await self.store.is_member(frame.room_id, session.user_id):
+            room = await self.store.get_room(frame.room_id)
+            if room is None or not await self.store.is_member(frame.room_id, session.user_id):
                 session.send(_not_member(frame.room_id))
+                return
+            if frame.seq > room.last_seq:
+                problem = f"seq {frame.seq} is beyond the room's last seq {room.last_seq}"
+                session.send(events.error("invalid_seq", problem, room_id=frame.room_id))
                 return
             await self.store.mark_read(frame.room_id, session.user_id, frame.seq)
             await self.bus.publish_room(

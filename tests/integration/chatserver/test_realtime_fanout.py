@@ -267,6 +267,8 @@ async def test_typing_read_and_presence_reach_the_other_members(
     await on_b.send({"type": "read", "room_id": room, "seq": ack["seq"]})
     read = await on_a.until_type("read")
     assert (read["user_id"], read["seq"]) == (bob.id, ack["seq"])
+    await on_b.send({"type": "read", "room_id": room, "seq": ack["seq"] + 5})
+    assert (await on_b.until_type("error"))["code"] == "invalid_seq"
     # Nobody is told about their own typing.
     assert not [f for f in on_b.frames if f["type"] == "typing"]
 
