@@ -107,12 +107,19 @@ def test_missing_atlas_secret_degrades_and_recovers(hsc: ClusterHelper) -> None:
 def test_unbound_mongo_volume_is_named_in_mongo_ready(hsc: ClusterHelper) -> None:
     if not hsc.kube.is_local:
         pytest.skip("needs a cluster without a volume provisioner")
-    hsc.kube.apply(hsc.manifest())  # no pre-bound volume: the claim stays Pending
+    doc = hsc.manifest()
+    # A class nothing provisions and no volume has: the claim stays Pending.
+    doc["spec"]["mongo"]["inCluster"]["storage"]["storageClassName"] = "no-such-class"
+    hsc.kube.apply(doc)
 
     def pending() -> bool:
         return (hsc.condition("MongoReady") or {}).get("reason") == "VolumeClaimPending"
 
-    hsc.wait_for(pending, "MongoReady VolumeClaimPending", timeout=90)
+    try:
+        hsc.wait_for(pending, "MongoReady VolumeClaimPending", timeout=90)
+    except AssertionError as e:
+        volumes = hsc.kube.kubectl("get", "pv,pvc", "-A", "-o", "wide").stdout
+        raise AssertionError(f"{e}\nvolumes:\n{volumes}") from None
     mongo = hsc.condition("MongoReady")
     assert mongo is not None
     assert "PersistentVolumeClaim data-demo-mongo-0 is Pending" in mongo["message"]
