@@ -74,6 +74,23 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# `hypersend.io/restartedAt` on the CR (ArgoCD's restart action can only patch the CR) is carried
+# onto the chat pod template: a new value rolls the chat pods once, like `kubectl rollout restart`.
+RESTARTED_AT_ANNOTATION = "hypersend.io/restartedAt"
+
+
+def with_restart_stamp(components: Sequence[Component], stamp: str | None) -> None:
+    """Put the CR's restart stamp on the chat Deployment's pod template (in place)."""
+    if not stamp:
+        return
+    for component in components:
+        for manifest in component.manifests:
+            labels = manifest.get("metadata", {}).get("labels") or {}
+            if manifest.get("kind") == "Deployment" and labels.get(lb.COMPONENT) == lb.CHAT:
+                template_meta = manifest["spec"]["template"].setdefault("metadata", {})
+                template_meta.setdefault("annotations", {})[RESTARTED_AT_ANNOTATION] = stamp
+
+
 def is_paused(cr: Mapping[str, Any]) -> bool:
     annotations = cr.get("metadata", {}).get("annotations") or {}
     return str(annotations.get(PAUSED_ANNOTATION, "")).lower() == "true"
@@ -413,6 +430,7 @@ async def reconcile(
         capabilities=capabilities,
     )
     components = build_components(ctx)
+    with_restart_stamp(components, (meta.get("annotations") or {}).get(RESTARTED_AT_ANNOTATION))
 
     # User-provided Secrets the spec points at: checked, never modified.
     refs: dict[str, st.SecretRef] = {}

@@ -318,11 +318,6 @@ def test_argocd_pause_and_resume_actions_drive_the_operator(
     health(wait_phase(kube, namespace, ready_cluster, "Ready"), "argocd-resumed", "Healthy")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the operator to copy the CR's hypersend.io/restartedAt annotation onto the chat "
-    "pod template (requested from operator-model/runtime); ArgoCD actions can only patch the CR",
-)
 def test_argocd_restart_action_rolls_the_chat_pods(
     kube: KubeCluster, namespace: str, ready_cluster: str
 ) -> None:

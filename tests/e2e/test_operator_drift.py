@@ -189,3 +189,25 @@ def test_optional_parts_are_created_and_pruned(ready: ClusterHelper) -> None:
         if e["reason"] == "Deleted"
     ]
     assert any("Ingress demo-chat" in m for m in deleted)
+
+
+def test_restart_annotation_on_the_cluster_rolls_chat_pods_once(ready: ClusterHelper) -> None:
+    """ArgoCD's restart action can only patch the CR: its stamp rolls the chat pods once."""
+    hsc = ready
+    generation = hsc.get("deployment", "demo-chat")["metadata"]["generation"]
+    stamp = "2026-11-25T10:00:00Z"
+    hsc.kube.kubectl(
+        "annotate", "hypersendcluster", "demo", f"hypersend.io/restartedAt={stamp}",
+        "-n", hsc.namespace,
+    )  # fmt: skip
+
+    def template_stamp() -> str | None:
+        meta = hsc.get("deployment", "demo-chat")["spec"]["template"]["metadata"]
+        return meta.get("annotations", {}).get("hypersend.io/restartedAt")  # type: ignore[no-any-return]
+
+    hsc.wait_for(lambda: template_stamp() == stamp, "restart stamp on the pod template", 30)
+    hsc.wait_phase("Ready", timeout=60)
+    time.sleep(RESYNC_SECONDS + 2)
+    assert hsc.get("deployment", "demo-chat")["metadata"]["generation"] == generation + 1
+    reasons = {e["reason"] for e in hsc.kube.json("get", "events", "-n", hsc.namespace)["items"]}
+    assert "Restarted" in reasons
