@@ -28,6 +28,7 @@ from hypersend_operator.api import (
     API_VERSION,
     KIND,
     PAUSED_ANNOTATION,
+    RESTARTED_AT_ANNOTATION,
     HypersendClusterSpec,
     HypersendClusterStatus,
 )
@@ -72,23 +73,6 @@ class Component(Protocol):
 
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# `hypersend.io/restartedAt` on the CR (ArgoCD's restart action can only patch the CR) is carried
-# onto the chat pod template: a new value rolls the chat pods once, like `kubectl rollout restart`.
-RESTARTED_AT_ANNOTATION = "hypersend.io/restartedAt"
-
-
-def with_restart_stamp(components: Sequence[Component], stamp: str | None) -> None:
-    """Put the CR's restart stamp on the chat Deployment's pod template (in place)."""
-    if not stamp:
-        return
-    for component in components:
-        for manifest in component.manifests:
-            labels = manifest.get("metadata", {}).get("labels") or {}
-            if manifest.get("kind") == "Deployment" and labels.get(lb.COMPONENT) == lb.CHAT:
-                template_meta = manifest["spec"]["template"].setdefault("metadata", {})
-                template_meta.setdefault("annotations", {})[RESTARTED_AT_ANNOTATION] = stamp
 
 
 def is_paused(cr: Mapping[str, Any]) -> bool:
@@ -428,9 +412,9 @@ async def reconcile(
         spec=spec,
         secrets=secrets,
         capabilities=capabilities,
+        restarted_at=(meta.get("annotations") or {}).get(RESTARTED_AT_ANNOTATION),
     )
     components = build_components(ctx)
-    with_restart_stamp(components, (meta.get("annotations") or {}).get(RESTARTED_AT_ANNOTATION))
 
     # User-provided Secrets the spec points at: checked, never modified.
     refs: dict[str, st.SecretRef] = {}

@@ -50,6 +50,9 @@ SINGULAR = "hypersendcluster"
 SHORT_NAMES = ("hsc",)
 CRD_NAME = f"{PLURAL}.{GROUP}"
 PAUSED_ANNOTATION = "hypersend.io/paused"
+# Set on the CR (ArgoCD's restart action can only patch the CR); carried onto the chat pod
+# template, so a new value rolls the chat pods once, like `kubectl rollout restart`.
+RESTARTED_AT_ANNOTATION = "hypersend.io/restartedAt"
 
 __all__ = [
     "API_VERSION",
@@ -62,6 +65,7 @@ __all__ = [
     "OPERATOR_ENV_NAMES",
     "PAUSED_ANNOTATION",
     "PLURAL",
+    "RESTARTED_AT_ANNOTATION",
     "SHORT_NAMES",
     "SINGULAR",
     "VERSION",

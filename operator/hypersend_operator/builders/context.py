@@ -33,6 +33,8 @@ class BuildContext:
     spec: HypersendClusterSpec
     secrets: GeneratedSecrets
     capabilities: frozenset[str] = frozenset()
+    # The CR's hypersend.io/restartedAt annotation, if any (see deployment.chat_deployment).
+    restarted_at: str | None = None
 
     def has(self, capability: str) -> bool:
         return capability in self.capabilities

@@ -12,7 +12,7 @@ import hashlib
 import json
 from typing import Any
 
-from hypersend_operator.api import SecretKeyRef
+from hypersend_operator.api import RESTARTED_AT_ANNOTATION, SecretKeyRef
 from hypersend_operator.builders.configmap import CHAT_PORT, chat_config_data, chat_config_name
 from hypersend_operator.builders.context import BuildContext
 from hypersend_operator.builders.labels import (
@@ -157,7 +157,8 @@ def chat_deployment(ctx: BuildContext) -> dict[str, Any]:
                     "prometheus.io/scrape": "true",
                     "prometheus.io/port": str(CHAT_PORT),
                     "prometheus.io/path": "/metrics",
-                },
+                }
+                | ({RESTARTED_AT_ANNOTATION: ctx.restarted_at} if ctx.restarted_at else {}),
             },
             "spec": {
                 "automountServiceAccountToken": False,  # the chat server never calls the API

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
+from hypersend_operator.api import RESTARTED_AT_ANNOTATION
 from hypersend_operator.builders import (
     CONFIG_HASH_ANNOTATION,
     BuildContext,
@@ -213,3 +215,18 @@ def test_service() -> None:
     assert svc["spec"]["ports"][0]["name"] == "http"
     assert svc["spec"]["ports"][0]["port"] == 8080
     assert svc["spec"]["selector"] == chat_deployment(ctx())["spec"]["selector"]["matchLabels"]
+
+
+def test_restart_stamp_goes_on_the_chat_pod_template_only() -> None:
+    stamp = "2026-01-01T00:00:00Z"
+    stamped_ctx = dataclasses.replace(ctx(), restarted_at=stamp)
+    stamped = {
+        m["metadata"]["name"]
+        for m in build_all(stamped_ctx)
+        if m["kind"] in ("Deployment", "StatefulSet")
+        and m["spec"]["template"]["metadata"].get("annotations", {}).get(RESTARTED_AT_ANNOTATION)
+        == stamp
+    }
+    assert stamped == {f"{stamped_ctx.name}-chat"}
+    # Without a stamp nothing changes, so an unstamped cluster never rolls.
+    assert build_all(ctx()) == build_all(dataclasses.replace(ctx(), restarted_at=None))

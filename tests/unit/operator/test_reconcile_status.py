@@ -196,28 +196,3 @@ async def test_retries_give_up_after_the_last_attempt() -> None:
     with pytest.raises(ApiError, match="connection refused"):
         await retry_transient(down, Backoff(attempts=3, first_delay=0.001))
     assert len(calls) == 3
-
-
-def test_restart_stamp_goes_on_the_chat_pod_template_only() -> None:
-    ctx = BuildContext(
-        name="demo",
-        namespace="x",
-        uid="u-1",
-        generation=1,
-        spec=HypersendClusterSpec.model_validate(SPEC),
-        secrets=GeneratedSecrets(jwt_key="k", mongo_root_password="p"),
-    )
-    components = build_components(ctx)
-    reconcile.with_restart_stamp(components, "2026-01-01T00:00:00Z")
-    stamped = {
-        m["metadata"]["name"]
-        for c in components
-        for m in c.manifests
-        if m["kind"] == "Deployment"
-        and m["spec"]["template"]["metadata"].get("annotations", {}).get("hypersend.io/restartedAt")
-        == "2026-01-01T00:00:00Z"
-    }
-    assert stamped == {"demo-chat"}
-    unstamped = build_components(ctx)
-    reconcile.with_restart_stamp(unstamped, None)
-    assert unstamped == build_components(ctx)
