@@ -19,6 +19,9 @@ from typing import Any
 from hypersend_operator.status import parse_quantity
 
 HASH_ANNOTATION = "hypersend.io/desired-hash"
+# Field managers: ours, and the one that holds spec.replicas while the HPA takes it over.
+FIELD_MANAGER = "hypersend-operator"
+HANDOFF_MANAGER = "hypersend-operator-handoff"
 
 
 def normalize(manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -113,3 +116,38 @@ def drift(desired: Mapping[str, Any], live: Mapping[str, Any]) -> str | None:
     if live_hash != want_hash:
         return f"metadata.annotations.{HASH_ANNOTATION}"
     return first_difference(declared_view(desired), live)
+
+
+def _owns_replicas(live: Mapping[str, Any], manager: str) -> bool:
+    return any(
+        entry.get("manager") == manager
+        and entry.get("operation") == "Apply"
+        and "f:replicas" in (entry.get("fieldsV1") or {}).get("f:spec", {})
+        for entry in live.get("metadata", {}).get("managedFields") or []
+    )
+
+
+def replicas_handoff(
+    desired: Mapping[str, Any], live: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """The apply that keeps the current replica count when we stop declaring it, else None.
+
+    When autoscaling is switched on, the Deployment we apply no longer sets spec.replicas. Under
+    server-side apply, dropping a field only we own deletes it: the Deployment would fall to its
+    default of 1 pod (closing most sockets) until the HPA acts. Applying the live value under a
+    second manager first leaves the field co-owned, so our apply only gives up our share and the
+    HPA's scale writes take it from there (the procedure the Kubernetes SSA docs give).
+    """
+    if live is None or desired.get("kind") != "Deployment":
+        return None
+    if "replicas" in desired.get("spec", {}) or "replicas" not in live.get("spec", {}):
+        return None
+    if not _owns_replicas(live, FIELD_MANAGER):
+        return None
+    meta = desired["metadata"]
+    return {
+        "apiVersion": desired["apiVersion"],
+        "kind": "Deployment",
+        "metadata": {"name": meta["name"], "namespace": meta.get("namespace")},
+        "spec": {"replicas": live["spec"]["replicas"]},
+    }

@@ -24,8 +24,8 @@ from lightkube.config.client_adapter import ConnectionParams, user_auth, verify_
 from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 
 from hypersend_operator import metrics
+from hypersend_operator.drift import FIELD_MANAGER
 
-FIELD_MANAGER = "hypersend-operator"
 COMPONENT = "hypersend-operator"
 
 log = logging.getLogger(__name__)
@@ -256,11 +256,13 @@ class Kube:
                 return items
             params["continue"] = cont
 
-    async def apply(self, manifest: Mapping[str, Any], *, force: bool = True) -> Obj:
-        """Server-side apply `manifest` as `hypersend-operator`, taking over fields we declare."""
+    async def apply(
+        self, manifest: Mapping[str, Any], *, force: bool = True, manager: str = FIELD_MANAGER
+    ) -> Obj:
+        """Server-side apply `manifest` as `manager`, taking over fields we declare."""
         meta = manifest["metadata"]
         k = await self.kind(manifest["apiVersion"], manifest["kind"])
-        params = {"fieldManager": FIELD_MANAGER, "force": "true" if force else "false"}
+        params = {"fieldManager": manager, "force": "true" if force else "false"}
         result = await self._request(
             "PATCH",
             k.path(meta.get("namespace"), meta["name"]),

@@ -192,6 +192,9 @@ async def apply_child(
             action, detail = "Updated", "spec changed"
     else:
         action, detail = "Created", ""
+    handoff = drift.replicas_handoff(desired, live)
+    if handoff is not None:
+        await kube.apply(handoff, manager=drift.HANDOFF_MANAGER)
     applied = await _apply_taking_back_lists(kube, desired, live)
     before = (live or {}).get("metadata", {}).get("resourceVersion")
     if before is not None and applied.get("metadata", {}).get("resourceVersion") == before:

@@ -211,3 +211,35 @@ def test_restart_annotation_on_the_cluster_rolls_chat_pods_once(ready: ClusterHe
     assert hsc.get("deployment", "demo-chat")["metadata"]["generation"] == generation + 1
     reasons = {e["reason"] for e in hsc.kube.json("get", "events", "-n", hsc.namespace)["items"]}
     assert "Restarted" in reasons
+
+
+def test_turning_autoscaling_on_keeps_the_running_pods(ready: ClusterHelper) -> None:
+    """Switching the HPA on must not drop spec.replicas (SSA would reset it to 1 pod)."""
+    hsc = ready
+    doc = hsc.manifest()
+    doc["spec"]["autoscaling"]["enabled"] = False
+    doc["spec"]["chat"]["replicas"] = 3
+    hsc.apply(doc)
+    hsc.wait_for(lambda: hsc.get("deployment", "demo-chat")["spec"]["replicas"] == 3, "3 replicas")
+    hsc.wait_phase("Ready", timeout=60)
+
+    doc["spec"]["autoscaling"]["enabled"] = True  # dev.yaml allows 1-3 pods
+    hsc.apply(doc)
+    hsc.wait_for(lambda: hsc.exists("horizontalpodautoscaler", "demo-chat"), "HPA created")
+
+    def handed_over() -> dict[str, Any] | None:
+        deployment = hsc.kube.json(
+            "get", "deployment", "demo-chat", "-n", hsc.namespace, "--show-managed-fields"
+        )
+        managers = {
+            m["manager"]
+            for m in deployment["metadata"]["managedFields"]
+            if "f:replicas" in m.get("fieldsV1", {}).get("f:spec", {})
+        }
+        return deployment if "hypersend-operator" not in managers else None
+
+    deployment = hsc.wait_for(handed_over, "spec.replicas released by the operator", timeout=30)
+    assert deployment["spec"]["replicas"] == 3
+    hsc.feed_connections()  # the target per pod: the HPA keeps 3
+    hsc.wait_phase("Ready", timeout=60)
+    assert hsc.get("deployment", "demo-chat")["spec"]["replicas"] == 3

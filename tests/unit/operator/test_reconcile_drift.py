@@ -122,3 +122,52 @@ def test_status_patch_nulls_removed_fields() -> None:
     new = {"phase": "Ready", "chat": {"replicas": 3}}
     assert status_patch(old, new) == {"x": None, "chat": {"replicas": 3, "connections": None}}
     assert status_patch(new, new) == {}
+
+
+def _deployment(replicas: int | None, managers: dict[str, bool]) -> dict[str, Any]:
+    spec: dict[str, Any] = {} if replicas is None else {"replicas": replicas}
+    managed = [
+        {
+            "manager": manager,
+            "operation": "Apply",
+            "fieldsV1": {"f:spec": {"f:replicas": {}} if owns else {"f:template": {}}},
+        }
+        for manager, owns in managers.items()
+    ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "demo-chat", "namespace": "x", "managedFields": managed},
+        "spec": spec,
+    }
+
+
+def test_replicas_handoff_keeps_the_live_count_when_we_stop_declaring_replicas() -> None:
+    desired = _deployment(None, {})  # autoscaling just switched on
+    live = _deployment(4, {drift.FIELD_MANAGER: True})
+    assert drift.replicas_handoff(desired, live) == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "demo-chat", "namespace": "x"},
+        "spec": {"replicas": 4},
+    }
+
+
+@pytest.mark.parametrize(
+    ("desired_replicas", "live_managers"),
+    [
+        (3, {drift.FIELD_MANAGER: True}),  # still declared (autoscaling off): nothing to hand over
+        (None, {drift.FIELD_MANAGER: False, "kube-controller-manager": True}),  # the HPA's already
+    ],
+)
+def test_no_replicas_handoff_unless_we_drop_replicas_we_own(
+    desired_replicas: int | None, live_managers: dict[str, bool]
+) -> None:
+    desired, live = _deployment(desired_replicas, {}), _deployment(4, live_managers)
+    assert drift.replicas_handoff(desired, live) is None
+
+
+def test_replicas_handoff_ignores_new_objects_and_other_kinds() -> None:
+    assert drift.replicas_handoff(_deployment(None, {}), None) is None
+    sts = {**_deployment(None, {}), "kind": "StatefulSet"}
+    assert drift.replicas_handoff(sts, _deployment(2, {drift.FIELD_MANAGER: True})) is None
