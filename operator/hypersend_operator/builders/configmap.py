@@ -28,7 +28,9 @@ def chat_config_data(ctx: BuildContext) -> dict[str, str]:
         "HYPERSEND_WS_IDLE_TIMEOUT_SECONDS": str(ws.idle_timeout_seconds),
         "HYPERSEND_WS_MAX_CONNECTIONS": str(ws.max_connections_per_pod),
         "HYPERSEND_RATE_LIMIT_PER_MINUTE": str(chat.rate_limit.requests_per_minute),
-        "HYPERSEND_DRAIN_DELAY_SECONDS": str(ws.drain_delay_seconds),
+        # The pod's preStop sleep already waits drainDelaySeconds while endpoints drop the
+        # terminating pod; waiting again after SIGTERM would only stretch every rollout.
+        "HYPERSEND_DRAIN_DELAY_SECONDS": "0",
         "HYPERSEND_DRAIN_SECONDS": str(ws.drain_seconds),
         "HYPERSEND_LOG_LEVEL": chat.log_level,
     }

@@ -156,7 +156,7 @@ def test_config_map_carries_the_env_contract() -> None:
     cm = chat_config_map(c)
     assert cm["metadata"]["name"] == "demo-chat"
     assert cm["data"] == {
-        "HYPERSEND_DRAIN_DELAY_SECONDS": "5",
+        "HYPERSEND_DRAIN_DELAY_SECONDS": "0",  # the preStop sleep waits instead
         "HYPERSEND_DRAIN_SECONDS": "30",
         "HYPERSEND_HOST": "0.0.0.0",
         "HYPERSEND_LOG_LEVEL": "debug",
