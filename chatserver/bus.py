@@ -91,6 +91,9 @@ class BusSettings(Protocol):
     def redis_url(self) -> SecretStr: ...
 
     @property
+    def redis_prefix(self) -> str: ...
+
+    @property
     def rate_limit_per_minute(self) -> int: ...
 
 
@@ -181,11 +184,10 @@ class Bus:
         # The pub/sub connection must never reconnect silently: redis-py would resubscribe, but
         # whatever was published in between would be lost without anyone noticing.
         pubsub_client = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0))
-        prefix = str(getattr(settings, "redis_prefix", DEFAULT_PREFIX))
         bus = cls(
             client,
             pubsub_client,
-            prefix=prefix,
+            prefix=settings.redis_prefix,
             rate_limit_per_minute=settings.rate_limit_per_minute,
         )
         await bus.ping()

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     mongo_min_pool: int = Field(default=10, ge=0)
     mongo_max_pool: int = Field(default=50, ge=1)
     redis_url: SecretStr = SecretStr("redis://localhost:6379/0")
+    # Every Redis key and channel starts with it, so processes sharing a Redis can be kept apart.
+    redis_prefix: str = Field(default="hypersend:", min_length=1, max_length=128)
     jwt_secret: SecretStr
     access_token_ttl_seconds: int = Field(default=900, ge=1)
     refresh_token_ttl_seconds: int = Field(default=2_592_000, ge=1)

@@ -10,6 +10,7 @@ import time
 
 import httpx
 import pytest
+import redis
 from hypersend_devenv.datastores import FerretDBServer, RedisServer
 
 from tests.fixtures.chat import (
@@ -164,3 +165,18 @@ def test_invalid_configuration_exits_with_a_clear_message() -> None:
     assert "at least 32 characters" in result.stderr
     assert "HYPERSEND_PORT" in result.stderr
     assert "too-short" not in result.stderr  # secrets are never echoed
+
+
+def test_redis_keys_live_under_the_configured_prefix(
+    chat_server: ChatServerProcess, redis_url: str, redis_prefix: str
+) -> None:
+    assert chat_server.env["HYPERSEND_REDIS_PREFIX"] == redis_prefix
+    user = register_user(chat_server.url)
+    assert httpx.get(f"{chat_server.url}/api/v1/users/me", headers=user.headers).is_success
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        # The rate-limit counter of that request is stored under the test's prefix only.
+        assert admin.exists(f"{redis_prefix}rate:{user.id}") == 1
+        assert admin.exists(f"hypersend:rate:{user.id}") == 0
+    finally:
+        admin.close()

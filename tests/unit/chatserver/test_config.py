@@ -46,6 +46,7 @@ def test_defaults_match_the_contract(monkeypatch: pytest.MonkeyPatch) -> None:
         assert getattr(settings, name) == value, name
     assert settings.mongo_url.get_secret_value() == "mongodb://localhost:27017"
     assert settings.redis_url.get_secret_value() == "redis://localhost:6379/0"
+    assert settings.redis_prefix == "hypersend:"
     assert settings.pod_name
 
 
@@ -57,8 +58,10 @@ def test_every_setting_reads_its_env_name(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("HYPERSEND_RATE_LIMIT_PER_MINUTE", "7")
     monkeypatch.setenv("HYPERSEND_LOG_LEVEL", "DEBUG")
     monkeypatch.setenv("HYPERSEND_POD_NAME", "chat-0")
+    monkeypatch.setenv("HYPERSEND_REDIS_PREFIX", "blue:")
     settings = Settings()  # type: ignore[call-arg]
     assert settings.port == 9000
+    assert settings.redis_prefix == "blue:"
     assert settings.rate_limit_per_minute == 7
     assert settings.log_level == "debug"
     assert settings.pod_name == "chat-0"
@@ -81,3 +84,10 @@ def test_jwt_secret_is_required_and_long() -> None:
 def test_invalid_values_are_refused(field: str, value: object) -> None:
     with pytest.raises(ValidationError, match=field):
         Settings(jwt_secret="k" * 32, **{field: value})  # type: ignore[arg-type]
+
+
+def test_empty_redis_prefix_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYPERSEND_JWT_SECRET", "k" * 32)
+    monkeypatch.setenv("HYPERSEND_REDIS_PREFIX", "")
+    with pytest.raises(ValidationError, match="redis_prefix"):
+        Settings()  # type: ignore[call-arg]
