@@ -33,7 +33,7 @@ from chatserver.models import (
     User,
     message_text_error,
 )
-from chatserver.store import UNAVAILABLE_ERRORS, Store, UsernameTaken
+from chatserver.store import UNAVAILABLE_ERRORS, SeqContention, Store, UsernameTaken
 
 log = logging.getLogger("chatserver.api")
 
@@ -115,6 +115,16 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=dict(exc.headers or {}),
         )
 
+    async def contention(_: Request, exc: Exception) -> Response:
+        log.warning("seq contention room=%s", exc)
+        return JSONResponse(
+            error_body(
+                "try_again", "too many concurrent senders in this room; nothing stored, retry"
+            ),
+            status_code=503,
+            headers={"Cache-Control": CACHE_CONTROL, "Retry-After": "1"},
+        )
+
     async def unexpected(_: Request, exc: Exception) -> Response:
         # Runs outside the API middlewares: set the no-store header here too.
         headers = {"Cache-Control": CACHE_CONTROL}
@@ -134,6 +144,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(Exception, unexpected)
+    app.add_exception_handler(SeqContention, contention)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(StarletteHTTPException, http_error)
 

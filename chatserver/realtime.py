@@ -28,7 +28,7 @@ from chatserver.bus import Bus, Delivery
 from chatserver.config import Settings
 from chatserver.models import Message
 from chatserver.resume import Outgoing, RoomCursor, SendQueue
-from chatserver.store import RoomNotFound, Store
+from chatserver.store import RoomNotFound, SeqContention, Store
 from chatserver.wsprotocol import (
     AuthFrame,
     ClientFrame,
@@ -719,6 +719,11 @@ class Hub:
             )
         except RoomNotFound:
             session.send(_not_member(frame.room_id, client_id=frame.client_id))
+            return
+        except SeqContention:
+            log.warning("seq contention room=%s", frame.room_id)
+            problem = "too many concurrent senders in this room; nothing stored, send again"
+            session.send(events.error("try_again", problem, **ids))
             return
         except Exception:
             log.exception("storing a message failed room=%s", frame.room_id)

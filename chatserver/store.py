@@ -24,7 +24,9 @@ the rare race of an edit with a delete of the same message.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import random
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -43,8 +45,17 @@ from chatserver.models import Member, Message, Role, Room, RoomKind, User, utcno
 
 Document = dict[str, Any]
 
-# A seq race is lost at most once per concurrent sender; this bound only stops a livelock.
-_MAX_SEQ_ATTEMPTS: Final = 64
+# Within a process senders take turns per room, so a seq race is lost only to other processes;
+# after this many lost races the sender gets `SeqContention` (a "try_again" answer).
+MAX_SEQ_ATTEMPTS: Final = 64
+# Jittered pause after a lost race (full jitter, exponential up to the cap), so racing processes
+# spread out instead of colliding on every next seq.
+BACKOFF_BASE_SECONDS: Final = 0.001
+BACKOFF_CAP_SECONDS: Final = 0.05
+# Rooms whose highest known seq a process remembers (a cache; cleared when full).
+MAX_SEQ_HINTS: Final = 100_000
+# `_id` probes past the room's `last_seq` before `highest_seq` falls back to the seq index.
+MAX_SEQ_PROBES: Final = 64
 # Rooms listed by GET /rooms at most (newest activity first).
 MAX_ROOMS_LISTED: Final = 500
 
@@ -66,7 +77,11 @@ class RoomNotFound(StoreError):
 
 
 class SeqContention(StoreError):
-    """Too many concurrent senders raced for the same sequence numbers."""
+    """Other processes kept winning the room's next seq; nothing was stored, retry later."""
+
+
+class EditContention(SeqContention):
+    """Concurrent edits of one message kept overwriting each other; retry later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +115,63 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+def client_key(room_id: str, sender_id: str, client_id: str) -> str:
+    """`_id` of the document mapping a sender's client id to the seq it was stored under."""
+    return f"{room_id}:{sender_id}:{client_id}"
+
+
+def contention_backoff(attempt: int, draw: float | None = None) -> float:
+    """Seconds to wait after losing seq race number `attempt` (0-based): full jitter."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2.0**attempt)
+    return ceiling * (random.random() if draw is None else draw)
+
+
+def new_message_doc(
+    room_id: str, seq: int, sender_id: str, client_id: str, text: str, now: datetime
+) -> Document:
+    return {
+        "_id": message_id(room_id, seq),
+        "room_id": room_id,
+        "seq": seq,
+        "sender_id": sender_id,
+        "client_id": client_id,
+        "text": text,
+        "created_at": now,
+        "edited_at": None,
+        "deleted": False,
+        "deleted_at": None,
+        "edits": [],
+    }
+
+
+class _RoomTurn:
+    """`async with`: one sender of this process at a time per room (locks freed when idle)."""
+
+    def __init__(self, locks: dict[str, tuple[asyncio.Lock, int]], room_id: str) -> None:
+        self._locks = locks
+        self._room_id = room_id
+
+    async def __aenter__(self) -> None:
+        lock, users = self._locks.get(self._room_id, (asyncio.Lock(), 0))
+        self._locks[self._room_id] = (lock, users + 1)
+        try:
+            await lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._locks[self._room_id][0].release()
+        self._leave()
+
+    def _leave(self) -> None:
+        lock, users = self._locks[self._room_id]
+        if users <= 1:
+            del self._locks[self._room_id]
+        else:
+            self._locks[self._room_id] = (lock, users - 1)
+
+
 def _user(doc: Mapping[str, Any]) -> User:
     return User.model_validate({**doc, "id": doc["_id"]})
 
@@ -123,6 +195,8 @@ class Store:
         self._settings = settings
         self._client: AsyncMongoClient[Document] | None = None
         self._db: AsyncDatabase[Document] | None = None
+        self._room_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._seq_hints: dict[str, int] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -208,6 +282,10 @@ class Store:
     @property
     def _messages(self) -> AsyncCollection[Document]:
         return self._database["messages"]
+
+    @property
+    def _client_ids(self) -> AsyncCollection[Document]:
+        return self._database["message_client_ids"]
 
     # -- users ----------------------------------------------------------------------------------
 
@@ -459,45 +537,86 @@ class Store:
         """Store a message with the room's next seq; (message, created).
 
         A retry with the same (room_id, sender_id, client_id) returns the stored message with
-        created=False; the unique index makes that hold for concurrent retries too.
+        created=False; the unique index makes that hold for concurrent retries too. Raises
+        `SeqContention` (nothing stored) when other processes kept winning the seq race.
         """
-        # No lookup first: a retry fails the insert on the client-id index and is answered
-        # from there, so the common case costs one read and one insert. Callers have checked
-        # membership, which implies the room exists.
-        seq = await self.highest_seq(room_id) + 1
-        for _ in range(_MAX_SEQ_ATTEMPTS):
-            now = utcnow()
-            doc: Document = {
-                "_id": message_id(room_id, seq),
-                "room_id": room_id,
-                "seq": seq,
-                "sender_id": sender_id,
-                "client_id": client_id,
-                "text": text,
-                "created_at": now,
-                "edited_at": None,
-                "deleted": False,
-                "deleted_at": None,
-                "edits": [],
-            }
+        # Senders of this process take turns per room, so seqs are raced only across processes.
+        async with self._room_lock(room_id):
+            msg, created = await self._insert_next(room_id, sender_id, client_id, text)
+        if created:
+            # Both best-effort: the message is stored and needs neither to be found or ordered.
+            await asyncio.gather(
+                self._record_client_id(msg),
+                self._rooms.update_one(
+                    {"_id": room_id, "last_seq": {"$lt": msg.seq}},
+                    {"$set": {"last_seq": msg.seq, "last_activity_at": msg.created_at}},
+                ),
+            )
+        return msg, created
+
+    async def _insert_next(
+        self, room_id: str, sender_id: str, client_id: str, text: str
+    ) -> tuple[Message, bool]:
+        # Every probe is a point operation on `_id`: FerretDB v1 scans for anything else. The
+        # first seq tried is at most the highest stored + 1 (hints never run ahead of stored
+        # messages) and a seq is only tried after the one below it was seen stored, so the
+        # seq that wins is always exactly highest + 1: no gap.
+        seq = max(self._seq_hints.get(room_id, 0), await self._room_last_seq(room_id)) + 1
+        for attempt in range(MAX_SEQ_ATTEMPTS):
+            doc = new_message_doc(room_id, seq, sender_id, client_id, text, utcnow())
             try:
                 await self._messages.insert_one(doc)
             except DuplicateKeyError:
-                existing = await self._find_by_client_id(room_id, sender_id, client_id)
-                if existing is not None:
-                    return existing, False
-                # Another sender stored this seq first: take the next free one.
-                seq = max(seq, await self.highest_seq(room_id)) + 1
+                taken = await self._messages.find_one({"_id": message_id(room_id, seq)})
+                if taken is None:
+                    # The seq is free, so the client id collided: a retry of a stored message.
+                    existing = await self._find_by_client_id(room_id, sender_id, client_id)
+                    if existing is not None:
+                        return existing, False
+                    continue  # pragma: no cover - messages are never removed
+                if taken["sender_id"] == sender_id and taken["client_id"] == client_id:
+                    return _message(taken), False
+                # Another process stored this seq first: go on from the freshest hint.
+                self._note_seq(room_id, seq)
+                seq = max(seq, await self._room_last_seq(room_id)) + 1
+                await asyncio.sleep(contention_backoff(attempt))
                 continue
-            await self._rooms.update_one(
-                {"_id": room_id, "last_seq": {"$lt": seq}},
-                {"$set": {"last_seq": seq, "last_activity_at": now}},
-            )
+            self._note_seq(room_id, seq)
             return _message(doc), True
         raise SeqContention(room_id)
 
+    def _room_lock(self, room_id: str) -> _RoomTurn:
+        return _RoomTurn(self._room_locks, room_id)
+
+    def _note_seq(self, room_id: str, seq: int) -> None:
+        """Remember that `seq` is stored (a lower bound of the room's highest seq)."""
+        if len(self._seq_hints) >= MAX_SEQ_HINTS and room_id not in self._seq_hints:
+            self._seq_hints.clear()  # a cache only: losing it costs a probe per room
+        if seq > self._seq_hints.get(room_id, 0):
+            self._seq_hints[room_id] = seq
+
+    async def _room_last_seq(self, room_id: str) -> int:
+        doc = await self._rooms.find_one({"_id": room_id}, projection={"last_seq": True})
+        return 0 if doc is None else int(doc.get("last_seq") or 0)
+
+    async def _record_client_id(self, msg: Message) -> None:
+        with suppress(DuplicateKeyError):
+            await self._client_ids.insert_one(
+                {"_id": client_key(msg.room_id, msg.sender_id, msg.client_id), "seq": msg.seq}
+            )
+
     async def highest_seq(self, room_id: str) -> int:
         """The room's highest stored seq (0 if empty): exact, unlike `Room.last_seq`."""
+        seq = max(self._seq_hints.get(room_id, 0), await self._room_last_seq(room_id))
+        for _ in range(MAX_SEQ_PROBES):
+            found = await self._messages.find_one(
+                {"_id": message_id(room_id, seq + 1)}, projection={"_id": True}
+            )
+            if found is None:
+                self._note_seq(room_id, seq)
+                return seq
+            seq += 1
+        # The room's summary is far behind (lost updates): ask the index instead.
         doc = await self._messages.find_one(
             {"room_id": room_id}, projection={"seq": True}, sort=[("seq", DESCENDING)]
         )
@@ -506,9 +625,14 @@ class Store:
     async def _find_by_client_id(
         self, room_id: str, sender_id: str, client_id: str
     ) -> Message | None:
-        doc = await self._messages.find_one(
-            {"room_id": room_id, "sender_id": sender_id, "client_id": client_id}
-        )
+        claim = await self._client_ids.find_one({"_id": client_key(room_id, sender_id, client_id)})
+        if claim is not None:
+            doc = await self._messages.find_one({"_id": message_id(room_id, int(claim["seq"]))})
+        else:
+            # Only if the process died (or is still busy) between storing and recording it.
+            doc = await self._messages.find_one(
+                {"room_id": room_id, "sender_id": sender_id, "client_id": client_id}
+            )
         return None if doc is None else _message(doc)
 
     async def get_message(self, room_id: str, seq: int) -> Message | None:
@@ -537,7 +661,7 @@ class Store:
 
     async def edit_message(self, room_id: str, seq: int, text: str) -> Message | None:
         """Replace the text, keeping the previous one in `edits`; None if missing or deleted."""
-        for _ in range(_MAX_SEQ_ATTEMPTS):
+        for _ in range(MAX_SEQ_ATTEMPTS):
             current = await self.get_message(room_id, seq)
             if current is None or current.deleted:
                 return None
@@ -553,7 +677,7 @@ class Store:
             )
             if doc is not None:
                 return (await self._with_reactions([_message(doc)]))[0]
-        raise SeqContention(room_id)
+        raise EditContention(room_id)
 
     async def delete_message(self, room_id: str, seq: int) -> Message | None:
         """Soft-delete (idempotent); None if the message does not exist."""
