@@ -33,6 +33,7 @@ from chatserver.models import (
     User,
     message_text_error,
 )
+from chatserver.models import Message as ChatMessage  # starlette's Message is the ASGI one
 from chatserver.store import UNAVAILABLE_ERRORS, SeqContention, Store, UsernameTaken
 
 log = logging.getLogger("chatserver.api")
@@ -292,6 +293,17 @@ async def require_member(store: Store, room_id: str, user_id: str) -> Member:
     if member is None:
         raise room_not_found()
     return member
+
+
+async def member_and_message(
+    store: Store, room_id: str, seq: int, user_id: str
+) -> tuple[Member, ChatMessage]:
+    """The caller's membership and message `seq` of the room; 404 for either missing."""
+    member = await require_member(store, room_id, user_id)
+    message = await store.get_message(room_id, seq)
+    if message is None:
+        raise message_not_found(seq)
+    return member, message
 
 
 async def publish_room(bus: Bus, room_id: str, event: dict[str, Any]) -> None:
@@ -709,10 +721,7 @@ async def edit_message(
     settings: SettingsDep,
 ) -> dict[str, Any]:
     """Edit your own message; the previous text is kept in `edits`."""
-    await require_member(store, room_id, user_id)
-    current = await store.get_message(room_id, seq)
-    if current is None:
-        raise message_not_found(seq)
+    _, current = await member_and_message(store, room_id, seq, user_id)
     if current.sender_id != user_id:
         raise ApiError(403, "not_sender", "only the sender can edit a message")
     if current.deleted:
@@ -730,10 +739,7 @@ async def delete_message(
     room_id: RoomIdPath, seq: SeqPath, user_id: UserIdDep, store: StoreDep, bus: BusDep
 ) -> dict[str, Any]:
     """Soft-delete a message (its sender, or the room's owner/admins). Idempotent."""
-    member = await require_member(store, room_id, user_id)
-    current = await store.get_message(room_id, seq)
-    if current is None:
-        raise message_not_found(seq)
+    member, current = await member_and_message(store, room_id, seq, user_id)
     if current.sender_id != user_id and member.role not in MANAGER_ROLES:
         raise ApiError(403, "forbidden", "only the sender or a room admin can delete a message")
     if current.deleted:
@@ -755,10 +761,7 @@ async def add_reaction(
     bus: BusDep,
 ) -> dict[str, Any]:
     """React to a message with an emoji (adding the same reaction twice is a no-op)."""
-    await require_member(store, room_id, user_id)
-    current = await store.get_message(room_id, seq)
-    if current is None:
-        raise message_not_found(seq)
+    _, current = await member_and_message(store, room_id, seq, user_id)
     if current.deleted:
         raise ApiError(409, "message_deleted", "a deleted message cannot get reactions")
     updated = await store.add_reaction(room_id, seq, body.emoji, user_id)
