@@ -170,7 +170,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 async def _probe(check: Any) -> str | None:
     try:
-        await asyncio.wait_for(check, PROBE_TIMEOUT_SECONDS)
+        async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
+            await check
     except TimeoutError:
         return "timeout"
     except Exception as exc:
@@ -195,7 +196,8 @@ async def drain(app: FastAPI, deadline: float) -> None:
         return
     remaining = deadline - time.monotonic() - SHUTDOWN_RESERVE_SECONDS
     try:
-        await asyncio.wait_for(hub.drain(), timeout=max(0.1, remaining))
+        async with asyncio.timeout(max(0.1, remaining)):
+            await hub.drain()
     except TimeoutError:
         log.warning("socket drain did not finish within the drain budget")
     log.info("drain finished in %.1fs", time.monotonic() - lifecycle.drain_started)

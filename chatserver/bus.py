@@ -314,7 +314,8 @@ class Bus:
         self._channels.update(channels)
         try:
             await self._pubsub.subscribe(*channels)
-            await asyncio.wait_for(asyncio.gather(*waits), SUBSCRIBE_TIMEOUT_SECONDS)
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
+                await asyncio.gather(*waits)
         finally:
             for fut in waits:
                 fut.cancel()  # no-op when confirmed; a late confirmation then finds it done

@@ -199,7 +199,8 @@ class Session:
         if self._writer is not None:
             if self._flush_before_close:
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(asyncio.shield(self._writer), FLUSH_TIMEOUT_SECONDS)
+                    async with asyncio.timeout(FLUSH_TIMEOUT_SECONDS):
+                        await asyncio.shield(self._writer)
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._writer
@@ -210,10 +211,8 @@ class Session:
             and self.ws.client_state == WebSocketState.CONNECTED
         ):
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    self.ws.close(self.close_code or Close.NORMAL, self._close_reason),
-                    CLOSE_TIMEOUT_SECONDS,
-                )
+                async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                    await self.ws.close(self.close_code or Close.NORMAL, self._close_reason)
 
     def spawn(self, coro: Any, name: str) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
@@ -550,7 +549,8 @@ class Hub:
         token = websocket.query_params.get("token")
         if token is None:
             try:
-                message = await asyncio.wait_for(websocket.receive(), AUTH_TIMEOUT_SECONDS)
+                async with asyncio.timeout(AUTH_TIMEOUT_SECONDS):
+                    message = await websocket.receive()
             except TimeoutError:
                 await self._refuse(websocket, Close.AUTH_TIMEOUT, "auth_timeout", "auth timeout")
                 return None
@@ -576,7 +576,8 @@ class Hub:
     async def _refuse(self, websocket: WebSocket, code: int, error: str, message: str) -> None:
         with contextlib.suppress(Exception):
             await websocket.send_text(encode(events.error(error, message)))
-            await asyncio.wait_for(websocket.close(code, message[:120]), CLOSE_TIMEOUT_SECONDS)
+            async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
+                await websocket.close(code, message[:120])
 
     async def _run_session(self, websocket: WebSocket, user_id: str) -> None:
         session = Session(self, websocket, user_id)
@@ -646,16 +647,17 @@ class Hub:
             if raw is None:
                 raw = message.get("bytes") or b""
             frame = parse_client_frame(raw, self.settings.max_message_bytes)
+            handshake = False
             if session.awaiting_resume:
                 if isinstance(frame, ResumeFrame):
-                    session.resume_started = True
+                    session.resume_started = handshake = True
                 else:
                     session.end_resume_window()
             if isinstance(frame, FrameError):
                 session.send(events.error(frame.code, frame.message))
                 continue
             try:
-                await self._handle(session, frame)
+                await self._handle(session, frame, handshake=handshake)
             except SessionClosed:
                 return
             except Exception:
@@ -664,7 +666,8 @@ class Hub:
                 log.exception("handling a %s frame failed", type(frame).__name__)
                 session.send(events.error("internal", "the frame could not be processed; retry"))
 
-    async def _handle(self, session: Session, frame: ClientFrame) -> None:
+    async def _handle(self, session: Session, frame: ClientFrame, *, handshake: bool) -> None:
+        """Answer one client frame; ``handshake`` marks the resume that opens the connection."""
         if isinstance(frame, PingFrame):
             session.send(events.pong())
             return
@@ -673,6 +676,12 @@ class Hub:
         if isinstance(frame, AuthFrame):
             session.send(events.error("already_authenticated", "this socket is authenticated"))
             return
+        if handshake and isinstance(frame, ResumeFrame):
+            # The resume that opens a connection is part of connecting, not a request: refusing
+            # it would take the rooms live with a gap, and a user who hit the limit just before
+            # their server died must still get what they missed. One per connection.
+            await self._resume(session, frame)
+            return
         decision = await self.bus.check_rate(session.user_id)
         if not decision.allowed:
             metrics.RATE_LIMITED.inc()
@@ -680,8 +689,6 @@ class Hub:
             if isinstance(frame, SendFrame):
                 extra.update(room_id=frame.room_id, client_id=frame.client_id)
             session.send(events.error("rate_limited", "too many requests", **extra))
-            if isinstance(frame, ResumeFrame):
-                session.end_resume_window()
             return
         if isinstance(frame, SendFrame):
             await self._send(session, frame)

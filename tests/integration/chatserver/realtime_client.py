@@ -81,7 +81,10 @@ class Client:
         await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
 
     async def recv(self, wait: float = 10.0) -> Frame:
-        raw = await asyncio.wait_for(self.ws.recv(), wait)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races with
+        # the frame's arrival, and a cancelled sender then runs on.
+        async with asyncio.timeout(wait):
+            raw = await self.ws.recv()
         frame: Frame = json.loads(raw)
         self.frames.append(frame)
         return frame

@@ -57,6 +57,38 @@ async def test_rate_limit_holds_across_both_processes(
     assert (await bob_b.send_message(room, "mine"))["type"] == "ack"
 
 
+async def test_a_user_over_the_limit_still_resumes_on_reconnect_but_not_twice(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    server = chat_server_factory.start(rate_limit_per_minute=6)
+    alice, bob = await register(server.url), await register(server.url)
+    room = await create_group(server.url, bob, [alice])
+    sender = await connect_user(server.ws_url, alice)
+    replies = [await sender.send_message(room, f"m{i}") for i in range(8)]
+    assert {r["code"] for r in replies if r["type"] == "error"} == {"rate_limited"}
+    acked = [r["seq"] for r in replies if r["type"] == "ack"]
+    assert acked == list(range(1, len(acked) + 1))
+    assert len(acked) == 6
+
+    # Alice's budget is spent; her reconnect's resume is part of connecting and still replays.
+    again = await connect_user(server.ws_url, alice, resume={room: 2})
+    resumed = next(f for f in again.frames if f["type"] == "resumed")
+    assert resumed["rooms"] == {room: 6}
+    assert again.message_seqs(room) == [3, 4, 5, 6]
+    # A second resume on the same socket is an ordinary request: refused while over the limit.
+    await again.send({"type": "resume", "rooms": {room: 0}})
+    error = await again.until_type("error")
+    assert error["code"] == "rate_limited"
+    assert error["retry_after"] > 0
+    assert again.message_seqs(room) == [3, 4, 5, 6]
+    # Live delivery still works on that socket.
+    bob_ws = await connect_user(server.ws_url, bob)
+    ack = await bob_ws.send_message(room, "live")
+    live = await again.until(lambda f: f.get("type") == "message" and f["seq"] == ack["seq"])
+    assert again.message_seqs(room) == [3, 4, 5, 6, 7]
+    assert live["seq"] == 7
+
+
 async def test_bad_frames_get_error_frames_and_nothing_is_stored(
     chat_server_factory: ChatServerFactory,
 ) -> None:
