@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +25,13 @@ import redis.asyncio as aioredis
 from hypersend_devenv.datastores import (
     DatastoreError,
     FerretDBServer,
+    PostgresError,
+    PostgresServer,
     RedisServer,
+    ferretdb_server,
+    pg_session,
     ping_mongo,
+    ping_postgres,
     ping_redis,
 )
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, MongoClient, ReturnDocument
@@ -498,35 +507,202 @@ def test_a_server_that_dies_at_start_fails_with_its_log(tmp_path: Path) -> None:
     assert absent._temp_dir is None  # nothing was created
 
 
-def test_cli_prints_urls_and_stops_on_ctrl_c() -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_cli_prints_urls_and_stops_on_ctrl_c(backend: str) -> None:
     tools = Path(__file__).resolve().parents[2] / "tools"
     env = {**os.environ, "PYTHONPATH": str(tools)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hypersend_devenv.datastores"],
+        [sys.executable, "-m", "hypersend_devenv.datastores", "--backend", backend],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
+    )
+    expected = {"REDIS_URL", "MONGO_URL"} | (
+        {"POSTGRESQL_URL"} if backend == "postgresql" else set()
     )
     try:
         assert proc.stdout is not None
         urls: dict[str, str] = {}
         for line in proc.stdout:
-            if "=" in line and line.split("=", 1)[0] in ("REDIS_URL", "MONGO_URL"):
+            if "=" in line and line.split("=", 1)[0] in expected:
                 key, value = line.strip().split("=", 1)
                 urls[key] = value
-            if len(urls) == 2:
+            if len(urls) == len(expected):
                 break
-        assert set(urls) == {"REDIS_URL", "MONGO_URL"}
+        assert set(urls) == expected
         redis_port = int(urls["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
         mongo_port = int(urls["MONGO_URL"].rstrip("/").rsplit(":", 1)[1])
+        pg_port = (
+            int(urls["POSTGRESQL_URL"].rsplit(":", 1)[1].split("/")[0])
+            if backend != "sqlite"
+            else 0
+        )
         assert ping_redis(redis_port)
         assert ping_mongo(mongo_port)
+        if pg_port:
+            assert ping_postgres(pg_port)
+            with MongoClient[Doc](urls["MONGO_URL"]) as client:
+                client.cli.notes.insert_one({"_id": 1})
+            _assert_schema_in_postgres(pg_port, "cli")
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         assert not ping_redis(redis_port)
         assert not ping_mongo(mongo_port)
+        if pg_port:
+            assert not ping_postgres(pg_port)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --- FerretDB on PostgreSQL ------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    """PIDs whose parent is `pid` (the postmaster's checkpointer, walwriter, backends...)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            after_comm = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(after_comm[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _uid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Uid line for {pid}")
+
+
+def _wait_gone(pids: list[int], within: float = 30.0) -> list[int]:
+    """The PIDs still alive after up to `within` seconds (orphans are reaped asynchronously)."""
+    deadline = time.monotonic() + within
+    while (alive := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive
+
+
+def _assert_schema_in_postgres(port: int, mongo_db: str) -> None:
+    """FerretDB keeps each MongoDB database as a PostgreSQL schema of tables: prove the data
+    went to PostgreSQL (the statement raises unless a collection table there has rows)."""
+    sql = f"""
+        DO $$ DECLARE t record; n bigint; BEGIN
+          FOR t IN SELECT table_name FROM information_schema.tables
+                   WHERE table_schema = '{mongo_db}' AND table_name NOT LIKE '\\_ferretdb\\_%'
+          LOOP
+            EXECUTE format('SELECT count(*) FROM %I.%I', '{mongo_db}', t.table_name) INTO n;
+            IF n > 0 THEN RETURN; END IF;
+          END LOOP;
+          RAISE EXCEPTION 'no rows in schema %', '{mongo_db}';
+        END $$"""
+    pg_session(port, sql, database="ferretdb")
+
+
+def test_ferretdb_on_postgresql_round_trip_and_clean_stop() -> None:
+    with ferretdb_server("postgresql") as mongo:
+        postgres = mongo.postgres
+        assert postgres is not None
+        assert mongo.process is not None
+        assert postgres.process is not None
+        ferret_pid, pg_pid = mongo.process.pid, postgres.process.pid
+        mongo_port, pg_port = mongo.port, postgres.port
+        dirs = [mongo.dir, postgres.dir]
+        assert mongo.url == f"mongodb://127.0.0.1:{mongo_port}/"
+        assert postgres.url == f"postgres://postgres@127.0.0.1:{pg_port}/ferretdb"
+        assert ping_postgres(pg_port)
+        assert not (mongo.dir / "sqlite").exists()
+        if os.geteuid() == 0:
+            assert _uid(pg_pid) == pwd.getpwnam("postgres").pw_uid
+
+        with MongoClient[Doc](mongo.url, serverSelectionTimeoutMS=10_000) as client:
+            users = client.roundtrip.users
+            users.create_index("username", unique=True)
+            users.insert_one({"username": "ada", "n": 1})
+            users.insert_many([{"username": "bob", "n": 2}, {"username": "cy", "n": 3}])
+            with pytest.raises(DuplicateKeyError):
+                users.insert_one({"username": "ada", "n": 4})
+            found = users.find({"n": {"$gte": 2}}, {"_id": 0}).sort("n", DESCENDING)
+            assert list(found) == [{"username": "cy", "n": 3}, {"username": "bob", "n": 2}]
+            assert users.count_documents({}) == 3
+        _assert_schema_in_postgres(pg_port, "roundtrip")
+        with pytest.raises(PostgresError, match="no rows in schema"):
+            _assert_schema_in_postgres(pg_port, "never_written")
+
+        # Trust authentication, but only over the socket and from loopback.
+        hba = (postgres.data_dir / "pg_hba.conf").read_text().splitlines()
+        rules = [line.split() for line in hba if line.strip() and not line.startswith("#")]
+        assert {rule[-1] for rule in rules} == {"trust"}
+        assert {rule[3] for rule in rules if rule[0] != "local"} == {"127.0.0.1/32", "::1/128"}
+
+        children = _children(pg_pid)
+        assert children  # checkpointer, walwriter, ...
+
+    assert _wait_gone([ferret_pid, pg_pid, *children]) == []
+    assert not ping_mongo(mongo_port)
+    assert not ping_postgres(pg_port)
+    assert not any(d.exists() for d in dirs)
+
+
+def test_postgres_keeps_its_cluster_in_its_state_dir() -> None:
+    # Not under pytest's tmp_path: as root that is 0700, and the postgres user must reach it.
+    with tempfile.TemporaryDirectory(prefix="hypersend-pg-test-") as top:
+        os.chmod(top, 0o755)
+        with ferretdb_server("postgresql", top) as mongo, MongoClient[Doc](mongo.url) as client:
+            client.keep.notes.insert_one({"_id": 1, "text": "kept"})
+        assert (Path(top) / "postgres" / "data" / "PG_VERSION").exists()
+        initdb_log = Path(top) / "postgres" / "initdb.log"
+        initdb_log.unlink()
+
+        # Second start: no initdb, the database exists already, the document is there.
+        with ferretdb_server("postgresql", top) as mongo, MongoClient[Doc](mongo.url) as client:
+            assert client.keep.notes.find_one({"_id": 1}) == {"_id": 1, "text": "kept"}
+        assert not initdb_log.exists()
+
+
+def test_postgres_dies_with_the_process_that_started_it() -> None:
+    tools = Path(__file__).resolve().parents[2] / "tools"
+    script = (
+        "import sys, time\n"
+        "from hypersend_devenv.datastores import PostgresServer\n"
+        "server = PostgresServer()\n"
+        "server.start()\n"
+        "print(server.process.pid, server.port, server.dir, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tools)},
+    )
+    workdir = None
+    try:
+        assert parent.stdout is not None
+        pid_text, port_text, workdir = parent.stdout.readline().split()
+        pg_pid, pg_port = int(pid_text), int(port_text)
+        assert ping_postgres(pg_port)
+        children = _children(pg_pid)
+        assert children
+        parent.kill()  # no cleanup code runs: only PDEATHSIG can stop the postmaster
+        parent.wait()
+        assert _wait_gone([pg_pid, *children]) == []
+        assert not ping_postgres(pg_port)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if workdir is not None:  # the killed parent could not remove it
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_postgres_reports_a_missing_install(tmp_path: Path) -> None:
+    server = PostgresServer(bin_dir=tmp_path)
+    with pytest.raises(DatastoreError, match="initdb and postgres not found"):
+        server.start()
+    assert server._temp_dir is None  # nothing was created

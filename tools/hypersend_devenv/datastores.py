@@ -1,30 +1,45 @@
-"""Redis and FerretDB (MongoDB wire protocol) processes on loopback, for tests and local runs.
+"""Redis, FerretDB (MongoDB wire protocol) and PostgreSQL processes on loopback, for tests and runs.
 
     with RedisServer() as redis, FerretDBServer() as mongo:
         print(redis.url, mongo.url)   # redis://127.0.0.1:<port>/0  mongodb://127.0.0.1:<port>/
 
+    with ferretdb_server(backend="postgresql") as mongo:   # PostgreSQL, then FerretDB on it
+        print(mongo.url)
+
 Each server starts on a free 127.0.0.1 port, is ready only once it answers a real protocol ping
-(RESP `PING` / OP_MSG `{ping: 1}`), fails with the tail of its log when it does not come up, and
-stops with SIGTERM then SIGKILL. Servers started from the main thread die with their parent
+(RESP `PING` / OP_MSG `{ping: 1}` / a PostgreSQL startup reaching ReadyForQuery), fails with the
+tail of its log when it does not come up, and stops with SIGTERM (PostgreSQL: SIGINT, its fast
+shutdown) then SIGKILL. Servers started from the main thread die with their parent
 (PR_SET_PDEATHSIG on Linux), so a killed test run leaves no server behind.
 
-API (both classes): `Server(state_dir=None)` (None: a temporary directory removed on stop; a path:
-kept, so FerretDB data survives restarts), `.start()`, `.stop()`, context manager, `.url`,
-`.port`, `.process`, `.log_path` (the server's stdout+stderr). Failures raise `DatastoreError`
-with the log tail. `FerretDBServer(binary=...)` defaults to the cached build.
+API (all classes): `Server(state_dir=None)` (None: a temporary directory removed on stop; a path:
+kept, so data survives restarts), `.start()`, `.stop()`, context manager, `.url`, `.port`,
+`.process`, `.log_path` (the server's stdout+stderr). Failures raise `DatastoreError` with the log
+tail. `FerretDBServer(binary=...)` defaults to the cached build; `FerretDBServer(backend=
+"postgresql", postgresql_url=PostgresServer.url)` stores in PostgreSQL instead of SQLite, and
+`ferretdb_server(backend, state_dir)` starts whatever the backend needs, stopped in reverse order.
 
-CLI: `python -m hypersend_devenv.datastores [--state-dir DIR]` prints the URLs as shell
-assignments (REDIS_URL=..., MONGO_URL=...) and keeps both servers up until Ctrl-C.
+CLI: `python -m hypersend_devenv.datastores [--state-dir DIR] [--backend sqlite|postgresql]`
+prints the URLs as shell assignments (REDIS_URL=..., MONGO_URL=..., and POSTGRESQL_URL=... for the
+PostgreSQL backend) and keeps the servers up until Ctrl-C.
 
 Redis is Debian's `redis-server`, without persistence. FerretDB is the wrapper build from
 `python -m hypersend_devenv.build ferretdb` (embeddable FerretDB: telemetry off and locked, no
-debug listener, nothing dials out) with its SQLite backend in a data directory.
+debug listener, nothing dials out), on SQLite in a data directory by default. PostgreSQL is
+Debian's (`apt install postgresql`; `./dev setup` does it): its own cluster made by `initdb` in the
+state directory, trust authentication for local and loopback connections only, listening on
+127.0.0.1 and a Unix socket in its data directory, with fsync off (a bench/test instance: a
+machine crash may lose it). PostgreSQL refuses to run as root, so as root it runs as the `postgres`
+user and its directory is handed to that user.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
+import os
+import pwd
 import re
 import shutil
 import signal
@@ -35,10 +50,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any, Literal, Self, get_args
+from urllib.parse import parse_qs, quote, urlsplit
 
 import bson
 
@@ -52,6 +68,15 @@ LOOPBACK = "127.0.0.1"
 OP_MSG = 2013
 RESP_PING = b"*1\r\n$4\r\nPING\r\n"
 _LISTENING = re.compile(r"^listening (mongodb://\S+)$", re.MULTILINE)
+
+Backend = Literal["sqlite", "postgresql"]
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
+
+PG_USER = "postgres"  # the cluster's superuser (initdb -U), also the OS user when run as root
+PG_DATABASE = "ferretdb"
+PG_PROTOCOL_3 = 196608  # StartupMessage protocol version 3.0
+PG_DUPLICATE_DATABASE = "42P04"
+PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 
 
 class DatastoreError(RuntimeError):
@@ -76,20 +101,138 @@ def redis_command(redis_server: str, port: int, workdir: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def ferretdb_command(ferretdb: Path | str, sqlite_dir: Path, port: int = 0) -> list[str]:
-    """Wrapper-binary arguments; port 0 lets the kernel pick and the binary prints the real one."""
-    return [
-        str(ferretdb),
-        f"--listen-addr={LOOPBACK}:{port}",
-        "--handler=sqlite",
-        f"--sqlite-url={sqlite_url(sqlite_dir)}",
-        "--log-level=warn",
-    ]
+def ferretdb_command(
+    ferretdb: Path | str,
+    sqlite_dir: Path | None,
+    port: int = 0,
+    *,
+    postgresql_url: str | None = None,
+) -> list[str]:
+    """Wrapper-binary arguments for exactly one backend: SQLite in `sqlite_dir`, or the loopback
+    PostgreSQL at `postgresql_url`. Port 0 lets the kernel pick; the binary prints the real one."""
+    if (sqlite_dir is None) == (postgresql_url is None):
+        raise ValueError("give exactly one of sqlite_dir and postgresql_url")
+    if postgresql_url is not None:
+        check_loopback_postgresql_url(postgresql_url)
+        backend = ["--handler=postgresql", f"--postgresql-url={postgresql_url}"]
+    else:
+        assert sqlite_dir is not None
+        backend = ["--handler=sqlite", f"--sqlite-url={sqlite_url(sqlite_dir)}"]
+    return [str(ferretdb), f"--listen-addr={LOOPBACK}:{port}", *backend, "--log-level=warn"]
 
 
 def sqlite_url(directory: Path) -> str:
     """FerretDB wants a `file:` URI of a directory, ending with a slash."""
     return f"file:{directory.resolve()}/"
+
+
+def postgresql_url(port: int, database: str = PG_DATABASE, user: str = PG_USER) -> str:
+    """A libpq/pgx URL of a loopback server with trust authentication (no password)."""
+    return f"postgres://{quote(user, safe='')}@{LOOPBACK}:{port}/{quote(database, safe='')}"
+
+
+def check_loopback_postgresql_url(url: str) -> None:
+    """Refuse a PostgreSQL URL that could reach anything but 127.0.0.1 over TCP.
+
+    libpq/pgx also take hosts from a `host=` query parameter (several, or a socket directory)
+    and fall back to defaults without a host, so only an explicit 127.0.0.1 with a port passes.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise DatastoreError(f"not a postgres:// URL: {url!r}")
+    try:
+        port = parts.port  # ValueError for a bad port or a host list ("a:1,b:2")
+    except ValueError:
+        port = None
+    overrides = {"host", "hostaddr", "port", "service"} & parse_qs(parts.query).keys()
+    if parts.hostname != LOOPBACK or port is None or overrides:
+        raise DatastoreError(
+            f"PostgreSQL URL must name {LOOPBACK}:<port> and no other host: {url!r}"
+        )
+
+
+def initdb_command(initdb: Path | str, data_dir: Path, user: str = PG_USER) -> list[str]:
+    """A cluster with trust authentication: initdb writes `trust` into pg_hba.conf for the Unix
+    socket and for host 127.0.0.1/32 and ::1/128 only; no password, nothing else may connect."""
+    return [
+        str(initdb),
+        f"--pgdata={data_dir}",
+        f"--username={user}",
+        "--auth=trust",
+        "--encoding=UTF8",
+        "--locale=C",
+        "--no-sync",  # a throwaway cluster: no need to flush it to disk
+        "--no-instructions",
+    ]
+
+
+def postgres_command(postgres: Path | str, data_dir: Path, port: int) -> list[str]:
+    """The postmaster on 127.0.0.1 only, its Unix socket in the data directory (not the system's
+    /var/run/postgresql), logging to stderr."""
+    return [
+        str(postgres),
+        "-D", str(data_dir),
+        "-p", str(port),
+        "-k", str(data_dir),
+        "-c", f"listen_addresses={LOOPBACK}",
+        # A bench/test instance: durability traded for speed. A crash of the machine (not of
+        # postgres) may lose or corrupt the cluster; never use these settings for real data.
+        "-c", "fsync=off",
+        "-c", "synchronous_commit=off",
+        "-c", "full_page_writes=off",
+        "-c", "logging_collector=off",
+    ]  # fmt: skip
+
+
+def pg_bin_dir(candidates: Sequence[Path]) -> Path | None:
+    """The directory among `candidates` holding initdb and postgres; of several
+    /usr/lib/postgresql/<major>/bin ones the newest major (15 sorts above 9.6)."""
+
+    def major(path: Path) -> tuple[int, ...]:
+        version = path.parent.name
+        return tuple(int(n) for n in version.split(".")) if re.fullmatch(r"[\d.]+", version) else ()
+
+    usable = [c for c in candidates if (c / "initdb").is_file() and (c / "postgres").is_file()]
+    return max(usable, key=major, default=None)
+
+
+def pg_startup_message(user: str = PG_USER, database: str = PG_DATABASE) -> bytes:
+    """A protocol 3.0 StartupMessage (length, version, key/value C strings, a final NUL)."""
+    params = b"".join(f"{k}\0{v}\0".encode() for k, v in (("user", user), ("database", database)))
+    body = struct.pack("!i", PG_PROTOCOL_3) + params + b"\0"
+    return struct.pack("!i", 4 + len(body)) + body
+
+
+def pg_query_message(sql: str) -> bytes:
+    """A simple-protocol Query message."""
+    body = sql.encode() + b"\0"
+    return b"Q" + struct.pack("!i", 4 + len(body)) + body
+
+
+PG_TERMINATE = b"X" + struct.pack("!i", 4)
+
+
+def pg_split_messages(data: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The complete backend messages (type byte, body) at the start of `data`, and the rest."""
+    messages: list[tuple[bytes, bytes]] = []
+    while len(data) >= 5:
+        (length,) = struct.unpack_from("!i", data, 1)
+        if length < 4:
+            raise DatastoreError(f"bad PostgreSQL message length {length}")
+        if len(data) < 1 + length:
+            break
+        messages.append((data[:1], data[5 : 1 + length]))
+        data = data[1 + length :]
+    return messages, data
+
+
+def pg_error_fields(body: bytes) -> dict[str, str]:
+    """ErrorResponse/NoticeResponse fields by code letter (S severity, C SQLSTATE, M message)."""
+    fields: dict[str, str] = {}
+    for item in body.split(b"\0"):
+        if item:
+            fields[item[:1].decode()] = item[1:].decode(errors="replace")
+    return fields
 
 
 def listening_url(log: str) -> str | None:
@@ -160,6 +303,53 @@ def ping_mongo(port: int, timeout: float = 1.0) -> bool:
         return False
 
 
+class PostgresError(DatastoreError):
+    """An ErrorResponse from PostgreSQL; `sqlstate` is its five-character code."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        self.sqlstate = fields.get("C", "")
+        super().__init__(
+            f"PostgreSQL {fields.get('S', 'ERROR')} {self.sqlstate}: {fields.get('M')}"
+        )
+
+
+def pg_session(
+    port: int, sql: str | None = None, database: str = "postgres", timeout: float = 1.0
+) -> None:
+    """Connect to 127.0.0.1:`port` as PG_USER (trust only: no password is ever sent), wait for
+    ReadyForQuery, run `sql` if given, and say goodbye. Raises PostgresError on a server error,
+    DatastoreError if the server wants a password, OSError on connection problems."""
+    with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
+        sock.sendall(pg_startup_message(PG_USER, database))
+        pending, buffer = sql, b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise DatastoreError("PostgreSQL closed the connection mid-reply")
+            messages, buffer = pg_split_messages(buffer + chunk)
+            for kind, body in messages:
+                if kind == b"E":
+                    raise PostgresError(pg_error_fields(body))
+                if kind == b"R" and (method := struct.unpack_from("!i", body)[0]) != 0:
+                    raise DatastoreError(f"PostgreSQL asks for authentication method {method}")
+                if kind == b"Z":
+                    if pending is None:
+                        sock.sendall(PG_TERMINATE)
+                        return
+                    sock.sendall(pg_query_message(pending))
+                    pending = None
+
+
+def ping_postgres(port: int, timeout: float = 1.0) -> bool:
+    """True once the server takes a connection all the way to ReadyForQuery (while it starts
+    up or recovers it answers with an error, 57P03, instead)."""
+    try:
+        pg_session(port, timeout=timeout)
+    except (OSError, DatastoreError):
+        return False
+    return True
+
+
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     data = b""
     while len(data) < size:
@@ -217,12 +407,15 @@ class _ServerProcess:
     """
 
     kind = "server"
+    stop_signal = signal.SIGTERM
 
     def __init__(self, state_dir: Path | str | None) -> None:
         self._state_dir = None if state_dir is None else Path(state_dir)
         self._temp_dir: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        # Children run as this user when set (PostgreSQL refuses root); None: as we run.
+        self._run_as: pwd.struct_passwd | None = None
 
     @property
     def dir(self) -> Path:
@@ -271,14 +464,26 @@ class _ServerProcess:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            preexec_fn=_child_setup(),
+            **self._user_args(),
         )
         return self.process
+
+    def _user_args(self) -> dict[str, Any]:
+        """Popen arguments for the child's user and die-with-parent set-up.
+
+        Popen switches user before it calls preexec_fn, which matters: the kernel clears
+        PDEATHSIG on a change of credentials, so it must be set after the switch. extra_groups=[]
+        drops root's supplementary groups.
+        """
+        args: dict[str, Any] = {"preexec_fn": _child_setup()}
+        if self._run_as is not None:
+            args |= {"user": self._run_as.pw_uid, "group": self._run_as.pw_gid, "extra_groups": []}
+        return args
 
     def _kill(self, grace: float = 0.0) -> None:
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
-            process.terminate()
+            process.send_signal(self.stop_signal)
             try:
                 process.wait(grace)
             except subprocess.TimeoutExpired:
@@ -366,7 +571,8 @@ class RedisServer(_ServerProcess):
 
 
 class FerretDBServer(_ServerProcess):
-    """FerretDB v1 (SQLite backend) on a loopback port chosen by the kernel."""
+    """FerretDB v1 on a loopback port chosen by the kernel, on SQLite (in its directory) or on
+    the loopback PostgreSQL at `postgresql_url` (database and server must exist already)."""
 
     kind = "ferretdb"
 
@@ -376,12 +582,23 @@ class FerretDBServer(_ServerProcess):
         binary: Path | str | None = None,
         port: int = 0,
         start_timeout: float = START_TIMEOUT,
+        *,
+        backend: Backend = "sqlite",
+        postgresql_url: str | None = None,
     ) -> None:
         super().__init__(state_dir)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        if (backend == "postgresql") != (postgresql_url is not None):
+            raise ValueError("postgresql_url is required by, and only by, backend='postgresql'")
         self.binary = Path(binary) if binary is not None else build.FERRETDB.path("ferretdb")
         self.requested_port = port
         self.start_timeout = start_timeout
+        self.backend = backend
+        self.postgresql_url = postgresql_url
         self.port = 0
+        # The PostgreSQL server that ferretdb_server() started for this one, if any.
+        self.postgres: PostgresServer | None = None
 
     @property
     def url(self) -> str:
@@ -397,10 +614,18 @@ class FerretDBServer(_ServerProcess):
                 f"{self.binary} is missing: build it with "
                 "`PYTHONPATH=tools python -m hypersend_devenv.build ferretdb` (./dev setup does it)"
             )
+        if self.postgresql_url is not None:
+            check_loopback_postgresql_url(self.postgresql_url)
 
     def _start(self) -> None:
-        self.sqlite_dir.mkdir(parents=True, exist_ok=True)
-        self._spawn(ferretdb_command(self.binary, self.sqlite_dir, self.requested_port))
+        sqlite_dir = None
+        if self.backend == "sqlite":
+            sqlite_dir = self.sqlite_dir
+            sqlite_dir.mkdir(parents=True, exist_ok=True)
+        command = ferretdb_command(
+            self.binary, sqlite_dir, self.requested_port, postgresql_url=self.postgresql_url
+        )
+        self._spawn(command)
         self._wait_until(self._bound, "bind its listener", self.start_timeout)
         self._wait_until(lambda: ping_mongo(self.port), "answer ping", self.start_timeout)
 
@@ -410,6 +635,140 @@ class FerretDBServer(_ServerProcess):
             return False
         self.port = int(url.rstrip("/").rsplit(":", 1)[1])
         return True
+
+
+class PostgresServer(_ServerProcess):
+    """Debian's PostgreSQL: a fresh cluster in `<dir>/data` (kept when `state_dir` is given),
+    on a free 127.0.0.1 port, with `database` created for FerretDB."""
+
+    kind = "postgres"
+    stop_signal = signal.SIGINT  # "fast" shutdown; SIGTERM ("smart") waits for clients to leave
+
+    def __init__(
+        self,
+        state_dir: Path | str | None = None,
+        bin_dir: Path | str | None = None,
+        database: str = PG_DATABASE,
+        start_timeout: float = START_TIMEOUT,
+    ) -> None:
+        super().__init__(state_dir)
+        self.bin_dir = Path(bin_dir) if bin_dir is not None else find_pg_bin_dir()
+        self.database = database
+        self.start_timeout = start_timeout
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return postgresql_url(self.port, self.database)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    def _check(self) -> None:
+        if self.bin_dir is None or pg_bin_dir([self.bin_dir]) is None:
+            where = self.bin_dir or f"pg_config --bindir, {PG_BIN_GLOB}"
+            raise DatastoreError(
+                f"PostgreSQL's initdb and postgres not found in {where}: install Debian's "
+                "postgresql (./dev setup does it)"
+            )
+        if os.geteuid() == 0:
+            try:
+                self._run_as = pwd.getpwnam(PG_USER)
+            except KeyError:
+                raise DatastoreError(
+                    f"PostgreSQL refuses to run as root and there is no {PG_USER!r} user to run "
+                    "it as (Debian's postgresql package creates it)"
+                ) from None
+
+    def _start(self) -> None:
+        assert self.bin_dir is not None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self._run_as is not None:
+            # initdb creates data/ inside, as that user; the log files stay root's.
+            os.chown(self.dir, self._run_as.pw_uid, self._run_as.pw_gid)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
+        # A free port can be taken between our probe and the bind: retry on a fresh port.
+        for attempt in range(3):
+            self.port = free_port()
+            self._spawn(postgres_command(self.bin_dir / "postgres", self.data_dir, self.port))
+            try:
+                self._wait_until(
+                    lambda: ping_postgres(self.port), "accept connections", self.start_timeout
+                )
+                break
+            except DatastoreError:
+                lost_race = "Address already in use" in self._read_log()
+                if not lost_race or attempt == 2:
+                    raise
+                self._kill(grace=STOP_TIMEOUT)
+        quoted = self.database.replace('"', '""')
+        try:
+            pg_session(self.port, f'CREATE DATABASE "{quoted}"', timeout=self.start_timeout)
+        except PostgresError as error:
+            if error.sqlstate != PG_DUPLICATE_DATABASE:  # kept from an earlier run
+                raise
+
+    def _initdb(self) -> None:
+        assert self.bin_dir is not None
+        log_path = self.dir / "initdb.log"
+        with log_path.open("wb") as log:
+            result = subprocess.run(
+                initdb_command(self.bin_dir / "initdb", self.data_dir),
+                cwd=self.dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=self.start_timeout * 4,  # it writes a few dozen MB
+                check=False,
+                **self._user_args(),
+            )
+        if result.returncode != 0:
+            raise DatastoreError(
+                f"initdb exited with code {result.returncode}; log {log_path}:\n"
+                f"{log_tail(log_path.read_text(errors='replace'))}"
+            )
+
+
+def find_pg_bin_dir() -> Path | None:
+    """PostgreSQL's server binaries: `pg_config --bindir`, else the newest Debian major version."""
+    candidates = sorted(Path("/").glob(PG_BIN_GLOB.lstrip("/")))
+    pg_config = shutil.which("pg_config")
+    if pg_config is not None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+            if found := pg_bin_dir([Path(out)]):
+                return found
+    return pg_bin_dir(candidates)
+
+
+@contextlib.contextmanager
+def ferretdb_server(
+    backend: Backend = "sqlite",
+    state_dir: Path | str | None = None,
+    binary: Path | str | None = None,
+) -> Iterator[FerretDBServer]:
+    """FerretDB on `backend`, with PostgreSQL started first (and stopped last) when it needs it.
+
+    With `state_dir`, FerretDB keeps its files in `<state_dir>/ferretdb` and PostgreSQL its
+    cluster in `<state_dir>/postgres`; the PostgreSQL server is the yielded one's `.postgres`.
+    """
+    base = None if state_dir is None else Path(state_dir)
+    with contextlib.ExitStack() as stack:
+        postgres = None
+        if backend == "postgresql":
+            postgres = stack.enter_context(PostgresServer(base / "postgres" if base else None))
+        mongo = FerretDBServer(
+            base / "ferretdb" if base else None,
+            binary,
+            backend=backend,
+            postgresql_url=postgres.url if postgres else None,
+        )
+        mongo.postgres = postgres
+        yield stack.enter_context(mongo)
 
 
 # --- CLI -------------------------------------------------------------------------------------
@@ -422,7 +781,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--state-dir",
         type=Path,
-        help="keep FerretDB data here across runs (default: a temporary directory, removed)",
+        help="keep the servers' data here across runs (default: a temporary directory, removed)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="sqlite",
+        help="FerretDB's storage: SQLite files, or a PostgreSQL started alongside (default sqlite)",
     )
     args = parser.parse_args(argv)
     build.ensure(["ferretdb"])
@@ -432,13 +797,19 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(signum, lambda *_: stop.set())
 
     redis_dir = args.state_dir / "redis" if args.state_dir else None
-    mongo_dir = args.state_dir / "ferretdb" if args.state_dir else None
-    with RedisServer(redis_dir) as redis, FerretDBServer(mongo_dir) as mongo:
+    with (
+        RedisServer(redis_dir) as redis,
+        ferretdb_server(args.backend, args.state_dir) as mongo,
+    ):
+        servers: list[_ServerProcess] = [redis, mongo]
         print(f"REDIS_URL={redis.url}", flush=True)
         print(f"MONGO_URL={mongo.url}", flush=True)
-        print("# up; Ctrl-C stops both", file=sys.stderr, flush=True)
+        if mongo.postgres is not None:
+            servers.append(mongo.postgres)
+            print(f"POSTGRESQL_URL={mongo.postgres.url}", flush=True)
+        print("# up; Ctrl-C stops them", file=sys.stderr, flush=True)
         while not stop.wait(1.0):
-            for server in (redis, mongo):
+            for server in servers:
                 if server.process is None or server.process.poll() is not None:
                     raise SystemExit(
                         f"{server.kind} exited unexpectedly; log:\n{log_tail(server._read_log())}"
