@@ -14,10 +14,11 @@ Everything runs on 127.0.0.1 and stops by itself: the connection ramp is bounded
 The default MongoDB-wire server is FerretDB v1 on SQLite, which filters in Go rather than in the
 database: every query on a field other than ``_id`` scans its collection, so connects and sends
 slow down as users and messages accumulate, and that, not the chat server, bounds this workload.
-For server figures point ``--mongo-url`` at MongoDB or at FerretDB on PostgreSQL
-(``ferretdb --handler=postgresql --postgresql-url=postgres://...``). The report separates the
-two: end-to-end latency (send -> member received) and the server-side delivery histogram
-(publish -> socket write).
+For server figures use ``--backend postgresql``: the run then starts Debian's PostgreSQL (its own
+throwaway cluster on 127.0.0.1, fsync off; ``./dev setup`` installs it) and FerretDB on it, both
+stopped at the end. ``--mongo-url`` points the run at an existing MongoDB or FerretDB instead.
+The report separates the two: end-to-end latency (send -> member received) and the server-side
+delivery histogram (publish -> socket write).
 Users and rooms are seeded through the server's own store layer (registering 4,000 users over
 REST would spend minutes in argon2), tokens are minted with the run's JWT secret.
 """
@@ -307,13 +308,15 @@ async def run(args: argparse.Namespace) -> None:
     os.makedirs(log_dir, exist_ok=True)
     try:
         redis_url, mongo_url = args.redis_url, args.mongo_url
+        mongo_what = "--mongo-url"
         if redis_url is None or mongo_url is None:
-            from hypersend_devenv.datastores import FerretDBServer, RedisServer
+            from hypersend_devenv.datastores import RedisServer, ferretdb_server
 
             if redis_url is None:
                 redis_url = stack.enter_context(RedisServer()).url
             if mongo_url is None:
-                mongo_url = stack.enter_context(FerretDBServer()).url
+                mongo_url = stack.enter_context(ferretdb_server(args.backend)).url
+                mongo_what = f"FerretDB on {args.backend}"
         env = {
             "HYPERSEND_REDIS_URL": redis_url,
             "HYPERSEND_MONGO_URL": mongo_url,
@@ -332,7 +335,8 @@ async def run(args: argparse.Namespace) -> None:
         )
         print(
             f"# {args.users} users, rooms of {args.room_size}, {args.per_minute} msg/user/min, "
-            f"{args.servers} server(s), {args.duration:.0f}s measured, fd limit {fd_limit}"
+            f"{args.servers} server(s), {args.duration:.0f}s measured, fd limit {fd_limit}, "
+            f"store {mongo_what}"
         )
         servers = list(spawn_servers(args.servers, env, log_dir))
         await asyncio.gather(*(wait_ready(s) for s in servers))
@@ -477,8 +481,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--redis-url", help="an existing Redis (default: start one)")
     parser.add_argument("--mongo-url", help="an existing MongoDB/FerretDB (default: start one)")
+    parser.add_argument(
+        "--backend",
+        choices=("sqlite", "postgresql"),
+        default=None,
+        help="storage of the FerretDB the run starts when there is no --mongo-url: SQLite files, "
+        "or PostgreSQL started alongside (default sqlite)",
+    )
     parser.add_argument("--log-dir", default="/tmp/hypersend-bench", help="server logs")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.backend is not None and args.mongo_url is not None:
+        parser.error(
+            "--backend picks the FerretDB the run starts; with --mongo-url none is started"
+        )
+    args.backend = args.backend or "sqlite"
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
