@@ -732,8 +732,8 @@ class PostgresServer(_ServerProcess):
 
 
 def find_pg_bin_dir() -> Path | None:
-    """PostgreSQL's server binaries: `pg_config --bindir`, else the newest Debian major version."""
-    candidates = sorted(Path("/").glob(PG_BIN_GLOB.lstrip("/")))
+    """PostgreSQL's server binaries: `pg_config --bindir`, else the directory `initdb` on PATH
+    links to, else the newest Debian major version in /usr/lib/postgresql."""
     pg_config = shutil.which("pg_config")
     if pg_config is not None:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -742,7 +742,10 @@ def find_pg_bin_dir() -> Path | None:
             ).stdout.strip()
             if found := pg_bin_dir([Path(out)]):
                 return found
-    return pg_bin_dir(candidates)
+    initdb = shutil.which("initdb")
+    if initdb is not None and (found := pg_bin_dir([Path(initdb).resolve().parent])):
+        return found
+    return pg_bin_dir(sorted(Path("/").glob(PG_BIN_GLOB.lstrip("/"))))
 
 
 @contextlib.contextmanager
