@@ -4,10 +4,12 @@ collection already holds 0, 1,000 and 10,000 messages.
 Compares the store's `append_message` (point operations on `_id`: room hint, probing insert,
 client-id record and room summary) with the previous algorithm kept here as ``legacy``
 (highest seq by a sorted query on `room_id`, insert, room update; a retry looked up by
-`room_id`/`sender_id`/`client_id`). On FerretDB v1 every filter not on `_id` scans the
-collection, which is what the legacy figures show.
+`room_id`/`sender_id`/`client_id`). On FerretDB v1 with SQLite every filter not on `_id`
+scans the collection, which is what the legacy figures show; FerretDB/PostgreSQL pushes string
+equality down to SQL.
 
     .venv/bin/python bench/store_bench.py                 # starts FerretDB (SQLite) for the run
+    .venv/bin/python bench/store_bench.py --backend postgresql
     .venv/bin/python bench/store_bench.py --mongo-url mongodb://127.0.0.1:27017
 
 Each level gets its own database: the prefill is inserted directly (`insert_many`), then
@@ -143,15 +145,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--appends", type=int, default=200, help="timed appends per algorithm")
     parser.add_argument("--mongo-url", help="an existing MongoDB/FerretDB (default: start one)")
+    parser.add_argument(
+        "--backend",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="storage of the FerretDB started when there is no --mongo-url",
+    )
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
         mongo_url = args.mongo_url
+        where = mongo_url.split("@")[-1] if mongo_url else f"FerretDB on {args.backend}"
         if mongo_url is None:
-            from hypersend_devenv.datastores import FerretDBServer
+            from hypersend_devenv.datastores import ferretdb_server
 
-            server = FerretDBServer()
-            mongo_url = stack.enter_context(server).url
-        where = mongo_url.split("@")[-1]
+            mongo_url = stack.enter_context(ferretdb_server(args.backend)).url
         print(f"# append latency, {args.appends} sequential appends per row, {where}")
         asyncio.run(measure(mongo_url, args.appends))
 
