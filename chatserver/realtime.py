@@ -676,13 +676,13 @@ class Hub:
         if isinstance(frame, AuthFrame):
             session.send(events.error("already_authenticated", "this socket is authenticated"))
             return
+        decision = await self.bus.check_rate(session.user_id)
         if handshake and isinstance(frame, ResumeFrame):
-            # The resume that opens a connection is part of connecting, not a request: refusing
-            # it would take the rooms live with a gap, and a user who hit the limit just before
-            # their server died must still get what they missed. One per connection.
+            # The resume that opens a connection counts but is never refused: refusing it would
+            # take the rooms live with a gap, and a user who hit the limit just before their
+            # server died must still get what they missed. One per connection.
             await self._resume(session, frame)
             return
-        decision = await self.bus.check_rate(session.user_id)
         if not decision.allowed:
             metrics.RATE_LIMITED.inc()
             extra: dict[str, Any] = {"retry_after": decision.retry_after}

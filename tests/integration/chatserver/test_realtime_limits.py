@@ -88,6 +88,13 @@ async def test_a_user_over_the_limit_still_resumes_on_reconnect_but_not_twice(
     assert again.message_seqs(room) == [3, 4, 5, 6, 7]
     assert live["seq"] == 7
 
+    # The opening resume still counts: Bob has spent 2 (create room, send); with his resume
+    # that is 3, so 3 more sends pass and the next one is refused.
+    bob_again = await connect_user(server.ws_url, bob, resume={room: 7})
+    replies = [await bob_again.send_message(room, f"b{i}") for i in range(4)]
+    assert [r["type"] for r in replies] == ["ack", "ack", "ack", "error"]
+    assert replies[-1]["code"] == "rate_limited"
+
 
 async def test_bad_frames_get_error_frames_and_nothing_is_stored(
     chat_server_factory: ChatServerFactory,
