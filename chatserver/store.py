@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import random
 import re
 import uuid
@@ -44,12 +45,14 @@ from typing import Any, Final
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, DuplicateKeyError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 
 from chatserver.config import Settings
 from chatserver.models import Member, Message, Role, Room, RoomKind, User, utcnow
 
 Document = dict[str, Any]
+
+log = logging.getLogger(__name__)
 
 # Within a process senders take turns per room, so a seq race is lost only to other processes;
 # after this many lost races the sender gets `SeqContention` (a "try_again" answer).
@@ -550,14 +553,24 @@ class Store:
         async with self._room_lock(room_id):
             msg, created = await self._insert_next(room_id, sender_id, client_id, text)
         if created:
-            # Both best-effort: the message is stored and needs neither to be found or ordered.
-            await asyncio.gather(
+            # Both best-effort: the message is stored and needs neither to be found or ordered
+            # (a missing client-id record falls back to the unique index, the next message
+            # corrects the summary). Their failure must not turn a stored message into an error
+            # answer: the sender would be told "not stored" and nobody told it exists.
+            outcomes = await asyncio.gather(
                 self._record_client_id(msg),
                 self._rooms.update_one(
                     {"_id": room_id, "last_seq": {"$lt": msg.seq}},
                     {"$set": {"last_seq": msg.seq, "last_activity_at": msg.created_at}},
                 ),
+                return_exceptions=True,
             )
+            for step, outcome in zip(("client-id record", "room summary"), outcomes, strict=True):
+                if isinstance(outcome, PyMongoError):
+                    problem = str(outcome)[:200]
+                    log.warning("%s not written room=%s: %s", step, room_id, problem)
+                elif isinstance(outcome, BaseException):
+                    raise outcome
         return msg, created
 
     async def _insert_next(

@@ -105,3 +105,31 @@ async def test_500_concurrent_appends_lose_no_ack_and_leave_no_gap(stores: list[
     assert [m.seq for m in stored] == acked == list(range(1, len(acked) + 1))
     assert len(acked) >= 450, f"only {len(acked)} of 500 stored"
     assert await stores[1].highest_seq(room.id) == len(acked)
+
+
+class _BusyClientIdStore(Store):
+    """A store whose client-id write fails the way FerretDB/SQLite failed under the 4,000-user
+    bench (the message insert went through, the next write found the database locked)."""
+
+    async def _record_client_id(self, msg: Message) -> None:
+        raise pymongo.errors.OperationFailure("database is locked (5) (SQLITE_BUSY)", code=1)
+
+
+async def test_a_failed_best_effort_write_after_the_insert_still_acks_the_stored_message(
+    stores: list[Store], mongo_url: str, mongo_db_name: str, db: Any
+) -> None:
+    busy = _BusyClientIdStore(_settings(mongo_url, mongo_db_name))
+    await busy.connect()
+    try:
+        room = await stores[0].create_group_room("owner", "busy", [])
+        message, created = await busy.append_message(room.id, "owner", "c1", "stored")
+    finally:
+        await busy.close()
+    assert created
+    assert message.seq == 1
+    assert db.messages.count_documents({"room_id": room.id}) == 1
+    assert db.message_client_ids.find_one({"_id": client_key(room.id, "owner", "c1")}) is None
+    # The sender's retry finds it through the unique index: the same message, not a second one.
+    again, created = await stores[1].append_message(room.id, "owner", "c1", "stored")
+    assert not created
+    assert again.seq == 1
