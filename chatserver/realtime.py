@@ -63,6 +63,8 @@ PRESENCE_REFRESH_SECONDS: Final = 30.0
 # Reconnect hint on drain: clients spread their reconnects over this window.
 RECONNECT_MIN_MS: Final = 250
 RECONNECT_MAX_MS: Final = 5000
+# The store may have failed after the insert went through: the retry (same client_id) is safe.
+STORE_FAILED: Final = "the message may not have been stored; send it again with the same client_id"
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -734,7 +736,7 @@ class Hub:
             return
         except Exception:
             log.exception("storing a message failed room=%s", frame.room_id)
-            session.send(events.error("store_failed", "the message was not stored; retry", **ids))
+            session.send(events.error("store_failed", STORE_FAILED, **ids))
             return
         if created:
             metrics.MESSAGES_RECEIVED.inc()
