@@ -144,6 +144,7 @@ async def scrape(server: ServerProcess) -> dict[str, float]:
         "process_resident_memory_bytes",
         "hypersend_websocket_connections",
         "hypersend_slow_consumer_disconnects_total",
+        "hypersend_gap_fills_total",
         "hypersend_messages_delivered_total",
         "process_cpu_seconds_total",
     }
@@ -439,7 +440,8 @@ async def run(args: argparse.Namespace) -> None:
                 f"{metrics.get('process_resident_memory_bytes', 0) / 2**20:.0f} MiB  "
                 f"CPU {metrics.get('process_cpu_seconds_total', 0):.0f}s  "
                 f"slow-consumer disconnects "
-                f"{int(metrics.get('hypersend_slow_consumer_disconnects_total', 0))}"
+                f"{int(metrics.get('hypersend_slow_consumer_disconnects_total', 0))}  "
+                f"gap fills {int(metrics.get('hypersend_gap_fills_total', 0))}"
             )
         if stats.closed:
             print(f"sockets closed by server  {stats.closed}")

@@ -58,6 +58,11 @@ SLOW_CONSUMER_DISCONNECTS: Final = Counter(
     "hypersend_slow_consumer_disconnects_total",
     "WebSocket clients disconnected because their bounded send queue overflowed.",
 )
+GAP_FILLS: Final = Counter(
+    "hypersend_gap_fills_total",
+    "Sockets that read history because a message seq stayed missing after the hold-back delay "
+    "(a lost or late publish, e.g. a process killed between storing and publishing).",
+)
 RATE_LIMITED: Final = Counter(
     "hypersend_rate_limited_total",
     "Requests and WebSocket frames refused by the per-user rate limit.",

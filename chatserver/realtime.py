@@ -264,6 +264,7 @@ class Session:
             await asyncio.sleep(GAP_FILL_DELAY_SECONDS)
             cursor = self.rooms.get(room_id)
             if cursor is not None and cursor.has_gap:
+                metrics.GAP_FILLS.inc()
                 await self.replay(room_id, None)
         except SessionClosed:
             pass

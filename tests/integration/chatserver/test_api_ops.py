@@ -37,6 +37,7 @@ def test_health_ready_metrics_openapi(chat_server: ChatServerProcess) -> None:
         "hypersend_message_delivery_latency_seconds",
         "hypersend_pubsub_lag_seconds",
         "hypersend_slow_consumer_disconnects_total",
+        "hypersend_gap_fills_total",
         "hypersend_rate_limited_total",
         "process_resident_memory_bytes",
     ):

@@ -13,6 +13,8 @@ import pytest
 import redis
 from websockets.exceptions import ConnectionClosed
 
+from chatserver.config import Settings
+from chatserver.store import Store
 from tests.fixtures.chat import ChatServerFactory
 from tests.integration.chatserver.realtime_client import (
     Client,
@@ -58,6 +60,47 @@ async def test_message_sent_on_a_reaches_members_on_b(
     assert (frame["seq"], frame["message"]["text"]) == (ack_b["seq"], "hello from B")
     for client in (on_a, bob_b, carol_b):
         await client.close()
+
+
+async def test_a_stored_but_never_published_message_is_filled_from_history_in_order(
+    chat_server_factory: ChatServerFactory, mongo_url: str, mongo_db_name: str
+) -> None:
+    server = chat_server_factory.start()
+    alice, bob = await register(server.url), await register(server.url)
+    room = await create_group(server.url, alice, [bob])
+    listener = await connect_user(server.ws_url, bob)
+    sender = await connect_user(server.ws_url, alice)
+    first = await sender.send_message(room, "one")
+    await listener.until(lambda f: f.get("type") == "message" and f["seq"] == first["seq"])
+
+    # A process that stored a message and died before publishing it: the store, no bus.
+    settings = Settings(
+        jwt_secret="k" * 32,  # type: ignore[arg-type]
+        mongo_url=mongo_url,  # type: ignore[arg-type]
+        mongo_db=mongo_db_name,
+        mongo_min_pool=0,
+    )
+    store = Store(settings)
+    await store.connect()
+    try:
+        lost, created = await store.append_message(room, alice.id, "lost", "never published")
+    finally:
+        await store.close()
+    assert created
+    assert lost.seq == first["seq"] + 1
+
+    after = await sender.send_message(room, "three")
+    assert after["seq"] == lost.seq + 1
+    # The listener holds "three" back until history fills the missing seq, then delivers both.
+    for client in (listener, sender):
+        await client.until(lambda f: f.get("type") == "message" and f["seq"] == after["seq"])
+        assert client.message_seqs(room) == [first["seq"], lost.seq, after["seq"]]
+    texts = [f["message"]["text"] for f in listener.frames if f.get("type") == "message"]
+    assert texts == ["one", "never published", "three"]
+    async with httpx.AsyncClient() as http:
+        metrics_text = (await http.get(f"{server.url}/metrics")).text
+    # Both sockets of the room (the sender's too) filled the gap.
+    assert "hypersend_gap_fills_total 2.0" in metrics_text.splitlines()
 
 
 async def test_resend_with_same_client_id_is_idempotent(
