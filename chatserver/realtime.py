@@ -679,13 +679,18 @@ class Hub:
         if isinstance(frame, AuthFrame):
             session.send(events.error("already_authenticated", "this socket is authenticated"))
             return
-        decision = await self.bus.check_rate(session.user_id)
         if handshake and isinstance(frame, ResumeFrame):
             # The resume that opens a connection counts but is never refused: refusing it would
             # take the rooms live with a gap, and a user who hit the limit just before their
-            # server died must still get what they missed. One per connection.
+            # server died must still get what they missed. One per connection. Nor may a Redis
+            # hiccup stop it: the rooms would stay held back with nothing to release them.
+            try:
+                await self.bus.check_rate(session.user_id)
+            except Exception as exc:
+                log.warning("rate count of a resume failed: %s", type(exc).__name__)
             await self._resume(session, frame)
             return
+        decision = await self.bus.check_rate(session.user_id)
         if not decision.allowed:
             metrics.RATE_LIMITED.inc()
             extra: dict[str, Any] = {"retry_after": decision.retry_after}
@@ -752,6 +757,22 @@ class Hub:
             log.warning("publishing message failed room=%s: %s", msg.room_id, type(exc).__name__)
 
     async def _resume(self, session: Session, frame: ResumeFrame) -> None:
+        try:
+            done = await self._replay_rooms(session, frame)
+        except SessionClosed:
+            raise
+        except Exception:
+            # Going live now would leave a gap the client cannot see: it reconnects and resumes
+            # from the last seq it got (what was written so far is in order). Closing first also
+            # keeps the held live events below from being queued.
+            log.exception("resume failed user=%s", session.user_id)
+            session.close(Close.INTERNAL_ERROR, "history unavailable, resume", flush=False)
+            return
+        finally:
+            session.end_resume_window()
+        session.send(events.resumed(done))
+
+    async def _replay_rooms(self, session: Session, frame: ResumeFrame) -> dict[str, int]:
         refused: list[str] = []
         wanted: dict[str, int] = {}
         for room_id, last_seq in frame.rooms.items():
@@ -775,13 +796,10 @@ class Hub:
                 )
             )
         done: dict[str, int] = {}
-        try:
-            for room_id, last_seq in wanted.items():
-                last = await session.replay(room_id, last_seq)
-                done[room_id] = last if last is not None else last_seq
-        finally:
-            session.end_resume_window()
-        session.send(events.resumed(done))
+        for room_id, last_seq in wanted.items():
+            last = await session.replay(room_id, last_seq)
+            done[room_id] = last if last is not None else last_seq
+        return done
 
 
 def _not_member(room_id: str, **extra: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from hypersend_devenv.datastores import FerretDBServer
 from websockets.exceptions import ConnectionClosed
 
 from chatserver.config import Settings
@@ -21,6 +22,7 @@ from tests.integration.chatserver.realtime_client import (
     connect_user,
     create_group,
     history,
+    open_socket,
     register,
 )
 
@@ -297,6 +299,27 @@ async def test_lost_pubsub_connection_makes_sockets_resume_and_fan_out_recovers(
     ack = await sender_again.send_message(room, "after")
     frame = await again.until_type("message")
     assert frame["seq"] == ack["seq"] == first["seq"] + 1
+
+
+async def test_mongodb_lost_during_a_resume_closes_with_1011_instead_of_going_live_with_a_gap(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    with FerretDBServer() as mongo:  # this test's own, so stopping it harms no other test
+        server = chat_server_factory.start(mongo_url=mongo.url)
+        alice, bob = await register(server.url), await register(server.url)
+        room = await create_group(server.url, alice, [bob])
+        sender = await connect_user(server.ws_url, alice)
+        for i in range(3):
+            assert (await sender.send_message(room, f"m{i}"))["type"] == "ack"
+        late = await open_socket(server.ws_url, bob.token)
+        await late.until_type("ready")
+        mongo.stop()
+        await late.send({"type": "resume", "rooms": {room: 0}})
+        code, reason = await late.closed(wait=30)
+    assert code == 1011
+    assert reason is not None
+    assert "resume" in reason
+    assert not [f for f in late.frames if f["type"] in ("resumed", "message")]
 
 
 async def test_typing_read_and_presence_reach_the_other_members(
