@@ -268,12 +268,16 @@ async def test_kill_9_under_traffic_loses_no_acknowledged_message(
                 await client.until_type("message", wait=0.5)
             except TimeoutError:
                 break
-    top = max(stored)
     assert seen_by(bob_a, bob_again) >= acked
     assert seen_by(bob_b) >= acked
     assert seen_by(sender_a, alice_again) >= acked
     assert seen_by(sender_b) >= acked
-    assert sorted(seen_by(bob_b)) == list(range(1, top + 1))
+    # The socket that stayed on B saw every seq once, in order, without a gap. Its tail may stop
+    # short of the last stored seq: A can die after storing a message and before publishing it;
+    # that message was never acked, so its sender's retry (same client_id) publishes it.
+    on_b = bob_b.message_seqs(room)
+    assert on_b == list(range(1, len(on_b) + 1))
+    assert len(on_b) >= max(acked)
 
 
 async def test_lost_pubsub_connection_makes_sockets_resume_and_fan_out_recovers(
