@@ -677,11 +677,18 @@ async def send_message(
     `client_id` was already stored (an idempotent retry)."""
     await require_member(store, room_id, user_id)
     check_text(body.text, settings)
-    message, created = await store.append_message(room_id, user_id, body.client_id, body.text)
+
+    async def publish(stored: ChatMessage) -> None:
+        # Also on a retry: the first attempt may have stored it and died before publishing;
+        # receivers drop the duplicate by seq.
+        await publish_room(bus, room_id, events.message(stored))
+
+    message, created = await store.append_message(
+        room_id, user_id, body.client_id, body.text, on_stored=publish
+    )
     response.status_code = 201 if created else 200
     if created:
         MESSAGES_RECEIVED.inc()
-        await publish_room(bus, room_id, events.message(message))
     return message.to_wire()
 
 

@@ -41,6 +41,9 @@ PRESENCE_TTL_MS: Final = 90_000
 SUBSCRIBE_TIMEOUT_SECONDS: Final = 5.0
 COMMAND_POOL_SIZE: Final = 64
 COMMAND_POOL_WAIT_SECONDS: Final = 10.0
+# A command (publish, rate check, presence) to a Redis that stopped answering fails after this
+# instead of hanging: a publish runs inside a room's send turn (see Store.append_message).
+COMMAND_SOCKET_TIMEOUT_SECONDS: Final = 5.0
 
 ChannelKind = Literal["room", "user"]
 
@@ -178,6 +181,8 @@ class Bus:
             url,
             max_connections=COMMAND_POOL_SIZE,
             timeout=COMMAND_POOL_WAIT_SECONDS,
+            socket_timeout=COMMAND_SOCKET_TIMEOUT_SECONDS,
+            socket_connect_timeout=COMMAND_SOCKET_TIMEOUT_SECONDS,
             health_check_interval=30,
         )
         client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool

@@ -729,8 +729,13 @@ class Hub:
             session.send(_not_member(frame.room_id, client_id=frame.client_id))
             return
         try:
+            # Published as soon as stored (a retry publishes again: receivers dedupe by seq).
             msg, created = await self.store.append_message(
-                frame.room_id, session.user_id, frame.client_id, frame.text
+                frame.room_id,
+                session.user_id,
+                frame.client_id,
+                frame.text,
+                on_stored=self._publish_message,
             )
         except RoomNotFound:
             session.send(_not_member(frame.room_id, client_id=frame.client_id))
@@ -746,7 +751,6 @@ class Hub:
             return
         if created:
             metrics.MESSAGES_RECEIVED.inc()
-        await self._publish_message(msg)
         session.send(events.ack(msg.room_id, msg.client_id, msg.seq, msg))
 
     async def _publish_message(self, msg: Message) -> None:

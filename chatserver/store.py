@@ -36,7 +36,7 @@ import logging
 import random
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -51,6 +51,8 @@ from chatserver.config import Settings
 from chatserver.models import Member, Message, Role, Room, RoomKind, User, utcnow
 
 Document = dict[str, Any]
+# Called with a message once it is stored (see `Store.append_message`).
+OnStored = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -541,17 +543,29 @@ class Store:
     # -- messages -------------------------------------------------------------------------------
 
     async def append_message(
-        self, room_id: str, sender_id: str, client_id: str, text: str
+        self,
+        room_id: str,
+        sender_id: str,
+        client_id: str,
+        text: str,
+        on_stored: OnStored | None = None,
     ) -> tuple[Message, bool]:
         """Store a message with the room's next seq; (message, created).
 
         A retry with the same (room_id, sender_id, client_id) returns the stored message with
         created=False; the unique index makes that hold for concurrent retries too. Raises
         `SeqContention` (nothing stored) when other processes kept winning the seq race.
+
+        `on_stored` (the caller's publish; it must not raise) runs right after the insert, still
+        in this process's turn for the room: so a process publishes a room's messages in seq
+        order, and receivers never wait for the bookkeeping writes that follow (a publish that
+        overtakes an earlier seq makes every receiver hold it back until the gap is filled).
         """
         # Senders of this process take turns per room, so seqs are raced only across processes.
         async with self._room_lock(room_id):
             msg, created = await self._insert_next(room_id, sender_id, client_id, text)
+            if on_stored is not None:
+                await on_stored(msg)
         if created:
             # Both best-effort: the message is stored and needs neither to be found or ordered
             # (a missing client-id record falls back to the unique index, the next message
