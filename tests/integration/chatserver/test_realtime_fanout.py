@@ -33,6 +33,16 @@ def _is_reply_to(client_id: str, frame: dict[str, Any]) -> bool:
     return frame.get("client_id") == client_id
 
 
+def _store_settings(mongo_url: str, mongo_db_name: str) -> Settings:
+    """A store on the servers' database, for a test that plays a process storing directly."""
+    return Settings(
+        jwt_secret="k" * 32,  # type: ignore[arg-type]
+        mongo_url=mongo_url,  # type: ignore[arg-type]
+        mongo_db=mongo_db_name,
+        mongo_min_pool=0,
+    )
+
+
 async def test_message_sent_on_a_reaches_members_on_b(
     chat_server_factory: ChatServerFactory,
 ) -> None:
@@ -76,13 +86,7 @@ async def test_a_stored_but_never_published_message_is_filled_from_history_in_or
     await listener.until(lambda f: f.get("type") == "message" and f["seq"] == first["seq"])
 
     # A process that stored a message and died before publishing it: the store, no bus.
-    settings = Settings(
-        jwt_secret="k" * 32,  # type: ignore[arg-type]
-        mongo_url=mongo_url,  # type: ignore[arg-type]
-        mongo_db=mongo_db_name,
-        mongo_min_pool=0,
-    )
-    store = Store(settings)
+    store = Store(_store_settings(mongo_url, mongo_db_name))
     await store.connect()
     try:
         lost, created = await store.append_message(room, alice.id, "lost", "never published")
@@ -103,6 +107,31 @@ async def test_a_stored_but_never_published_message_is_filled_from_history_in_or
         metrics_text = (await http.get(f"{server.url}/metrics")).text
     # Both sockets of the room (the sender's too) filled the gap.
     assert "hypersend_gap_fills_total 2.0" in metrics_text.splitlines()
+
+
+async def test_a_rest_retry_publishes_a_message_its_first_attempt_stored_but_never_published(
+    chat_server_factory: ChatServerFactory, mongo_url: str, mongo_db_name: str
+) -> None:
+    server = chat_server_factory.start()
+    alice, bob = await register(server.url), await register(server.url)
+    room = await create_group(server.url, alice, [bob])
+    listener = await connect_user(server.ws_url, bob)
+    store = Store(_store_settings(mongo_url, mongo_db_name))
+    await store.connect()
+    try:  # the first attempt: stored, then the process died before publishing
+        lost, _ = await store.append_message(room, alice.id, "retried", "hello")
+    finally:
+        await store.close()
+    async with httpx.AsyncClient(base_url=server.url, trust_env=False) as http:
+        response = await http.post(
+            f"/api/v1/rooms/{room}/messages",
+            json={"client_id": "retried", "text": "hello"},
+            headers={"Authorization": f"Bearer {alice.token}"},
+        )
+    assert response.status_code == 200  # already stored: the same message, not a new one
+    assert response.json()["seq"] == lost.seq
+    frame = await listener.until_type("message")
+    assert (frame["seq"], frame["message"]["text"]) == (lost.seq, "hello")
 
 
 async def test_resend_with_same_client_id_is_idempotent(
