@@ -10,9 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from chatserver.config import Settings
 from chatserver.store import Store
-from tests.fixtures.chat import SharedChatServer, register_user
+from tests.fixtures.chat import SharedChatServer, register_user, store_settings
 
 pytestmark = pytest.mark.integration
 
@@ -21,13 +20,7 @@ PROCESSES = 3
 
 @pytest.fixture
 async def stores(mongo_url: str, mongo_db_name: str) -> AsyncIterator[list[Store]]:
-    settings = Settings(
-        jwt_secret="k" * 32,  # type: ignore[arg-type]
-        mongo_url=mongo_url,  # type: ignore[arg-type]
-        mongo_db=mongo_db_name,
-        mongo_min_pool=0,
-    )
-    opened = [Store(settings) for _ in range(PROCESSES)]
+    opened = [Store(store_settings(mongo_url, mongo_db_name)) for _ in range(PROCESSES)]
     for store in opened:
         await store.connect()
     await opened[0].ensure_indexes()

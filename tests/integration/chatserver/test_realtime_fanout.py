@@ -14,9 +14,8 @@ import redis
 from hypersend_devenv.datastores import FerretDBServer
 from websockets.exceptions import ConnectionClosed
 
-from chatserver.config import Settings
 from chatserver.store import Store
-from tests.fixtures.chat import ChatServerFactory
+from tests.fixtures.chat import ChatServerFactory, store_settings
 from tests.integration.chatserver.realtime_client import (
     Client,
     connect_user,
@@ -31,16 +30,6 @@ pytestmark = pytest.mark.integration
 
 def _is_reply_to(client_id: str, frame: dict[str, Any]) -> bool:
     return frame.get("client_id") == client_id
-
-
-def _store_settings(mongo_url: str, mongo_db_name: str) -> Settings:
-    """A store on the servers' database, for a test that plays a process storing directly."""
-    return Settings(
-        jwt_secret="k" * 32,  # type: ignore[arg-type]
-        mongo_url=mongo_url,  # type: ignore[arg-type]
-        mongo_db=mongo_db_name,
-        mongo_min_pool=0,
-    )
 
 
 async def test_message_sent_on_a_reaches_members_on_b(
@@ -86,7 +75,7 @@ async def test_a_stored_but_never_published_message_is_filled_from_history_in_or
     await listener.until(lambda f: f.get("type") == "message" and f["seq"] == first["seq"])
 
     # A process that stored a message and died before publishing it: the store, no bus.
-    store = Store(_store_settings(mongo_url, mongo_db_name))
+    store = Store(store_settings(mongo_url, mongo_db_name))
     await store.connect()
     try:
         lost, created = await store.append_message(room, alice.id, "lost", "never published")
@@ -116,7 +105,7 @@ async def test_a_rest_retry_publishes_a_message_its_first_attempt_stored_but_nev
     alice, bob = await register(server.url), await register(server.url)
     room = await create_group(server.url, alice, [bob])
     listener = await connect_user(server.ws_url, bob)
-    store = Store(_store_settings(mongo_url, mongo_db_name))
+    store = Store(store_settings(mongo_url, mongo_db_name))
     await store.connect()
     try:  # the first attempt: stored, then the process died before publishing
         lost, _ = await store.append_message(room, alice.id, "retried", "hello")

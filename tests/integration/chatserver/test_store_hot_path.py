@@ -11,25 +11,16 @@ from typing import Any
 import pymongo
 import pytest
 
-from chatserver.config import Settings
 from chatserver.models import Message
 from chatserver.store import SeqContention, Store, client_key
+from tests.fixtures.chat import store_settings
 
 pytestmark = pytest.mark.integration
 
 
-def _settings(mongo_url: str, mongo_db_name: str) -> Settings:
-    return Settings(
-        jwt_secret="k" * 32,  # type: ignore[arg-type]
-        mongo_url=mongo_url,  # type: ignore[arg-type]
-        mongo_db=mongo_db_name,
-        mongo_min_pool=0,
-    )
-
-
 @pytest.fixture
 async def stores(mongo_url: str, mongo_db_name: str) -> AsyncIterator[list[Store]]:
-    opened = [Store(_settings(mongo_url, mongo_db_name)) for _ in range(3)]
+    opened = [Store(store_settings(mongo_url, mongo_db_name)) for _ in range(3)]
     for store in opened:
         await store.connect()
     await opened[0].ensure_indexes()
@@ -118,7 +109,7 @@ class _BusyClientIdStore(Store):
 async def test_a_failed_best_effort_write_after_the_insert_still_acks_the_stored_message(
     stores: list[Store], mongo_url: str, mongo_db_name: str, db: Any
 ) -> None:
-    busy = _BusyClientIdStore(_settings(mongo_url, mongo_db_name))
+    busy = _BusyClientIdStore(store_settings(mongo_url, mongo_db_name))
     await busy.connect()
     try:
         room = await stores[0].create_group_room("owner", "busy", [])
