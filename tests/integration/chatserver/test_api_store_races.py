@@ -4,29 +4,16 @@ several Store instances (as several server processes) against one real database.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from chatserver.store import Store
-from tests.fixtures.chat import SharedChatServer, register_user, store_settings
+from tests.fixtures.chat import STORE_PROCESSES as PROCESSES
+from tests.fixtures.chat import SharedChatServer, register_user
 
 pytestmark = pytest.mark.integration
-
-PROCESSES = 3
-
-
-@pytest.fixture
-async def stores(mongo_url: str, mongo_db_name: str) -> AsyncIterator[list[Store]]:
-    opened = [Store(store_settings(mongo_url, mongo_db_name)) for _ in range(PROCESSES)]
-    for store in opened:
-        await store.connect()
-    await opened[0].ensure_indexes()
-    yield opened
-    for store in opened:
-        await store.close()
 
 
 async def test_concurrent_appends_get_unique_gap_free_seqs(stores: list[Store]) -> None:

@@ -5,7 +5,6 @@ and graceful (`SeqContention`, never a lost ack) under heavy contention."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pymongo
@@ -16,17 +15,6 @@ from chatserver.store import SeqContention, Store, client_key
 from tests.fixtures.chat import store_settings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def stores(mongo_url: str, mongo_db_name: str) -> AsyncIterator[list[Store]]:
-    opened = [Store(store_settings(mongo_url, mongo_db_name)) for _ in range(3)]
-    for store in opened:
-        await store.connect()
-    await opened[0].ensure_indexes()
-    yield opened
-    for store in opened:
-        await store.close()
 
 
 @pytest.fixture
