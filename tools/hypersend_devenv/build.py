@@ -53,7 +53,16 @@ class Part:
 KUBERNETES = Part(
     "kubernetes",
     versions.KUBERNETES,
-    ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"),
+    (
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubectl",
+        # The real node: kubelet runs pods through containerd, kube-proxy makes Services work.
+        "kubelet",
+        "kube-proxy",
+    ),
 )
 # kwok-stages prints kwok's default Stage objects (a standalone kwok has none without --config).
 KWOK = Part("kwok", versions.KWOK, ("kwok", "kwok-stages"))
@@ -201,6 +210,8 @@ def build_kubernetes() -> None:
             "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
             "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
             "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+            "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+            "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
         },
         ldflags=kubernetes_ldflags(version),
         template=GOMOD_TEMPLATES / "k8s",
