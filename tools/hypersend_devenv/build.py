@@ -72,8 +72,9 @@ METRICS_ADAPTER = Part("metrics-adapter", versions.CUSTOM_METRICS_APISERVER, ("m
 HELM = Part("helm", versions.HELM, ("helm",))
 # ArgoCD runs health.lua in gopher-lua; tests run it in the same engine.
 LUA = Part("gopher-lua", versions.GOPHER_LUA, ("glua",))
+COREDNS = Part("coredns", versions.COREDNS, ("coredns",))
 PARTS: dict[str, Part] = {
-    p.name: p for p in (KUBERNETES, KWOK, FERRETDB, METRICS_ADAPTER, HELM, LUA)
+    p.name: p for p in (KUBERNETES, KWOK, FERRETDB, METRICS_ADAPTER, HELM, LUA, COREDNS)
 }
 
 
@@ -293,6 +294,16 @@ def build_lua() -> None:
     ).run()
 
 
+def build_coredns() -> None:
+    GoBuild(
+        part=COREDNS,
+        module="hypersend.io/tools/coredns",
+        requires={"github.com/coredns/coredns": COREDNS.version},
+        packages={"coredns": "github.com/coredns/coredns"},
+        template=GOMOD_TEMPLATES / "coredns",
+    ).run()
+
+
 BUILDERS = {
     "kubernetes": build_kubernetes,
     "kwok": build_kwok,
@@ -300,6 +311,7 @@ BUILDERS = {
     "metrics-adapter": build_metrics_adapter,
     "helm": build_helm,
     "gopher-lua": build_lua,
+    "coredns": build_coredns,
 }
 
 

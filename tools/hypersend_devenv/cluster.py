@@ -1,6 +1,7 @@
 """A local Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver, kube-controller-manager,
-kube-scheduler and kwok (fake nodes whose pods reach Running and Ready), from the binaries that
-`hypersend_devenv.build` puts in the cache.
+kube-scheduler, and either kwok (fake nodes whose pods reach Running and Ready: the fast tier) or
+one real node (`hypersend_devenv.node`: kubelet, containerd, kube-proxy, CoreDNS running real
+containers), from the binaries that `hypersend_devenv.build` puts in the cache.
 
     python -m hypersend_devenv.cluster up|down|status     (from tools/, or with PYTHONPATH=tools)
 
@@ -9,9 +10,12 @@ kube-scheduler and kwok (fake nodes whose pods reach Running and Ready), from th
 and `state.json` (ports and pids). `up` reuses a healthy running cluster; `down` stops every process
 group it started.
 
-Safety: nothing here dials a pod, node or service-cluster IP. There is no kubelet and no kube-proxy;
-kwok runs without its server (no logs/exec/port-forward), and the API server's `kubernetes` Service
-endpoints are not reconciled (they would point at 127.0.0.1, which Endpoints forbid anyway).
+Safety: nothing on the host dials a pod, node or service-cluster IP. In the kwok tier there is no
+kubelet and no kube-proxy; kwok runs without its server (no logs/exec/port-forward), and the API
+server's `kubernetes` Service endpoints are not reconciled (they would point at 127.0.0.1, which
+Endpoints forbid anyway). With the real node, the node and its pods live in a network namespace of
+their own, and the API server reaches them only through the relay's egress proxy, which dials
+nothing outside that namespace.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from hypersend_devenv import build, metrics_adapter, procs
+from hypersend_devenv import build, metrics_adapter, node, procs
 from hypersend_devenv.pki import Pki, ensure_pki, issue_serving_cert
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +52,17 @@ CLUSTER_NAME = "hypersend-local"
 NODE_NAMES = ("kwok-node-1", "kwok-node-2")
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 # Order matters: start order, and `down` stops in reverse.
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+COMPONENTS = (*CONTROL_PLANE, "kwok")
+REAL_NODE_COMPONENTS = (
+    "node-holder",
+    "node-relay",
+    "containerd",
+    *CONTROL_PLANE,
+    "kubelet",
+    "kube-proxy",
+    "coredns",
+)
 ADAPTER = "metrics-adapter"  # started on demand by LocalCluster.start_custom_metrics
 
 
@@ -124,6 +138,10 @@ class Layout:
         return self.root / "kubeconfigs" / f"{stem}.kubeconfig"
 
     @property
+    def egress_config(self) -> Path:
+        return self.root / "egress-selector.yaml"
+
+    @property
     def kwok_config(self) -> Path:
         return self.root / "kwok.yaml"
 
@@ -153,9 +171,11 @@ def etcd_args(binary: Path, layout: Layout, ports: Ports) -> list[str]:
     ]
 
 
-def apiserver_args(binary: Path, layout: Layout, ports: Ports) -> list[str]:
+def apiserver_args(
+    binary: Path, layout: Layout, ports: Ports, real_node: bool = False
+) -> list[str]:
     pki = layout.pki
-    return [
+    args = [
         str(binary),
         "--bind-address=127.0.0.1",
         "--advertise-address=127.0.0.1",
@@ -182,6 +202,26 @@ def apiserver_args(binary: Path, layout: Layout, ports: Ports) -> list[str]:
         "--endpoint-reconciler-type=none",
         "--allow-privileged=true",
         "--profiling=false",
+    ]
+    if not real_node:
+        return args
+    # The `kubernetes` Service's endpoint is the node's address, where the relay forwards to
+    # this API server; everything the API server dials in the cluster (kubelets for logs, exec
+    # and port-forward, pods, aggregated APIs) goes through the relay's egress proxy.
+    replaced = {
+        "--advertise-address": node.NODE_IP,
+        "--endpoint-reconciler-type": "lease",
+        "--authorization-mode": "Node,RBAC",
+    }
+    args = [a for a in args if a.split("=", 1)[0] not in replaced]
+    args += [f"{flag}={value}" for flag, value in replaced.items()]
+    return [
+        *args,
+        f"--egress-selector-config-file={layout.egress_config}",
+        f"--kubelet-client-certificate={pki.client_cert('apiserver-kubelet-client')}",
+        f"--kubelet-client-key={pki.client_key('apiserver-kubelet-client')}",
+        f"--kubelet-certificate-authority={pki.ca_cert}",
+        "--kubelet-preferred-address-types=InternalIP",
     ]
 
 
@@ -385,6 +425,14 @@ class State:
 
 
 @dataclass(frozen=True)
+class NodeImages:
+    """What the real node runs: containerd's sandbox image and the archives to import."""
+
+    sandbox_image: str
+    archives: tuple[tuple[str, Path], ...]  # (image reference, archive file)
+
+
+@dataclass(frozen=True)
 class UpResult:
     kubeconfig: Path
     reused: bool
@@ -395,8 +443,31 @@ class UpResult:
 class LocalCluster:
     """The local control plane in one state dir. Safe to construct; nothing runs until `up()`."""
 
-    def __init__(self, state_dir: Path | None = None) -> None:
+    def __init__(self, state_dir: Path | None = None, real_node: bool = False) -> None:
         self.layout = Layout((state_dir or default_state_dir()).resolve())
+        self.real_node = real_node
+        self.node = node.Node(self.layout.root)
+
+    @classmethod
+    def existing(cls, state_dir: Path) -> LocalCluster | None:
+        """The cluster recorded in `state_dir` (with or without a real node), if there is one."""
+        probe = cls(state_dir)
+        state = probe.load_state()
+        if state is None:
+            return None
+        return cls(state_dir, real_node="node" in state.extra)
+
+    def node_netns(self) -> Path:
+        """The real node's network namespace (as a /proc path: it has no name)."""
+        state = self.load_state()
+        holders = [p for p in (state.processes if state else []) if p.name == "node-holder"]
+        if not holders or not procs.is_running(holders[0]):
+            raise ClusterError(f"no real node runs in {self.state_dir}")
+        return Path(f"/proc/{holders[0].pid}/ns/net")
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return REAL_NODE_COMPONENTS if self.real_node else COMPONENTS
 
     @property
     def state_dir(self) -> Path:
@@ -481,7 +552,9 @@ class LocalCluster:
         if state is None or not state.processes:
             return False
         names = {p.name for p in state.processes}
-        if not set(COMPONENTS) <= names or not all(procs.is_running(p) for p in state.processes):
+        if not set(self.components) <= names or not all(
+            procs.is_running(p) for p in state.processes
+        ):
             return False
         try:
             return _get_text(self, "/readyz", state) == "ok"
@@ -490,23 +563,33 @@ class LocalCluster:
 
     # -- up / down ----------------------------------------------------------------------------
 
-    def up(self, timeout: float = 180.0, log: Callable[[str], None] | None = None) -> UpResult:
-        """Start the cluster, or reuse it when a healthy one already runs in this state dir."""
+    def up(
+        self,
+        timeout: float = 180.0,
+        log: Callable[[str], None] | None = None,
+        images: NodeImages | None = None,
+    ) -> UpResult:
+        """Start the cluster, or reuse it when a healthy one already runs in this state dir.
+
+        With a real node, `images` names what containerd must hold (nothing is ever pulled).
+        """
         say = log or (lambda _msg: None)
+        if self.real_node and images is None:
+            raise ClusterError("a real node needs its images (NodeImages)")
         started = time.monotonic()
         with self._locked():
             if self.is_healthy():
                 return UpResult(self.kubeconfig, True, time.monotonic() - started, {})
             self._stop_recorded()
             try:
-                phases = self._start(timeout, say)
+                phases = self._start(timeout, say, images)
             except ClusterError as exc:
                 # Free ports are picked before the servers bind them; on a busy machine another
                 # process can take one in between. One fresh try with new ports covers that.
                 if "address already in use" not in str(exc):
                     raise
                 say(f"a port was taken meanwhile, retrying with new ports ({exc})")
-                phases = self._start(timeout, say)
+                phases = self._start(timeout, say, images)
         return UpResult(self.kubeconfig, False, time.monotonic() - started, phases)
 
     def down(self) -> list[int]:
@@ -521,10 +604,20 @@ class LocalCluster:
         left = procs.stop(state.processes)
         state.processes = []
         self.save_state(state)
+        if state.extra.pop("node", None) is not None:
+            problems = self.node.teardown()
+            if problems:
+                raise ClusterError("the node was not removed cleanly: " + "; ".join(problems))
+            self.save_state(state)
         return left
 
-    def _start(self, timeout: float, say: Callable[[str], None]) -> dict[str, float]:
-        for part in (build.KUBERNETES, build.KWOK):
+    def _start(
+        self, timeout: float, say: Callable[[str], None], images: NodeImages | None
+    ) -> dict[str, float]:
+        parts = [build.KUBERNETES, build.COREDNS] if self.real_node else [build.KUBERNETES]
+        for part in (*parts, build.KWOK):
+            if part is build.KWOK and self.real_node:
+                continue
             if not part.is_built():
                 raise ClusterError(
                     f"{part.name} {part.version} is not built; run "
@@ -551,18 +644,23 @@ class LocalCluster:
         # A fresh etcd each time: a restarted cluster must not resurrect objects of an old run.
         shutil.rmtree(layout.etcd_data, ignore_errors=True)
         layout.logs.mkdir(parents=True, exist_ok=True)
-        for component in COMPONENTS:
+        for component in self.components:
             with contextlib.suppress(FileNotFoundError):
                 layout.log(component).unlink()
         phase("prepare")
 
         try:
+            if images is not None and self.real_node:
+                self._start_node_runtime(state, ports, images, deadline)
+                phase("node-runtime")
             k8s = build.KUBERNETES
             self._launch(state, "etcd", etcd_args(k8s.path("etcd"), layout, ports))
             self._wait(state, "etcd", deadline, lambda: _etcd_healthy(ports))
             phase("etcd")
             self._launch(
-                state, "kube-apiserver", apiserver_args(k8s.path("kube-apiserver"), layout, ports)
+                state,
+                "kube-apiserver",
+                apiserver_args(k8s.path("kube-apiserver"), layout, ports, self.real_node),
             )
             self._wait(
                 state,
@@ -579,8 +677,11 @@ class LocalCluster:
             self._launch(
                 state, "kube-scheduler", scheduler_args(k8s.path("kube-scheduler"), layout, ports)
             )
-            self._launch(state, "kwok", kwok_args(build.KWOK.path("kwok"), layout))
-            objects = [fake_node(n) for n in NODE_NAMES] + [default_storage_class()]
+            if self.real_node:
+                objects = [*node.coredns_rbac(), default_storage_class()]
+            else:
+                self._launch(state, "kwok", kwok_args(build.KWOK.path("kwok"), layout))
+                objects = [fake_node(n) for n in NODE_NAMES] + [default_storage_class()]
             self.kubectl("apply", "-f", "-", input="\n".join(json.dumps(o) for o in objects))
             self._wait(
                 state,
@@ -590,7 +691,10 @@ class LocalCluster:
             )
             self._wait(state, "kube-scheduler", deadline, lambda: _healthz(ports.scheduler))
             phase("controllers")
-            self._wait(state, "kwok", deadline, self._nodes_ready)
+            if self.real_node:
+                self._start_node_agents(state, deadline)
+            else:
+                self._wait(state, "kwok", deadline, self._nodes_ready)
             # Pods need the `default` ServiceAccount, which the controller-manager creates.
             self._wait(
                 state,
@@ -664,9 +768,83 @@ class LocalCluster:
             f"/apis/{metrics_adapter.GROUP}/{metrics_adapter.VERSION}"
         )
 
-    def _launch(self, state: State, name: str, argv: Sequence[str]) -> None:
-        state.processes.append(procs.start(name, argv, self.layout.log(name)))
+    def _start_node_runtime(
+        self, state: State, ports: Ports, images: NodeImages, deadline: float
+    ) -> None:
+        """The node's namespaces, cgroups, relay and containerd with its images imported."""
+        missing = node.missing_tools()
+        if missing:
+            raise ClusterError(f"the real node needs {missing}; run `./dev setup`")
+        the_node = self.node
+        leftovers = the_node.teardown()  # of a run that was killed before its `down`
+        if leftovers:
+            raise ClusterError("leftovers of an earlier node remain: " + "; ".join(leftovers))
+        state.extra["node"] = {"cgroup": the_node.layout.cgroup_name}
         self.save_state(state)
+        daemons = the_node.create_cgroups()
+        server = f"https://127.0.0.1:{ports.apiserver}"
+        pki = self.layout.pki
+        kubeconfigs = {
+            stem: yaml.safe_dump(
+                render_kubeconfig(
+                    server,
+                    pki.ca_cert.read_bytes(),
+                    pki.client_cert(stem).read_bytes(),
+                    pki.client_key(stem).read_bytes(),
+                    user=stem,
+                )
+            )
+            for stem in ("kubelet", "kube-proxy", "coredns")
+        }
+        the_node.write_files(ports.apiserver, images.sandbox_image, kubeconfigs, pki.dir)
+        self.layout.egress_config.write_text(
+            yaml.safe_dump(node.egress_selector_config(the_node.layout))
+        )
+        holder = self._launch(
+            state, "node-holder", node.in_cgroup(daemons, the_node.holder_argv()), binary="sleep"
+        )
+        self._wait(state, "node-holder", deadline, lambda: the_node.holder_ready(holder.pid))
+        the_node.create_network(holder.pid)
+        the_node.private_mounts(holder.pid)
+        relay = the_node.relay_argv(holder.pid, ports.apiserver, SERVICE_CIDR)
+        self._launch(state, "node-relay", relay)
+        self._wait(state, "node-relay", deadline, the_node.layout.egress_socket.exists)
+        argv = the_node.containerd_argv(holder.pid)
+        self._launch(
+            state, "containerd", node.in_cgroup(daemons, argv), binary=node.final_binary(argv)
+        )
+        self._wait(state, "containerd", deadline, the_node.containerd_ready)
+        the_node.import_images(images.archives)
+
+    def _start_node_agents(self, state: State, deadline: float) -> None:
+        """kubelet, kube-proxy and CoreDNS in the node's namespaces; waits for the Node Ready."""
+        the_node = self.node
+        holder = next(p for p in state.processes if p.name == "node-holder").pid
+        daemons = node.daemons_procs_file(the_node.layout)
+        for name, argv in (
+            ("kubelet", the_node.kubelet_argv(holder)),
+            ("kube-proxy", the_node.kube_proxy_argv(holder)),
+            ("coredns", the_node.coredns_argv(holder)),
+        ):
+            self._launch(state, name, node.in_cgroup(daemons, argv), binary=node.final_binary(argv))
+        self._wait(state, "kubelet", deadline, self._real_node_ready)
+
+    def _real_node_ready(self) -> bool:
+        try:
+            found = self.api_get(f"/api/v1/nodes/{node.NODE_NAME}")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return False
+            raise
+        return node_is_ready(found)
+
+    def _launch(
+        self, state: State, name: str, argv: Sequence[str], binary: str | None = None
+    ) -> procs.ProcessRecord:
+        record = procs.start(name, argv, self.layout.log(name), binary=binary)
+        state.processes.append(record)
+        self.save_state(state)
+        return record
 
     def _wait(self, state: State, name: str, deadline: float, ready: Callable[[], bool]) -> None:
         """Poll `ready` until true; fail fast with the log of any component that died."""

@@ -30,6 +30,7 @@ class Client:
     organizations: tuple[str, ...] = ()
 
 
+REAL_NODE_NAME = "hypersend-node"
 # The identities the control plane components and the admin use. kube-controller-manager and
 # kube-scheduler get the user names their built-in RBAC roles are bound to; kwok and the admin are
 # cluster admins (system:masters), as they are in kwokctl and kubeadm.
@@ -38,6 +39,12 @@ CLIENTS = (
     Client("controller-manager", "system:kube-controller-manager"),
     Client("scheduler", "system:kube-scheduler"),
     Client("kwok", "kwok-controller", ("system:masters",)),
+    # The real node: the kubelet as its Node (the Node authorizer's user and group), kube-proxy and
+    # CoreDNS under the names their RBAC bindings use, and the API server's client for kubelets.
+    Client("kubelet", f"system:node:{REAL_NODE_NAME}", ("system:nodes",)),
+    Client("kube-proxy", "system:kube-proxy"),
+    Client("coredns", "system:coredns"),
+    Client("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",)),
 )
 FRONT_PROXY_CLIENT = "front-proxy-client"
 

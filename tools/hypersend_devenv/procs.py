@@ -39,9 +39,17 @@ class ProcessRecord:
 
 
 def start(
-    name: str, argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None
+    name: str,
+    argv: Sequence[str],
+    log: Path,
+    env: Mapping[str, str] | None = None,
+    binary: str | None = None,
 ) -> ProcessRecord:
-    """Start `argv` detached in a new session, appending its output to `log`."""
+    """Start `argv` detached in a new session, appending its output to `log`.
+
+    `binary` is the program the process finally runs when argv[0] is a wrapper that execs it
+    (nsenter, sh): the record must name what /proc shows, to recognise the process later.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -53,7 +61,7 @@ def start(
             env=dict(env) if env is not None else None,
         )
     _CHILDREN[proc.pid] = proc
-    return ProcessRecord(name=name, pid=proc.pid, binary=str(argv[0]), log=str(log))
+    return ProcessRecord(name=name, pid=proc.pid, binary=binary or str(argv[0]), log=str(log))
 
 
 # Popen objects of processes started by this interpreter, so that stopping them also reaps them

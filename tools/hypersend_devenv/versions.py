@@ -10,6 +10,8 @@ FERRETDB = "v1.24.2"
 HELM = "v3.22.0"
 GOPHER_LUA = "v1.1.1"
 CUSTOM_METRICS_APISERVER = "v1.36.0"
+# Cluster DNS on the real node, so pods reach Services by name.
+COREDNS = "v1.15.0"
 
 
 def staging_version(kubernetes: str = KUBERNETES) -> str:
