@@ -19,7 +19,7 @@ Everything of the node lives in namespaces this module creates and removes:
 Both namespaces belong to a holder process (`unshare --net --mount`), not to a name under
 /run/netns, so they vanish with the node's last process. `teardown()` kills those processes,
 removes the cgroups and deletes the node's state directory: the host is left as it was found
-(tests/e2e_node/test_node_host.py compares before and after).
+(tests/e2e/test_node_host.py compares `host_snapshot()` before and after).
 """
 
 from __future__ import annotations
@@ -366,6 +366,61 @@ def pids_hierarchy(mountinfo: str) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # I/O: namespaces, cgroups, processes.
+
+# Fixed paths a kubelet, containerd or CNI would create on a host (here only inside the node).
+HOST_PATHS = (
+    "/var/lib/kubelet",
+    "/var/log/containers",
+    "/var/log/pods",
+    "/var/lib/containerd",
+    "/run/containerd",
+    "/run/runc",
+    "/run/netns",
+    "/etc/cni",
+    "/var/lib/cni",
+    "/opt/cni",
+    "/usr/libexec/kubernetes",
+)
+HOST_SYSCTLS = (
+    *KUBELET_SYSCTLS,
+    "net/ipv4/ip_forward",
+    "net/ipv4/conf/all/route_localnet",
+    "net/bridge/bridge-nf-call-iptables",
+)
+
+
+def host_snapshot() -> dict[str, Any]:
+    """What a node could change on the host, as seen from the host's own namespaces."""
+
+    def ruleset(command: str) -> list[str]:
+        if shutil.which(command) is None:
+            return []
+        out = subprocess.run([command], capture_output=True, text=True, check=False).stdout
+        # Comments carry a timestamp and counters change with traffic: keep the rules.
+        return [line.split(" [")[0] for line in out.splitlines() if not line.startswith("#")]
+
+    mounts = []
+    for line in _mountinfo().splitlines():
+        fields = line.split()
+        sep = fields.index("-")
+        mounts.append(f"{fields[4]} {fields[sep + 1]} {fields[sep + 2]}")
+    sysctls = {}
+    for key in HOST_SYSCTLS:
+        with contextlib.suppress(OSError):
+            sysctls[key] = Path("/proc/sys", key).read_text().strip()
+    cgroups = {
+        str(m): sorted(p.name for p in m.iterdir() if p.is_dir())
+        for m in cgroup_mounts(_mountinfo())
+    }
+    return {
+        "mounts": sorted(mounts),
+        "links": sorted(os.listdir("/sys/class/net")),
+        "routes": _run("ip", "route").splitlines() + _run("ip", "-6", "route").splitlines(),
+        "iptables": ruleset("iptables-save") + ruleset("ip6tables-save"),
+        "sysctls": sysctls,
+        "cgroups": cgroups,
+        "paths": {p: os.path.lexists(p) for p in HOST_PATHS},
+    }
 
 
 def _run(*argv: str, input: str | None = None) -> str:

@@ -1,19 +1,18 @@
-"""`./dev up`: the local cluster, the operator and examples/dev.yaml, shown Ready.
+"""`./dev up`: the local cluster with a real node, the operator and examples/dev.yaml, shown Ready.
 
     python -m hypersend_devenv.up            # start (or reuse) everything, wait for Ready
-    python -m hypersend_devenv.up --down     # stop the operator, the metrics feeder and the cluster
+    python -m hypersend_devenv.up --down     # stop the operator and the cluster (node included)
 
-Steps: local cluster up (etcd, API server, controllers, kwok) -> custom metrics API -> apply
+Steps: build the images (cached by content) -> local cluster up with its real node (etcd, API
+server, controllers, kubelet, containerd, kube-proxy, CoreDNS; the images imported) -> apply
 `crds/` -> start the operator in the background (pid and log under `.hypersend/operator/`) ->
-`kubectl apply -f examples/dev.yaml` -> wait until it is Ready -> print
-`kubectl get hypersendclusters -A` and the kubeconfig path.
+give the dev MongoDB's claim a volume -> `kubectl apply -f examples/dev.yaml` -> wait until it is
+Ready (its chat, Redis and MongoDB-wire pods really run and pass their probes) -> print
+`kubectl get hypersendclusters -A` and how to reach the chat Service from this machine.
 
-The local cluster is a simulation: kwok pods run no container, and there is no volume provisioner
-and no metrics-server. So `up` also
-- pre-binds a hostPath PersistentVolume to the dev MongoDB's claim, and
-- runs a small feeder (`--feed-metrics`, in the background) that reports the chat pods'
-  `hypersend_websocket_connections` to the HPA: by default the HPA's target per pod, which holds
-  the replica count steady (no chat server runs in fake pods to report a real number).
+The connection count (CONNECTIONS) comes from the metric pipeline (Prometheus and
+prometheus-adapter), which the local cluster does not run yet: the column stays empty rather
+than showing a number nobody measured.
 """
 
 from __future__ import annotations
@@ -29,16 +28,15 @@ from typing import Any
 
 import yaml
 
-from hypersend_devenv import procs
-from hypersend_devenv.cluster import LocalCluster
-from hypersend_devenv.metrics_adapter import MetricsWriter
+from hypersend_devenv import images, procs
+from hypersend_devenv.cluster import LocalCluster, NodeImages
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "dev.yaml"
 CRDS = REPO / "crds"
-CONNECTIONS = "hypersend_websocket_connections"
 OPERATOR_METRICS_PORT = 18080
 OPERATOR_HEALTH_PORT = 18081
+CHAT_PORT = 8080  # the chat Service's port (operator/hypersend_operator/builders/service.py)
 
 
 def say(msg: str) -> None:
@@ -86,9 +84,13 @@ def _example() -> dict[str, Any]:
     return doc
 
 
-def mongo_volume(namespace: str, cluster_name: str) -> dict[str, Any]:
-    """A hostPath PV pre-bound to the dev MongoDB's claim (the local cluster has no provisioner)."""
+def mongo_volume(namespace: str, cluster_name: str, directory: Path) -> dict[str, Any]:
+    """A hostPath PV pre-bound to the dev MongoDB's claim, in a directory the pod can write."""
     claim = f"data-{cluster_name}-mongo-0"
+    path = directory / f"{namespace}-{claim}"
+    path.mkdir(parents=True, exist_ok=True)
+    # The MongoDB-wire pod runs as its image's non-root user; hostPath volumes get no fsGroup.
+    path.chmod(0o777)
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
@@ -97,28 +99,18 @@ def mongo_volume(namespace: str, cluster_name: str) -> dict[str, Any]:
             "capacity": {"storage": "100Gi"},
             "accessModes": ["ReadWriteOnce"],
             "persistentVolumeReclaimPolicy": "Retain",
-            "hostPath": {"path": f"/tmp/hypersend-dev-volumes/{namespace}-{claim}"},
+            "hostPath": {"path": str(path)},
             "claimRef": {"namespace": namespace, "name": claim},
         },
     }
 
 
-def feed_metrics(kubeconfig: str, write_port: int, per_pod: float, interval: float) -> None:
-    """Loop: report `per_pod` connections for every chat pod of every HypersendCluster."""
-    cluster = LocalCluster(Path(kubeconfig).parent)
-    writer = MetricsWriter(write_port)
-    selector = "app.kubernetes.io/component=chat,app.kubernetes.io/managed-by=hypersend-operator"
-    while True:
-        try:
-            pods = json.loads(
-                cluster.kubectl("get", "pods", "-A", "-l", selector, "-o", "json").stdout
-            )["items"]
-            for pod in pods:
-                meta = pod["metadata"]
-                writer.set_pod_metric(meta["namespace"], meta["name"], CONNECTIONS, per_pod)
-        except Exception as e:  # the feeder must outlive a restarting API server
-            print(f"feed-metrics: {e}", file=sys.stderr, flush=True)
-        time.sleep(interval)
+def node_images() -> NodeImages:
+    built = images.ensure_images(log=say)
+    return NodeImages(
+        sandbox_image=images.SANDBOX_IMAGE,
+        archives=tuple((image.ref, image.archive) for image in built),
+    )
 
 
 def wait_ready(cluster: LocalCluster, namespace: str, name: str, timeout: float) -> dict[str, Any]:
@@ -141,11 +133,9 @@ def wait_ready(cluster: LocalCluster, namespace: str, name: str, timeout: float)
 
 
 def up(args: argparse.Namespace) -> int:
-    cluster = LocalCluster()
-    result = cluster.up(log=say)
+    cluster = LocalCluster(real_node=True)
+    result = cluster.up(timeout=300, log=say, images=node_images())
     say(f"cluster {'reused' if result.reused else 'started'} in {result.seconds:.1f}s")
-    writer = cluster.start_custom_metrics()
-    say("custom metrics API available")
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
     cluster.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", "crd/hypersendclusters.hypersend.io"
@@ -164,20 +154,11 @@ def up(args: argparse.Namespace) -> int:
         ],
         env,
     )  # fmt: skip
-    _ensure_background(
-        cluster,
-        "metrics-feeder",
-        [
-            sys.executable, "-m", "hypersend_devenv.up", "--feed-metrics",
-            "--write-port", str(writer.write_port), "--connections", str(args.connections),
-        ],
-        env,
-    )  # fmt: skip
 
     doc = _example()
     namespace = doc["metadata"].get("namespace", "default")
     name = doc["metadata"]["name"]
-    volume = mongo_volume(namespace, name)
+    volume = mongo_volume(namespace, name, cluster.node.layout.volumes)
     phase = cluster.kubectl(
         "get", "pv", volume["metadata"]["name"], "-o", "jsonpath={.status.phase}", check=False
     ).stdout
@@ -195,12 +176,17 @@ def up(args: argparse.Namespace) -> int:
         return 1
     say(f"{namespace}/{name} Ready in {time.monotonic() - started:.1f}s")
     print(cluster.kubectl("get", "hypersendclusters", "-A").stdout, end="")
+    print(cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide").stdout, end="")
     print(f"export KUBECONFIG={cluster.kubeconfig}")
+    print(
+        f"# chat with it from this machine (REST and WebSocket on http://127.0.0.1:{CHAT_PORT}):\n"
+        f"kubectl port-forward -n {namespace} svc/{name}-chat {CHAT_PORT}:{CHAT_PORT}"
+    )
     return 0
 
 
 def down() -> int:
-    cluster = LocalCluster()
+    cluster = LocalCluster.existing(LocalCluster().state_dir) or LocalCluster()
     records = _load_records(cluster)
     left = procs.stop(records)
     if records:
@@ -214,20 +200,8 @@ def down() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hypersend_devenv.up", description=__doc__)
     parser.add_argument("--down", action="store_true", help="stop what `up` started")
-    parser.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for Ready")
-    parser.add_argument(
-        "--connections",
-        type=float,
-        default=1000.0,
-        help="simulated open WebSockets per chat pod reported to the HPA",
-    )
-    parser.add_argument("--feed-metrics", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--write-port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for Ready")
     args = parser.parse_args(argv)
-    if args.feed_metrics:
-        kubeconfig = os.environ["KUBECONFIG"]
-        feed_metrics(kubeconfig, int(args.write_port), args.connections, interval=5.0)
-        return 0
     if args.down:
         return down()
     try:
