@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.kube",
     "tests.fixtures.chat",
     "tests.fixtures.operator",
+    "tests.fixtures.node",
 ]

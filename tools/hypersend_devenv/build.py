@@ -73,8 +73,21 @@ HELM = Part("helm", versions.HELM, ("helm",))
 # ArgoCD runs health.lua in gopher-lua; tests run it in the same engine.
 LUA = Part("gopher-lua", versions.GOPHER_LUA, ("glua",))
 COREDNS = Part("coredns", versions.COREDNS, ("coredns",))
+PROMETHEUS_ADAPTER = Part("prometheus-adapter", versions.PROMETHEUS_ADAPTER, ("adapter",))
+METRICS_SERVER = Part("metrics-server", versions.METRICS_SERVER, ("metrics-server",))
 PARTS: dict[str, Part] = {
-    p.name: p for p in (KUBERNETES, KWOK, FERRETDB, METRICS_ADAPTER, HELM, LUA, COREDNS)
+    p.name: p
+    for p in (
+        KUBERNETES,
+        KWOK,
+        FERRETDB,
+        METRICS_ADAPTER,
+        HELM,
+        LUA,
+        COREDNS,
+        PROMETHEUS_ADAPTER,
+        METRICS_SERVER,
+    )
 }
 
 
@@ -299,8 +312,29 @@ def build_coredns() -> None:
         part=COREDNS,
         module="hypersend.io/tools/coredns",
         requires={"github.com/coredns/coredns": COREDNS.version},
-        packages={"coredns": "github.com/coredns/coredns"},
+        # Our main links just the plugins the node's Corefile uses (tools/gomod/coredns/main.go).
+        packages={"coredns": "."},
         template=GOMOD_TEMPLATES / "coredns",
+    ).run()
+
+
+def build_prometheus_adapter() -> None:
+    GoBuild(
+        part=PROMETHEUS_ADAPTER,
+        module="hypersend.io/tools/prometheusadapter",
+        requires={"sigs.k8s.io/prometheus-adapter": PROMETHEUS_ADAPTER.version},
+        packages={"adapter": "sigs.k8s.io/prometheus-adapter/cmd/adapter"},
+        template=GOMOD_TEMPLATES / "prometheus-adapter",
+    ).run()
+
+
+def build_metrics_server() -> None:
+    GoBuild(
+        part=METRICS_SERVER,
+        module="hypersend.io/tools/metricsserver",
+        requires={"sigs.k8s.io/metrics-server": METRICS_SERVER.version},
+        packages={"metrics-server": "sigs.k8s.io/metrics-server/cmd/metrics-server"},
+        template=GOMOD_TEMPLATES / "metrics-server",
     ).run()
 
 
@@ -312,6 +346,8 @@ BUILDERS = {
     "helm": build_helm,
     "gopher-lua": build_lua,
     "coredns": build_coredns,
+    "prometheus-adapter": build_prometheus_adapter,
+    "metrics-server": build_metrics_server,
 }
 
 

@@ -248,6 +248,8 @@ def controller_manager_args(binary: Path, layout: Layout, ports: Ports) -> list[
         # PVs for the `standard` StorageClass (empty dirs under /tmp/hostpath_pv on this host;
         # kwok pods never mount them).
         "--enable-hostpath-provisioner=true",
+        # Its default (/usr/libexec/kubernetes/...) would be created on the host.
+        f"--flex-volume-plugin-dir={layout.root / 'flexvolume'}",
         "--profiling=false",
     ]
 
@@ -709,6 +711,10 @@ class LocalCluster:
             self.save_state(state)
             if left:
                 say(f"warning: pids {left} survived the cleanup")
+            if state.extra.pop("node", None) is not None:
+                for problem in self.node.teardown():
+                    say(f"warning: {problem}")
+                self.save_state(state)
             raise
         return phases
 

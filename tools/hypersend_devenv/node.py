@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from hypersend_devenv import build
+from hypersend_devenv import build, nsrelay
 from hypersend_devenv.pki import REAL_NODE_NAME, Pki, issue_serving_cert
 
 NODE_NAME = REAL_NODE_NAME
@@ -601,8 +601,8 @@ class Node:
     def relay_argv(self, holder_pid: int, api_port: int, service_cidr: str) -> list[str]:
         return [
             sys.executable,
-            "-m",
-            "hypersend_devenv.nsrelay",
+            # By path: the relay needs only the standard library and h11, not this package's path.
+            str(Path(nsrelay.__file__)),
             f"--netns=/proc/{holder_pid}/ns/net",
             # The node (kubelet, kube-proxy, CoreDNS on 127.0.0.1; pods via the kubernetes
             # Service, whose endpoint is NODE_IP) reaches the API server on the same port.

@@ -12,6 +12,9 @@ GOPHER_LUA = "v1.1.1"
 CUSTOM_METRICS_APISERVER = "v1.36.0"
 # Cluster DNS on the real node, so pods reach Services by name.
 COREDNS = "v1.15.0"
+# The metric path on the real node: custom metrics from Prometheus, resource metrics from kubelets.
+PROMETHEUS_ADAPTER = "v0.12.0"
+METRICS_SERVER = "v0.9.0"
 
 
 def staging_version(kubernetes: str = KUBERNETES) -> str:
