@@ -10,6 +10,10 @@ FERRETDB = "v1.24.2"
 HELM = "v3.22.0"
 GOPHER_LUA = "v1.1.1"
 CUSTOM_METRICS_APISERVER = "v1.36.0"
+# Local images (tools/hypersend_devenv/images.py) are made from this Debian release's packages;
+# its redis-server is the 7.0 series (the local Redis image's tag says so and the build checks it).
+DEBIAN_SUITE = "bookworm"
+DEBIAN_REDIS = "7.0"
 
 
 def staging_version(kubernetes: str = KUBERNETES) -> str:
