@@ -359,17 +359,63 @@ class ImageSpec:
         return IMAGES_DIR / f"{self.name}-{self.key()}.tar"
 
 
+def cached_probe(name: str, signature: str, probe: Callable[[], str]) -> str:
+    """`probe()`, remembered in the images directory while `signature` stays the same (so an
+    unchanged rerun runs neither apt-cache, which takes seconds, nor mmdebstrap)."""
+    path = IMAGES_DIR / "probes.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    entry = known.get(name)
+    if isinstance(entry, dict) and entry.get("signature") == signature:
+        return str(entry["value"])
+    value = probe()
+    known[name] = {"signature": signature, "value": value}
+    IMAGES_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
+    tmp.replace(path)
+    return value
+
+
+def stat_signature(paths: list[Path]) -> str:
+    parts = []
+    for path in sorted(paths):
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}")
+    return digest("\n".join(parts))
+
+
 def apt_candidates(packages: tuple[str, ...]) -> dict[str, str]:
     """The versions apt would install now, from the host's package lists (a bookworm host)."""
-    out = run(["apt-cache", "policy", *packages], env={**os.environ, "LC_ALL": "C"})
-    found: dict[str, str] = {}
-    current = ""
-    for line in out.splitlines():
-        if line and not line.startswith(" "):
-            current = line.rstrip(":")
-        elif line.strip().startswith("Candidate:"):
-            found[current] = line.split(":", 1)[1].strip()
-    return {p: found.get(p, "(unknown)") for p in packages}
+
+    def probe() -> str:
+        out = run(["apt-cache", "policy", *packages], env={**os.environ, "LC_ALL": "C"})
+        found: dict[str, str] = {}
+        current = ""
+        for line in out.splitlines():
+            if line and not line.startswith(" "):
+                current = line.rstrip(":")
+            elif line.strip().startswith("Candidate:"):
+                found[current] = line.split(":", 1)[1].strip()
+        return json.dumps({p: found.get(p, "(unknown)") for p in packages})
+
+    lists = [*Path("/var/lib/apt/lists").glob("*"), Path("/etc/apt/preferences")]
+    versions_json = cached_probe(f"apt:{','.join(packages)}", stat_signature(lists), probe)
+    return dict(json.loads(versions_json))
+
+
+def mmdebstrap_version() -> str:
+    path = shutil.which("mmdebstrap")
+    if path is None:
+        raise BuildError("mmdebstrap is not installed (./dev setup installs it)")
+    return cached_probe(
+        "mmdebstrap",
+        stat_signature([Path(path)]),
+        lambda: run(["mmdebstrap", "--version"]).strip(),
+    )
 
 
 @dataclass
@@ -389,7 +435,7 @@ class DebianImage(ImageSpec):
         return f"{self.repository}:{self.tag or self.key()}"
 
     def inputs(self) -> dict[str, str]:
-        mmdebstrap = run(["mmdebstrap", "--version"]).strip()
+        mmdebstrap = mmdebstrap_version()
         return {
             "recipe": json.dumps(
                 [
