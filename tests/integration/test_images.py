@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -440,3 +441,90 @@ def test_pause_reaps_orphans_as_pid_1() -> None:
                 os.kill(inner, signal.SIGKILL)
             proc.kill()
             proc.wait(timeout=10)
+
+
+CONTAINERD_CONFIG = """version = 2
+root = "{d}/root"
+state = "{d}/state"
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[debug]
+  address = "{d}/debug.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{sandbox}"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      Root = "{d}/runc"
+      SystemdCgroup = false
+"""
+
+
+@pytest.fixture
+def containerd() -> Iterator[str]:
+    """A throwaway containerd (own root, state and socket); removed with what it created."""
+    if shutil.which("containerd") is None:
+        pytest.fail("containerd is not installed (./dev setup installs it)")
+    shims = Path("/run/containerd")  # containerd 1.6 puts shim sockets there whatever its state
+    shims_existed = shims.exists()
+    work = Path(tempfile.mkdtemp(prefix="hs-containerd-"))
+    config = work / "config.toml"
+    config.write_text(CONTAINERD_CONFIG.format(d=work, sandbox=images.SANDBOX_IMAGE))
+    log = (work / "containerd.log").open("wb")
+    proc = subprocess.Popen(
+        ["containerd", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
+    )
+    socket_path = work / "containerd.sock"
+    try:
+        deadline = time.monotonic() + 30
+        while not socket_path.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert socket_path.exists(), (work / "containerd.log").read_text()[-3000:]
+        yield str(socket_path)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+        for target in sorted((m for m in mounts if m.startswith(str(work))), reverse=True):
+            subprocess.run(["umount", target], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+        if not shims_existed:
+            shutil.rmtree(shims, ignore_errors=True)
+
+
+def test_archives_import_into_containerd_once_and_run_there(
+    built: dict[str, images.ImageArchive], containerd: str
+) -> None:
+    archives = list(built.values())
+    assert sorted(images.import_into_containerd(containerd, archives, print)) == sorted(
+        a.ref for a in archives
+    )
+    # Imported from the same archives already: nothing to do.
+    assert images.import_into_containerd(containerd, archives, print) == []
+    ctr = ["ctr", "--address", containerd, "--namespace", "k8s.io"]
+
+    def ctr_run(ref: str, *cmd: str) -> str:
+        name = f"hs-{secrets.token_hex(4)}"
+        proc = subprocess.run(
+            [*ctr, "run", "--rm", ref, name, *cmd],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    # runc runs each as the image's USER.
+    probe = "import chatserver.app, os; print(os.getuid())"
+    assert ctr_run(images.SERVER_IMAGE, "python", "-c", probe).strip() == "10001"
+    assert ctr_run(images.SANDBOX_IMAGE, "/pause", "-v").strip() == f"pause {images.VERSION}"
+    assert "v=7.0." in ctr_run(images.REDIS_IMAGE, "redis-server", "--version")

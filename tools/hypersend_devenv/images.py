@@ -809,6 +809,28 @@ def ensure_images(log: Log = print, names: list[str] | None = None) -> list[Imag
         return [_ensure(spec, buildah, log, in_storage=False) for spec in wanted]
 
 
+KEY_LABEL = "hypersend.io/content-key"
+
+
+def import_into_containerd(
+    address: str, archives: list[ImageArchive], log: Log = print, namespace: str = "k8s.io"
+) -> list[str]:
+    """`ctr images import` each archive into the containerd at `address` unless that image is
+    already there from the same archive (a label records the content key); the refs imported."""
+    ctr = ["ctr", "--address", address, "--namespace", namespace]
+    imported: list[str] = []
+    for image in archives:
+        rows = run([*ctr, "images", "ls", f"name=={image.ref}"]).splitlines()[1:]
+        if any(f"{KEY_LABEL}={image.key}" in row for row in rows):
+            continue
+        started = time.monotonic()
+        run([*ctr, "images", "import", str(image.archive)])
+        run([*ctr, "images", "label", image.ref, f"{KEY_LABEL}={image.key}"])
+        log(f"{image.name}: imported {image.ref} in {time.monotonic() - started:.1f}s")
+        imported.append(image.ref)
+    return imported
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
