@@ -455,6 +455,10 @@ state = "{d}/state"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{sandbox}"
   restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    # The CRI plugin creates its CNI config directory at start: keep it off the host's /etc/cni.
+    conf_dir = "{d}/cni/net.d"
+    bin_dir = "{d}/cni/bin"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
