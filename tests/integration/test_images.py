@@ -532,3 +532,54 @@ def test_archives_import_into_containerd_once_and_run_there(
     assert ctr_run(images.SERVER_IMAGE, "python", "-c", probe).strip() == "10001"
     assert ctr_run(images.SANDBOX_IMAGE, "/pause", "-v").strip() == f"pause {images.VERSION}"
     assert "v=7.0." in ctr_run(images.REDIS_IMAGE, "redis-server", "--version")
+
+    # The datastore images as the operator runs them: UID 999 (the image's USER), read-only root
+    # filesystem, only the data volume writable. Host network namespace, loopback addresses only.
+    data = Path(tempfile.mkdtemp(prefix="hs-ctr-data-"))
+    try:
+        os.chown(data, 999, 999)
+        password = secrets.token_urlsafe(12)
+        mongo_port, redis_port = free_port(), free_port()
+        volume = f"type=bind,src={data},dst=/data/db,options=rbind:rw"
+        common = ["--rm", "--net-host", "--read-only"]
+        mongo_args = ["mongod", "--bind_ip", "127.0.0.1", "--port", str(mongo_port)]
+        servers = {
+            "mongo": [
+                *["--mount", volume],
+                *["--env", "MONGO_INITDB_ROOT_USERNAME=root"],
+                *["--env", f"MONGO_INITDB_ROOT_PASSWORD={password}"],
+                images.FERRETDB_IMAGE,
+                f"hs-mongo-{secrets.token_hex(3)}",
+                "/usr/local/bin/mongod-ferretdb",
+                *mongo_args,
+            ],
+            "redis": [
+                images.REDIS_IMAGE,
+                f"hs-redis-{secrets.token_hex(3)}",
+                *["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1"],
+                *["--save", "", "--appendonly", "no", "--protected-mode", "no"],
+            ],
+        }
+        procs = {
+            name: subprocess.Popen([*ctr, "run", *common, *args], stderr=subprocess.PIPE)
+            for name, args in servers.items()
+        }
+        try:
+            url = f"mongodb://root:{password}@127.0.0.1:{mongo_port}/?authSource=admin"
+            client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+                url, serverSelectionTimeoutMS=30_000
+            )
+            with client:
+                client["hypersend"]["probe"].insert_one({"_id": 1})
+            assert redis.Redis(port=redis_port, socket_connect_timeout=5).ping()
+            stat = (data / "hypersend.sqlite").stat()
+            assert (stat.st_uid, stat.st_gid) == (999, 999)
+        finally:
+            for args in servers.values():
+                task = next(a for a in args if a.startswith("hs-"))
+                subprocess.run([*ctr, "task", "kill", "-s", "SIGTERM", task], check=False)
+            for name, proc in procs.items():
+                _, err = proc.communicate(timeout=60)
+                assert proc.returncode == 0, (name, err)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
