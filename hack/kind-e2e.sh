@@ -10,9 +10,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CLUSTER=${KIND_CLUSTER:-hypersend}
-TAG=${TAG:-0.1.0}
-OPERATOR_IMAGE=hypersend-operator:$TAG
-SERVER_IMAGE=hypersend-server:$TAG
+# The names the chart and the examples use (tools/hypersend_devenv/images.py), tagged with the
+# project version from pyproject.toml.
+TAG=${TAG:-$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -n 1)}
+OPERATOR_REPOSITORY=ghcr.io/hypersend/operator
+OPERATOR_IMAGE=$OPERATOR_REPOSITORY:$TAG
+SERVER_IMAGE=ghcr.io/hypersend/chatserver:$TAG
 KUBECONFIG_FILE=${KUBECONFIG_FILE:-$PWD/.hypersend/kind-$CLUSTER.kubeconfig}
 PY=${PY:-.venv/bin/python}
 
@@ -36,7 +39,7 @@ kind load docker-image --name "$CLUSTER" "$OPERATOR_IMAGE" "$SERVER_IMAGE"
 # and two operators must never manage the same HypersendCluster.
 helm upgrade --install hypersend-operator charts/hypersend-operator \
   --namespace hypersend-system --create-namespace \
-  --set image.repository=hypersend-operator --set image.tag="$TAG" \
+  --set image.repository="$OPERATOR_REPOSITORY" --set image.tag="$TAG" \
   --set image.pullPolicy=Never --set 'watch.namespaces={hypersend-system}' \
   --wait --timeout 5m
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
+from hypersend_devenv import images
 
 from tests.fixtures.kube import KubeCluster
 from tests.unit.delivery import helm
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.e2e
 
 CRD_NAME = "hypersendclusters.hypersend.io"
 # The image kind-e2e.sh loads; on kwok nothing pulls it.
-IMAGE = os.environ.get("HYPERSEND_OPERATOR_IMAGE", "hypersend-operator:0.1.0")
+IMAGE = os.environ.get("HYPERSEND_OPERATOR_IMAGE", images.OPERATOR_IMAGE)
 
 # A typed subset of the Prometheus Operator's ServiceMonitor CRD (monitoring.coreos.com/v1): the
 # fields the chart writes, without x-kubernetes-preserve-unknown-fields, so that strict field
@@ -293,7 +294,7 @@ def test_install_upgrade_uninstall(
         "kind": "HypersendCluster",
         # Outside the watched namespace of a release that runs for real (kind): one operator only.
         "metadata": {"name": "survivor", "namespace": team_b},
-        "spec": {"chat": {"image": "hypersend-server:0.1.0"}},
+        "spec": {"chat": {"image": images.SERVER_IMAGE}},
     }
     kube.kubectl("apply", "-f", "-", input=json.dumps(cluster))
 
@@ -314,4 +315,4 @@ def test_install_upgrade_uninstall(
     kept = get_json(kube, "crd", CRD_NAME)
     assert kept["metadata"]["uid"] == crd["metadata"]["uid"], "the CRD was deleted and recreated"
     survivor = get_json(kube, "hypersendcluster", "survivor", "-n", team_b)
-    assert survivor["spec"]["chat"]["image"] == "hypersend-server:0.1.0"
+    assert survivor["spec"]["chat"]["image"] == images.SERVER_IMAGE

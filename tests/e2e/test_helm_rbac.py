@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from hypersend_devenv import images
 
 from tests.e2e.test_helm_chart import Helm
 from tests.fixtures.kube import KubeCluster
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).parent
 TIMEOUT = 90.0
-CHAT_IMAGE = os.environ.get("HYPERSEND_SERVER_IMAGE", "hypersend-server:0.1.0")
+CHAT_IMAGE = os.environ.get("HYPERSEND_SERVER_IMAGE", images.SERVER_IMAGE)
 
 
 def free_port() -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypersend_devenv import images
 
 from tests.fixtures.kube import KubeCluster
 from tests.fixtures.operator import RESYNC_SECONDS, OperatorProcess
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 RECORD_DIR = ROOT / "tests" / "unit" / "delivery" / "recorded_statuses"
 BIN = Path(sys.executable).parent
-CHAT_IMAGE = os.environ.get("HYPERSEND_SERVER_IMAGE", "hypersend-server:0.1.0")
+CHAT_IMAGE = os.environ.get("HYPERSEND_SERVER_IMAGE", images.SERVER_IMAGE)
 TIMEOUT = 90.0
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 

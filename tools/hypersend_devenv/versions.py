@@ -15,6 +15,10 @@ COREDNS = "v1.15.0"
 # The metric path on the real node: custom metrics from Prometheus, resource metrics from kubelets.
 PROMETHEUS_ADAPTER = "v0.12.0"
 METRICS_SERVER = "v0.9.0"
+# Local images (tools/hypersend_devenv/images.py) are made from this Debian release's packages;
+# its redis-server is the 7.0 series (the local Redis image's tag says so and the build checks it).
+DEBIAN_SUITE = "bookworm"
+DEBIAN_REDIS = "7.0"
 
 
 def staging_version(kubernetes: str = KUBERNETES) -> str:

@@ -1,7 +1,8 @@
 """A small Dockerfile reader and the image rules Hypersend's Dockerfiles must follow.
 
-Pure functions: text in, instructions or rule violations out. Used by the unit tests (rules) and
-the integration test (which runs the same install command in a clean virtual environment).
+Pure functions: text in, instructions or rule violations out: the fast unit-level check. What the
+images really contain is checked on the images themselves, built by buildah
+(tests/integration/test_images.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import shlex
 from dataclasses import dataclass, field
 
 PINNED_BASE = "python:3.11-slim-bookworm"
+# The base is this build argument (default PINNED_BASE): the local build passes a Debian-made one.
+BASE_ARG = "BASE_IMAGE"
 # Anything that compiles or fetches packages has no place in the runtime stage.
 BUILD_TOOLS = ("gcc", "g++", "make", "build-essential", "apt-get", "apk", "pip install", "git")
 
@@ -25,8 +28,9 @@ class Instruction:
 
 @dataclass
 class Stage:
-    base: str
+    base: str  # with the global ARG defaults substituted
     name: str | None
+    written: str = ""  # the base as the FROM line writes it
     instructions: list[Instruction] = field(default_factory=list)
 
 
@@ -55,13 +59,33 @@ def instructions(text: str) -> list[Instruction]:
     return out
 
 
+def global_args(text: str) -> dict[str, str]:
+    """The ARGs declared before the first FROM, with their defaults ("" when none)."""
+    found: dict[str, str] = {}
+    for ins in instructions(text):
+        if ins.keyword == "FROM":
+            break
+        if ins.keyword == "ARG":
+            name, _, default = ins.args.partition("=")
+            found[name.strip()] = default.strip().strip('"')
+    return found
+
+
+def substitute(value: str, args: dict[str, str]) -> str:
+    """`${NAME}` and `$NAME` replaced by the ARG defaults (what a plain `docker build` uses)."""
+    return re.sub(
+        r"\$\{(\w+)\}|\$(\w+)", lambda m: args.get(m.group(1) or m.group(2), m.group(0)), value
+    )
+
+
 def stages(text: str) -> list[Stage]:
     result: list[Stage] = []
+    args = global_args(text)
     for ins in instructions(text):
         if ins.keyword == "FROM":
             words = [w for w in ins.args.split() if not w.startswith("--")]
             name = words[2] if len(words) == 3 and words[1].lower() == "as" else None
-            result.append(Stage(base=words[0], name=name))
+            result.append(Stage(base=substitute(words[0], args), name=name, written=words[0]))
         elif not result:
             if ins.keyword != "ARG":
                 raise ValueError(f"line {ins.line}: {ins.keyword} before the first FROM")
@@ -111,9 +135,16 @@ def violations(text: str) -> list[str]:
     if len(all_stages) < 2:
         problems.append("not multi-stage: build in one stage, copy the result into a final one")
     for stage in all_stages:
+        if stage.base in {s.name for s in all_stages}:
+            continue
         pinned = stage.base == PINNED_BASE or stage.base.startswith(PINNED_BASE + "@sha256:")
-        if not pinned and stage.base not in {s.name for s in all_stages}:
+        if not pinned:
             problems.append(f"base {stage.base!r} is not the pinned {PINNED_BASE}")
+        if stage.written not in {f"${{{BASE_ARG}}}", f"${BASE_ARG}"}:
+            problems.append(
+                f"FROM {stage.written}: name the base through ARG {BASE_ARG} (default"
+                f" {PINNED_BASE}) so the local build can pass its own"
+            )
     if not all_stages:
         return [*problems, "no FROM"]
     final = all_stages[-1]

@@ -58,7 +58,7 @@ def test_operator_deployment_shape() -> None:
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "hs-hypersend-operator"
     (container,) = pod["containers"]
-    assert container["image"] == "hypersend-operator:0.1.0"
+    assert container["image"] == "ghcr.io/hypersend/operator:0.1.0"
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["ports"] == [
         {"name": "metrics", "containerPort": 8080, "protocol": "TCP"},

@@ -15,10 +15,11 @@ ROOT = Path(__file__).resolve().parents[3]
 IMAGES = {"Dockerfile.operator": ".[operator]", "Dockerfile.server": ".[server]"}
 GOOD = """\
 # syntax=docker/dockerfile:1
-FROM python:3.11-slim-bookworm AS builder
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE} AS builder
 RUN python -m venv /opt/v && \\
     /opt/v/bin/pip install ".[server]"
-FROM python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 COPY --from=builder /opt/v /opt/v
 USER 10001:10001
 ENTRYPOINT ["hypersend-server"]
@@ -55,9 +56,11 @@ def test_checker_accepts_a_good_dockerfile() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "complaint"),
     [
-        ("FROM python:3.11-slim-bookworm\n", "", "not multi-stage"),
-        ("FROM python:3.11-slim-bookworm\n", "FROM python:3.11\n", "is not the pinned"),
-        ("FROM python:3.11-slim-bookworm\n", "FROM python:latest\n", "is not the pinned"),
+        ("FROM ${BASE_IMAGE}\n", "", "not multi-stage"),
+        ("=python:3.11-slim-bookworm", "=python:3.11", "is not the pinned"),
+        ("=python:3.11-slim-bookworm", "=python:latest", "is not the pinned"),
+        ("FROM ${BASE_IMAGE}\n", "FROM python:3.11-slim-bookworm\n", "ARG BASE_IMAGE"),
+        ("FROM ${BASE_IMAGE}\n", "FROM python:3.11\n", "is not the pinned"),
         ("USER 10001:10001\n", "", "no USER"),
         ("USER 10001:10001", "USER app", "non-root numeric"),
         ("USER 10001:10001", "USER 0", "non-root numeric"),
@@ -69,14 +72,22 @@ def test_checker_accepts_a_good_dockerfile() -> None:
     ],
 )
 def test_checker_names_each_violation(old: str, new: str, complaint: str) -> None:
-    bad = GOOD.replace(old, new, 1) if old != "FROM python:3.11-slim-bookworm\n" else _final(new)
+    bad = GOOD.replace(old, new, 1) if old != "FROM ${BASE_IMAGE}\n" else _final(new)
+    assert bad != GOOD
     assert any(complaint in problem for problem in dockerfile.violations(bad)), bad
 
 
 def _final(replacement: str) -> str:
     """GOOD with its final FROM replaced (the builder FROM stays)."""
-    head, sep, tail = GOOD.rpartition("FROM python:3.11-slim-bookworm\n")
+    head, sep, tail = GOOD.rpartition("FROM ${BASE_IMAGE}\n")
     return head + replacement + tail if sep else GOOD
+
+
+@pytest.mark.parametrize("name", sorted(IMAGES))
+def test_base_image_is_a_build_argument_defaulting_to_the_public_image(name: str) -> None:
+    text = (ROOT / name).read_text()
+    assert dockerfile.global_args(text) == {"BASE_IMAGE": dockerfile.PINNED_BASE}
+    assert [s.written for s in dockerfile.stages(text)] == ["${BASE_IMAGE}", "${BASE_IMAGE}"]
 
 
 def test_instructions_join_continuations_and_skip_comments() -> None:
