@@ -47,13 +47,13 @@ def sleeper_pod() -> dict[str, object]:
 
 @pytest.mark.timeout(420)
 def test_a_node_that_ran_a_pod_leaves_the_host_as_it_found_it(tmp_path: Path) -> None:
-    (pause,) = images.ensure_images(log=print, only=[images.SANDBOX_IMAGE])
+    (pause,) = images.ensure_images(log=print, names=[images.PAUSE_IMAGE.name])
     before = node.host_snapshot()
     local = LocalCluster(tmp_path / "cluster", real_node=True)
     try:
         local.up(
             timeout=300,
-            images=NodeImages(images.SANDBOX_IMAGE, ((pause.ref, pause.archive),)),
+            node_images=NodeImages(images.SANDBOX_IMAGE, (pause,)),
         )
         cluster = KubeCluster(kubeconfig=local.kubeconfig, is_local=True, local=local)
         cluster.apply(sleeper_pod())

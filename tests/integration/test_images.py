@@ -30,7 +30,7 @@ import pymongo
 import pymongo.errors
 import pytest
 import redis
-from hypersend_devenv import images
+from hypersend_devenv import images, node
 
 from tests.unit.delivery import dockerfile
 
@@ -474,6 +474,11 @@ def containerd() -> Iterator[str]:
         pytest.fail("containerd is not installed (./dev setup installs it)")
     shims = Path("/run/containerd")  # containerd 1.6 puts shim sockets there whatever its state
     shims_existed = shims.exists()
+    # `ctr run` puts each task in /<namespace>/<id> of every cgroup hierarchy.
+    task_cgroups = [
+        Path(m) / "k8s.io" for m in node.cgroup_mounts(Path("/proc/self/mountinfo").read_text())
+    ]
+    cgroups_existed = {c for c in task_cgroups if c.exists()}
     work = Path(tempfile.mkdtemp(prefix="hs-containerd-"))
     config = work / "config.toml"
     config.write_text(CONTAINERD_CONFIG.format(d=work, sandbox=images.SANDBOX_IMAGE))
@@ -502,6 +507,9 @@ def containerd() -> Iterator[str]:
         shutil.rmtree(work, ignore_errors=True)
         if not shims_existed:
             shutil.rmtree(shims, ignore_errors=True)
+        for group in task_cgroups:
+            if group not in cgroups_existed and group.exists():
+                group.rmdir()  # empty once its tasks are gone (ctr run --rm deletes them)
 
 
 def test_archives_import_into_containerd_once_and_run_there(

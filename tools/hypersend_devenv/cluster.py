@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from hypersend_devenv import build, metrics_adapter, node, procs
+from hypersend_devenv import build, images, metrics_adapter, node, procs
 from hypersend_devenv.pki import Pki, ensure_pki, issue_serving_cert
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -431,7 +431,7 @@ class NodeImages:
     """What the real node runs: containerd's sandbox image and the archives to import."""
 
     sandbox_image: str
-    archives: tuple[tuple[str, Path], ...]  # (image reference, archive file)
+    archives: tuple[images.ImageArchive, ...]
 
 
 @dataclass(frozen=True)
@@ -569,14 +569,14 @@ class LocalCluster:
         self,
         timeout: float = 180.0,
         log: Callable[[str], None] | None = None,
-        images: NodeImages | None = None,
+        node_images: NodeImages | None = None,
     ) -> UpResult:
         """Start the cluster, or reuse it when a healthy one already runs in this state dir.
 
-        With a real node, `images` names what containerd must hold (nothing is ever pulled).
+        With a real node, `node_images` names what containerd must hold (nothing is pulled).
         """
         say = log or (lambda _msg: None)
-        if self.real_node and images is None:
+        if self.real_node and node_images is None:
             raise ClusterError("a real node needs its images (NodeImages)")
         started = time.monotonic()
         with self._locked():
@@ -584,14 +584,14 @@ class LocalCluster:
                 return UpResult(self.kubeconfig, True, time.monotonic() - started, {})
             self._stop_recorded()
             try:
-                phases = self._start(timeout, say, images)
+                phases = self._start(timeout, say, node_images)
             except ClusterError as exc:
                 # Free ports are picked before the servers bind them; on a busy machine another
                 # process can take one in between. One fresh try with new ports covers that.
                 if "address already in use" not in str(exc):
                     raise
                 say(f"a port was taken meanwhile, retrying with new ports ({exc})")
-                phases = self._start(timeout, say, images)
+                phases = self._start(timeout, say, node_images)
         return UpResult(self.kubeconfig, False, time.monotonic() - started, phases)
 
     def down(self) -> list[int]:
@@ -614,7 +614,7 @@ class LocalCluster:
         return left
 
     def _start(
-        self, timeout: float, say: Callable[[str], None], images: NodeImages | None
+        self, timeout: float, say: Callable[[str], None], node_images: NodeImages | None
     ) -> dict[str, float]:
         parts = [build.KUBERNETES, build.COREDNS] if self.real_node else [build.KUBERNETES]
         for part in (*parts, build.KWOK):
@@ -652,8 +652,8 @@ class LocalCluster:
         phase("prepare")
 
         try:
-            if images is not None and self.real_node:
-                self._start_node_runtime(state, ports, images, deadline)
+            if node_images is not None and self.real_node:
+                self._start_node_runtime(state, ports, node_images, deadline, say)
                 phase("node-runtime")
             k8s = build.KUBERNETES
             self._launch(state, "etcd", etcd_args(k8s.path("etcd"), layout, ports))
@@ -775,7 +775,12 @@ class LocalCluster:
         )
 
     def _start_node_runtime(
-        self, state: State, ports: Ports, images: NodeImages, deadline: float
+        self,
+        state: State,
+        ports: Ports,
+        wanted: NodeImages,
+        deadline: float,
+        say: Callable[[str], None],
     ) -> None:
         """The node's namespaces, cgroups, relay and containerd with its images imported."""
         missing = node.missing_tools()
@@ -802,7 +807,7 @@ class LocalCluster:
             )
             for stem in ("kubelet", "kube-proxy", "coredns")
         }
-        the_node.write_files(ports.apiserver, images.sandbox_image, kubeconfigs, pki.dir)
+        the_node.write_files(ports.apiserver, wanted.sandbox_image, kubeconfigs, pki.dir)
         self.layout.egress_config.write_text(
             yaml.safe_dump(node.egress_selector_config(the_node.layout))
         )
@@ -820,7 +825,9 @@ class LocalCluster:
             state, "containerd", node.in_cgroup(daemons, argv), binary=node.final_binary(argv)
         )
         self._wait(state, "containerd", deadline, the_node.containerd_ready)
-        the_node.import_images(images.archives)
+        images.import_into_containerd(
+            str(the_node.layout.containerd_socket), list(wanted.archives), log=say
+        )
 
     def _start_node_agents(self, state: State, deadline: float) -> None:
         """kubelet, kube-proxy and CoreDNS in the node's namespaces; waits for the Node Ready."""

@@ -34,7 +34,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -627,17 +627,6 @@ class Node:
         except (NodeError, subprocess.TimeoutExpired):
             return False
         return True
-
-    def image_refs(self) -> set[str]:
-        out = self.ctr("images", "list", "--quiet")
-        return {line.strip() for line in out.splitlines() if line.strip()}
-
-    def import_images(self, archives: Iterable[tuple[str, Path]]) -> None:
-        """Import image archives (ref, path) that containerd does not hold yet."""
-        present = self.image_refs()
-        for ref, archive in archives:
-            if ref not in present:
-                self.ctr("images", "import", str(archive))
 
     # -- teardown ----------------------------------------------------------------------------
 

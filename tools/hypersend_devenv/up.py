@@ -109,7 +109,7 @@ def node_images() -> NodeImages:
     built = images.ensure_images(log=say)
     return NodeImages(
         sandbox_image=images.SANDBOX_IMAGE,
-        archives=tuple((image.ref, image.archive) for image in built),
+        archives=tuple(built),
     )
 
 
@@ -134,7 +134,7 @@ def wait_ready(cluster: LocalCluster, namespace: str, name: str, timeout: float)
 
 def up(args: argparse.Namespace) -> int:
     cluster = LocalCluster(real_node=True)
-    result = cluster.up(timeout=300, log=say, images=node_images())
+    result = cluster.up(timeout=300, log=say, node_images=node_images())
     say(f"cluster {'reused' if result.reused else 'started'} in {result.seconds:.1f}s")
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
     cluster.kubectl(
