@@ -100,6 +100,7 @@ class Runner:
         try:
             cr = await self.kube.get(API_VERSION, KIND, namespace, name)
             if cr is None or cr["metadata"].get("deletionTimestamp"):
+                metrics.forget_cluster(namespace, name)
                 return
             uid = cr["metadata"]["uid"]
             generation = int(cr["metadata"].get("generation") or 0)
@@ -112,6 +113,7 @@ class Runner:
                 self._pruned[uid] = generation
             await reconcile.post_events(self.kube, cr, result.changes)
             await reconcile.write_status(self.kube, cr, result.status)
+            metrics.observe_cluster(namespace, name, result.status)
         except ApiError as e:
             metrics.RECONCILES.labels(trigger, "error").inc()
             metrics.RECONCILE_ERRORS.labels(f"api_{e.code}").inc()
@@ -189,6 +191,11 @@ def register(registry: kopf.OperatorRegistry, runner: Runner) -> None:
             id=f"wake-parent-{owned.plural}",
             labels={lb.MANAGED_BY_KEY: lb.MANAGED_BY},
         )(on_child)
+
+    # No finalizer: only seen when the operator runs at the time; a restart starts without it.
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, optional=True, id="forget-metrics")
+    async def forget_metrics(namespace: str | None, name: str, **_: Any) -> None:
+        metrics.forget_cluster(namespace or "", name)
 
     def delete_policy_is_delete(spec: kopf.Spec, **_: Any) -> bool:
         return bool(spec.get("mongo", {}).get("deletePolicy") == "Delete")
