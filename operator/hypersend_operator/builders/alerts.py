@@ -106,7 +106,9 @@ def cluster_scope(ctx: BuildContext) -> Scope:
     chat = child_name(ctx, CHAT)
     # Deployment pods are <deployment>-<template hash>-<suffix>; anchored, so "demo-chat" does
     # not also match a cluster named "demo-chat-x".
-    pods = f'namespace="{ctx.namespace}", pod=~"{chat}-[a-z0-9]+-[a-z0-9]+"'
+    # Names may hold dots (DNS subdomains): escaped for the regex, and the backslash for PromQL.
+    pod_regex = chat.replace(".", "\\\\.") + "-[a-z0-9]+-[a-z0-9]+"
+    pods = f'namespace="{ctx.namespace}", pod=~"{pod_regex}"'
     limits = ctx.spec.chat.resources.limits
     cpu = limits.get("cpu")
     memory = limits.get("memory")

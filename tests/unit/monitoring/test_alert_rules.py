@@ -147,3 +147,26 @@ def test_a_wrong_threshold_fails_the_case(case: AlertCase, source: str, tmp_path
     proc = promtool.unit_test_rules(wrong, [case], source == "cluster", tmp_path)
     assert proc.returncode != 0, f"{case.alert} passed with {case.wrong_threshold[1]!r}"
     assert case.alert in proc.stdout + proc.stderr
+
+
+def test_a_dotted_cluster_name_matches_only_its_own_pods(tmp_path: Path) -> None:
+    """Cluster names may hold dots; in the pod regex a dot must not match any character."""
+    c = ctx(
+        name="my.app",
+        capabilities=frozenset({PROMETHEUS_RULE}),
+        monitoring={"prometheusRule": True},
+    )
+    groups = find(build_all(c), "PrometheusRule", "my.app-chat")["spec"]["groups"]
+    near = next(x for x in CHAT_CASES if x.alert == "HypersendChatNearConnectionLimit")
+
+    def on_pod(pod: str) -> list[tuple[str, dict[str, str], str]]:
+        return [(m, {**lb, "pod": pod}, v) for m, lb, v in near.firing]
+
+    case = replace(
+        near,
+        firing=on_pod("my.app-chat-7d9f8c6b5-x2x4z"),
+        labels={**near.labels, "pod": "my.app-chat-7d9f8c6b5-x2x4z"},
+        quiet=on_pod("myxapp-chat-7d9f8c6b5-x2x4z"),
+        extra_labels={},
+    )
+    passes(promtool.unit_test_rules(groups, [case], True, tmp_path))
