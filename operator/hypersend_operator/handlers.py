@@ -192,10 +192,12 @@ def register(registry: kopf.OperatorRegistry, runner: Runner) -> None:
             labels={lb.MANAGED_BY_KEY: lb.MANAGED_BY},
         )(on_child)
 
-    # No finalizer: only seen when the operator runs at the time; a restart starts without it.
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, optional=True, id="forget-metrics")
-    async def forget_metrics(namespace: str | None, name: str, **_: Any) -> None:
-        metrics.forget_cluster(namespace or "", name)
+    # The watch's DELETED event, not a delete handler: that would need a finalizer, or be skipped
+    # for objects that have none. (A pass that finds the CR gone forgets it too.)
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="forget-metrics")
+    async def forget_metrics(type: str | None, namespace: str | None, name: str, **_: Any) -> None:
+        if type == "DELETED":
+            metrics.forget_cluster(namespace or "", name)
 
     def delete_policy_is_delete(spec: kopf.Spec, **_: Any) -> bool:
         return bool(spec.get("mongo", {}).get("deletePolicy") == "Delete")
