@@ -112,9 +112,10 @@ def test_missing_atlas_secret_degrades_and_recovers(hsc: ClusterHelper) -> None:
 
 
 def ready_gauge(hsc: ClusterHelper) -> float | None:
+    # The exposition writes labels sorted by name.
     key = (
         "hypersend_operator_cluster_ready{"
-        f'hypersendcluster_namespace="{hsc.namespace}",hypersendcluster="{hsc.name}"'
+        f'hypersendcluster="{hsc.name}",hypersendcluster_namespace="{hsc.namespace}"'
         "}"
     )
     return hsc.operator.metrics().get(key)
