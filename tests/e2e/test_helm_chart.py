@@ -103,6 +103,68 @@ SERVICE_MONITOR_CRD = {
     },
 }
 
+# The same for PrometheusRule: the fields of a rule group the chart's rule files use.
+_STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+PROMETHEUS_RULE_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "prometheusrules.monitoring.coreos.com"},
+    "spec": {
+        "group": "monitoring.coreos.com",
+        "scope": "Namespaced",
+        "names": {
+            "kind": "PrometheusRule",
+            "listKind": "PrometheusRuleList",
+            "plural": "prometheusrules",
+            "singular": "prometheusrule",
+        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "properties": {
+                                    "groups": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["name", "rules"],
+                                            "properties": {
+                                                "name": {"type": "string"},
+                                                "rules": {
+                                                    "type": "array",
+                                                    "items": {
+                                                        "type": "object",
+                                                        "required": ["expr"],
+                                                        "properties": {
+                                                            "alert": {"type": "string"},
+                                                            "record": {"type": "string"},
+                                                            "expr": {"type": "string"},
+                                                            "for": {"type": "string"},
+                                                            "labels": _STRINGS,
+                                                            "annotations": _STRINGS,
+                                                        },
+                                                    },
+                                                },
+                                            },
+                                        },
+                                    }
+                                },
+                            }
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
 
 class Helm:
     """helm against the test cluster, with its own cache/config dirs (nothing touches ~/.config)."""
@@ -209,16 +271,19 @@ def test_template_passes_server_side_dry_run_namespaced_and_service_monitor(
     kube: KubeCluster, namespaces: list[str]
 ) -> None:
     release_ns, team_a, team_b = namespaces
-    if kube.kubectl("get", "crd", "servicemonitors.monitoring.coreos.com", check=False).returncode:
-        kube.kubectl("create", "-f", "-", input=json.dumps(SERVICE_MONITOR_CRD))
-        kube.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s",
-            "crd/servicemonitors.monitoring.coreos.com",
-        )  # fmt: skip
+    for crd in (SERVICE_MONITOR_CRD, PROMETHEUS_RULE_CRD):
+        name = crd["metadata"]["name"]  # type: ignore[index]
+        if kube.kubectl("get", "crd", name, check=False).returncode:
+            kube.kubectl("create", "-f", "-", input=json.dumps(crd))
+            kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
     values = {
         "watch.namespaces": f"{{{team_a},{team_b}}}",
         "metrics.serviceMonitor.enabled": "true",
         "metrics.serviceMonitor.labels.release": "prometheus",
+        "metrics.prometheusRule.enabled": "true",
+        "metrics.prometheusRule.chatAlerts": "true",
+        "metrics.prometheusRule.labels.release": "prometheus",
+        "metrics.grafanaDashboard.enabled": "true",
         "crds.install": "false",
         "operator.logLevel": "debug",
         "serviceAccount.annotations.example\\.com/role": "operator",
@@ -229,6 +294,8 @@ def test_template_passes_server_side_dry_run_namespaced_and_service_monitor(
     assert kinds.count("role.rbac.authorization.k8s.io") == 2
     assert kinds.count("rolebinding.rbac.authorization.k8s.io") == 2
     assert "servicemonitor.monitoring.coreos.com" in kinds
+    assert "prometheusrule.monitoring.coreos.com" in kinds
+    assert "configmap" in kinds  # the Grafana dashboard
     assert "customresourcedefinition.apiextensions.k8s.io" not in kinds
 
 
