@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.e2e.monitoring_crds import install_monitoring_crds
 from tests.fixtures.kube import KubeCluster
 from tests.unit.delivery import helm
 
@@ -32,138 +33,6 @@ pytestmark = pytest.mark.e2e
 CRD_NAME = "hypersendclusters.hypersend.io"
 # The image kind-e2e.sh loads; on kwok nothing pulls it.
 IMAGE = os.environ.get("HYPERSEND_OPERATOR_IMAGE", "hypersend-operator:0.1.0")
-
-# A typed subset of the Prometheus Operator's ServiceMonitor CRD (monitoring.coreos.com/v1): the
-# fields the chart writes, without x-kubernetes-preserve-unknown-fields, so that strict field
-# validation rejects anything the chart gets wrong. Created only where no ServiceMonitor CRD exists.
-SERVICE_MONITOR_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-    "spec": {
-        "group": "monitoring.coreos.com",
-        "scope": "Namespaced",
-        "names": {
-            "kind": "ServiceMonitor",
-            "listKind": "ServiceMonitorList",
-            "plural": "servicemonitors",
-            "singular": "servicemonitor",
-        },
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "required": ["selector"],
-                                "properties": {
-                                    "selector": {
-                                        "type": "object",
-                                        "properties": {
-                                            "matchLabels": {
-                                                "type": "object",
-                                                "additionalProperties": {"type": "string"},
-                                            }
-                                        },
-                                    },
-                                    "namespaceSelector": {
-                                        "type": "object",
-                                        "properties": {
-                                            "any": {"type": "boolean"},
-                                            "matchNames": {
-                                                "type": "array",
-                                                "items": {"type": "string"},
-                                            },
-                                        },
-                                    },
-                                    "endpoints": {
-                                        "type": "array",
-                                        "items": {
-                                            "type": "object",
-                                            "properties": {
-                                                "port": {"type": "string"},
-                                                "path": {"type": "string"},
-                                                "interval": {"type": "string"},
-                                                "scrapeTimeout": {"type": "string"},
-                                            },
-                                        },
-                                    },
-                                },
-                            }
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
-
-# The same for PrometheusRule: the fields of a rule group the chart's rule files use.
-_STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
-PROMETHEUS_RULE_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "prometheusrules.monitoring.coreos.com"},
-    "spec": {
-        "group": "monitoring.coreos.com",
-        "scope": "Namespaced",
-        "names": {
-            "kind": "PrometheusRule",
-            "listKind": "PrometheusRuleList",
-            "plural": "prometheusrules",
-            "singular": "prometheusrule",
-        },
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "properties": {
-                                    "groups": {
-                                        "type": "array",
-                                        "items": {
-                                            "type": "object",
-                                            "required": ["name", "rules"],
-                                            "properties": {
-                                                "name": {"type": "string"},
-                                                "rules": {
-                                                    "type": "array",
-                                                    "items": {
-                                                        "type": "object",
-                                                        "required": ["expr"],
-                                                        "properties": {
-                                                            "alert": {"type": "string"},
-                                                            "record": {"type": "string"},
-                                                            "expr": {"type": "string"},
-                                                            "for": {"type": "string"},
-                                                            "labels": _STRINGS,
-                                                            "annotations": _STRINGS,
-                                                        },
-                                                    },
-                                                },
-                                            },
-                                        },
-                                    }
-                                },
-                            }
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
 
 
 class Helm:
@@ -271,11 +140,7 @@ def test_template_passes_server_side_dry_run_namespaced_and_service_monitor(
     kube: KubeCluster, namespaces: list[str]
 ) -> None:
     release_ns, team_a, team_b = namespaces
-    for crd in (SERVICE_MONITOR_CRD, PROMETHEUS_RULE_CRD):
-        name = crd["metadata"]["name"]  # type: ignore[index]
-        if kube.kubectl("get", "crd", name, check=False).returncode:
-            kube.kubectl("create", "-f", "-", input=json.dumps(crd))
-            kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
+    install_monitoring_crds(kube)
     values = {
         "watch.namespaces": f"{{{team_a},{team_b}}}",
         "metrics.serviceMonitor.enabled": "true",
