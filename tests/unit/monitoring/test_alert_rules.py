@@ -78,6 +78,15 @@ def test_every_alert_has_a_case() -> None:
     assert alert_names(cluster_groups()) == cluster
 
 
+def test_both_scopes_share_each_alerts_timing_severity_and_text() -> None:
+    chart = {r["alert"]: r for g in file_groups(CHAT_FILE) for r in g["rules"]}
+    cluster = {r["alert"]: r for g in cluster_groups() for r in g["rules"]}
+    for name, rule in chart.items():
+        mine = cluster[name]
+        assert (mine["for"], mine["annotations"]) == (rule["for"], rule["annotations"]), name
+        assert mine["labels"] == {**rule["labels"], "hypersendcluster": CLUSTER}, name
+
+
 def test_chart_chat_alerts_fire_and_stay_quiet(tmp_path: Path) -> None:
     passes(promtool.unit_test_rules(file_groups(CHAT_FILE), CHAT_CASES, False, tmp_path))
 
