@@ -36,6 +36,21 @@ WEBSOCKET_CONNECTIONS: Final = Gauge(
     "hypersend_websocket_connections",
     "WebSocket connections currently open on this process.",
 )
+# The limit the gauge above is refused at (HYPERSEND_WS_MAX_CONNECTIONS), so alerts can compare
+# the two series of one pod without knowing each cluster's setting.
+WEBSOCKET_MAX_CONNECTIONS: Final = Gauge(
+    "hypersend_websocket_max_connections",
+    "WebSocket connections this process accepts at most; new sockets are refused at it.",
+)
+MONGO_POOL_MAX_CONNECTIONS: Final = Gauge(
+    "hypersend_mongo_pool_max_connections",
+    "maxPoolSize of the MongoDB client: connections to one server that can be checked out at once.",
+)
+MONGO_POOL_CHECKED_OUT: Final = Gauge(
+    "hypersend_mongo_pool_checked_out_connections",
+    "MongoDB connections checked out of the pool (in use by an operation), by server address.",
+    ["address"],
+)
 MESSAGES_RECEIVED: Final = Counter(
     "hypersend_messages_received_total",
     "Chat messages stored from clients (REST and WebSocket; idempotent retries excluded).",

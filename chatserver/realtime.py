@@ -324,6 +324,7 @@ class Hub:
 
     def __init__(self, settings: Settings, store: Store, bus: Bus) -> None:
         self.settings = settings
+        metrics.WEBSOCKET_MAX_CONNECTIONS.set(settings.ws_max_connections)
         self.store = store
         self.bus = bus
         self.sessions: set[Session] = set()

@@ -46,7 +46,22 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.monitoring import (
+    ConnectionCheckedInEvent,
+    ConnectionCheckedOutEvent,
+    ConnectionCheckOutFailedEvent,
+    ConnectionCheckOutStartedEvent,
+    ConnectionClosedEvent,
+    ConnectionCreatedEvent,
+    ConnectionPoolListener,
+    ConnectionReadyEvent,
+    PoolClearedEvent,
+    PoolClosedEvent,
+    PoolCreatedEvent,
+    PoolReadyEvent,
+)
 
+from chatserver import metrics
 from chatserver.config import Settings
 from chatserver.models import Member, Message, Role, Room, RoomKind, User, utcnow
 
@@ -199,6 +214,54 @@ def _room(doc: Mapping[str, Any], last_message: Message | None = None) -> Room:
     return Room.model_validate({**doc, "id": doc["_id"], "last_message": last_message})
 
 
+def pool_address(address: tuple[str, int | None]) -> str:
+    host, port = address
+    return host if port is None else f"{host}:{port}"
+
+
+class PoolMetrics(ConnectionPoolListener):
+    """Keeps `hypersend_mongo_pool_checked_out_connections` from PyMongo's pool events.
+
+    Every Store of the process reports into the same gauge (one per server address), which is
+    what the pool alert compares with `maxPoolSize`: PyMongo's pool limit is per server.
+    """
+
+    def connection_checked_out(self, event: ConnectionCheckedOutEvent) -> None:
+        metrics.MONGO_POOL_CHECKED_OUT.labels(pool_address(event.address)).inc()
+
+    def connection_checked_in(self, event: ConnectionCheckedInEvent) -> None:
+        metrics.MONGO_POOL_CHECKED_OUT.labels(pool_address(event.address)).dec()
+
+    # The other events change nothing the gauge shows (a cleared pool's checked-out connections
+    # are still checked in one by one), but the listener interface wants every method.
+    def pool_created(self, event: PoolCreatedEvent) -> None:
+        pass
+
+    def pool_ready(self, event: PoolReadyEvent) -> None:
+        pass
+
+    def pool_cleared(self, event: PoolClearedEvent) -> None:
+        pass
+
+    def pool_closed(self, event: PoolClosedEvent) -> None:
+        pass
+
+    def connection_created(self, event: ConnectionCreatedEvent) -> None:
+        pass
+
+    def connection_ready(self, event: ConnectionReadyEvent) -> None:
+        pass
+
+    def connection_closed(self, event: ConnectionClosedEvent) -> None:
+        pass
+
+    def connection_check_out_started(self, event: ConnectionCheckOutStartedEvent) -> None:
+        pass
+
+    def connection_check_out_failed(self, event: ConnectionCheckOutFailedEvent) -> None:
+        pass
+
+
 class Store:
     """Async MongoDB access (PyMongo's `AsyncMongoClient`)."""
 
@@ -219,7 +282,9 @@ class Store:
             maxPoolSize=self._settings.mongo_max_pool,
             serverSelectionTimeoutMS=5000,
             appname=f"hypersend-{self._settings.pod_name}",
+            event_listeners=[PoolMetrics()],
         )
+        metrics.MONGO_POOL_MAX_CONNECTIONS.set(self._settings.mongo_max_pool)
         self._db = self._client[self._settings.mongo_db]
 
     async def close(self) -> None:

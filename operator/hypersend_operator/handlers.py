@@ -100,6 +100,7 @@ class Runner:
         try:
             cr = await self.kube.get(API_VERSION, KIND, namespace, name)
             if cr is None or cr["metadata"].get("deletionTimestamp"):
+                metrics.forget_cluster(namespace, name)
                 return
             uid = cr["metadata"]["uid"]
             generation = int(cr["metadata"].get("generation") or 0)
@@ -112,6 +113,7 @@ class Runner:
                 self._pruned[uid] = generation
             await reconcile.post_events(self.kube, cr, result.changes)
             await reconcile.write_status(self.kube, cr, result.status)
+            metrics.observe_cluster(namespace, name, result.status)
         except ApiError as e:
             metrics.RECONCILES.labels(trigger, "error").inc()
             metrics.RECONCILE_ERRORS.labels(f"api_{e.code}").inc()
@@ -189,6 +191,13 @@ def register(registry: kopf.OperatorRegistry, runner: Runner) -> None:
             id=f"wake-parent-{owned.plural}",
             labels={lb.MANAGED_BY_KEY: lb.MANAGED_BY},
         )(on_child)
+
+    # The watch's DELETED event, not a delete handler: that would need a finalizer, or be skipped
+    # for objects that have none. (A pass that finds the CR gone forgets it too.)
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="forget-metrics")
+    async def forget_metrics(type: str | None, namespace: str | None, name: str, **_: Any) -> None:
+        if type == "DELETED":
+            metrics.forget_cluster(namespace or "", name)
 
     def delete_policy_is_delete(spec: kopf.Spec, **_: Any) -> bool:
         return bool(spec.get("mongo", {}).get("deletePolicy") == "Delete")

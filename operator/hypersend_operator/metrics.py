@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter(
     "hypersend_operator_reconciles_total",
@@ -34,3 +38,28 @@ API_WRITES = Counter(
     "Mutating requests sent to the API server, by verb and kind",
     ["verb", "kind"],
 )
+# Not `namespace`/`name`: a scrape would rename `namespace` to `exported_namespace`, since the
+# target's own namespace label (the operator's) takes that name.
+CLUSTER_READY = Gauge(
+    "hypersend_operator_cluster_ready",
+    "1 while the HypersendCluster's Ready condition is True, else 0 (one series per cluster)",
+    ["hypersendcluster_namespace", "hypersendcluster"],
+)
+
+
+def is_ready(status: Mapping[str, Any]) -> bool:
+    """Whether a HypersendCluster status (as written) has condition Ready=True."""
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+
+
+def observe_cluster(namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    CLUSTER_READY.labels(namespace, name).set(1 if is_ready(status) else 0)
+
+
+def forget_cluster(namespace: str, name: str) -> None:
+    """Drop a deleted cluster's series, so it neither alerts nor lingers on dashboards."""
+    with contextlib.suppress(KeyError):  # never observed by this process
+        CLUSTER_READY.remove(namespace, name)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from hypersend_operator.api.base import parse_quantity
+
 Obj = Mapping[str, Any]
 
 READY = "Ready"
@@ -427,28 +429,6 @@ def connections_from_hpa(hpa: Obj | None) -> int | None:
             avg = parse_quantity(str(pods.get("current", {}).get("averageValue", "0")))
             return round(avg * int(st.get("currentReplicas", 0) or 0))
     return None
-
-
-_SUFFIXES = {
-    "m": 1e-3,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-}
-
-
-def parse_quantity(q: str) -> float:
-    """A Kubernetes resource.Quantity as a float ("1500m" -> 1.5, "2k" -> 2000)."""
-    q = q.strip()
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if q.endswith(suffix):
-            return float(q[: -len(suffix)]) * _SUFFIXES[suffix]
-    return float(q)
 
 
 def status_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Every manifest the builders produce is accepted by a real API server (server-side apply,
-dry run), for the default spec, both examples and a spec with every option switched on."""
+dry run), for the default spec, both examples and a spec with every option switched on, and the
+monitoring objects against typed subsets of the Prometheus Operator's CRDs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import pytest
 import yaml
 from hypersend_operator.api import HypersendClusterSpec
 from hypersend_operator.builders import BuildContext, GeneratedSecrets, build_all
+from hypersend_operator.builders.context import PROMETHEUS_RULE, SERVICE_MONITOR
 
+from tests.e2e.monitoring_crds import install_monitoring_crds
 from tests.fixtures.kube import KubeCluster
 
 pytestmark = pytest.mark.e2e
@@ -49,10 +52,40 @@ SPECS = {
 }
 
 
+MONITORING_ON: dict[str, Any] = {
+    "chat": {"image": IMAGE},
+    "monitoring": {
+        "serviceMonitor": True,
+        "prometheusRule": True,
+        "labels": {"release": "kube-prometheus-stack"},
+    },
+}
+
+
 @pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
 def test_built_manifests_pass_server_side_dry_run(
     kube_cluster: KubeCluster, kube_namespace: str, spec: dict[str, Any]
 ) -> None:
+    dry_run(kube_cluster, kube_namespace, spec, frozenset())
+
+
+def test_monitoring_objects_pass_a_strict_dry_run(
+    kube_cluster: KubeCluster, kube_namespace: str
+) -> None:
+    """The ServiceMonitor and PrometheusRule, against typed subsets of their CRDs."""
+    install_monitoring_crds(kube_cluster)
+    kinds = dry_run(
+        kube_cluster, kube_namespace, MONITORING_ON, frozenset({SERVICE_MONITOR, PROMETHEUS_RULE})
+    )
+    assert {"ServiceMonitor", "PrometheusRule"} <= set(kinds)
+
+
+def dry_run(
+    kube_cluster: KubeCluster,
+    kube_namespace: str,
+    spec: dict[str, Any],
+    capabilities: frozenset[str],
+) -> list[str]:
     ctx = BuildContext(
         name="demo",
         namespace=kube_namespace,
@@ -60,16 +93,17 @@ def test_built_manifests_pass_server_side_dry_run(
         generation=1,
         spec=HypersendClusterSpec.model_validate(spec),
         secrets=GeneratedSecrets(jwt_key="k" * 43, mongo_root_password="p@ss/w:rd"),
-        capabilities=frozenset(),  # no Prometheus Operator CRDs in the test cluster
+        capabilities=capabilities,
     )
     manifests = build_all(ctx)
     docs = "\n".join(json.dumps(m) for m in manifests)
     out = kube_cluster.kubectl(
         "apply", "--server-side", "--dry-run=server", "--field-manager=hypersend-operator",
-        "-o", "json", "-f", "-", input=docs,
+        "--validate=strict", "-o", "json", "-f", "-", input=docs,
     )  # fmt: skip
     served = json.loads(out.stdout)
     items = served["items"] if served.get("kind") == "List" else [served]
     assert [(i["kind"], i["metadata"]["name"]) for i in items] == [
         (m["kind"], m["metadata"]["name"]) for m in manifests
     ]
+    return [i["kind"] for i in items]

@@ -145,6 +145,15 @@ BAD_SPECS: list[tuple[dict[str, Any], str]] = [
     ),
     ({"chat": {"resources": {"requests": {"cpu": "lots"}}}}, "should match"),
     ({"chat": {"env": [{"name": f"V{i}"} for i in range(65)]}}, "must have at most 64 items"),
+    (
+        {"monitoring": {"labels": {"app.kubernetes.io/instance": "x"}}},
+        "monitoring.labels: app.kubernetes.io/ keys are the operator's",
+    ),
+    ({"monitoring": {"labels": {"release": "not ok"}}}, "should match"),
+    (
+        {"monitoring": {"labels": {f"l{i}": "x" for i in range(17)}}},
+        "must have at most 16 items",
+    ),
 ]
 
 

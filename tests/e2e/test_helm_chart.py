@@ -25,6 +25,7 @@ import pytest
 import yaml
 from hypersend_devenv import images
 
+from tests.e2e.monitoring_crds import install_monitoring_crds
 from tests.fixtures.kube import KubeCluster
 from tests.unit.delivery import helm
 
@@ -33,76 +34,6 @@ pytestmark = pytest.mark.e2e
 CRD_NAME = "hypersendclusters.hypersend.io"
 # The image kind-e2e.sh loads; on kwok nothing pulls it.
 IMAGE = os.environ.get("HYPERSEND_OPERATOR_IMAGE", images.OPERATOR_IMAGE)
-
-# A typed subset of the Prometheus Operator's ServiceMonitor CRD (monitoring.coreos.com/v1): the
-# fields the chart writes, without x-kubernetes-preserve-unknown-fields, so that strict field
-# validation rejects anything the chart gets wrong. Created only where no ServiceMonitor CRD exists.
-SERVICE_MONITOR_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
-    "spec": {
-        "group": "monitoring.coreos.com",
-        "scope": "Namespaced",
-        "names": {
-            "kind": "ServiceMonitor",
-            "listKind": "ServiceMonitorList",
-            "plural": "servicemonitors",
-            "singular": "servicemonitor",
-        },
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "required": ["selector"],
-                                "properties": {
-                                    "selector": {
-                                        "type": "object",
-                                        "properties": {
-                                            "matchLabels": {
-                                                "type": "object",
-                                                "additionalProperties": {"type": "string"},
-                                            }
-                                        },
-                                    },
-                                    "namespaceSelector": {
-                                        "type": "object",
-                                        "properties": {
-                                            "any": {"type": "boolean"},
-                                            "matchNames": {
-                                                "type": "array",
-                                                "items": {"type": "string"},
-                                            },
-                                        },
-                                    },
-                                    "endpoints": {
-                                        "type": "array",
-                                        "items": {
-                                            "type": "object",
-                                            "properties": {
-                                                "port": {"type": "string"},
-                                                "path": {"type": "string"},
-                                                "interval": {"type": "string"},
-                                                "scrapeTimeout": {"type": "string"},
-                                            },
-                                        },
-                                    },
-                                },
-                            }
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
 
 
 class Helm:
@@ -210,16 +141,15 @@ def test_template_passes_server_side_dry_run_namespaced_and_service_monitor(
     kube: KubeCluster, namespaces: list[str]
 ) -> None:
     release_ns, team_a, team_b = namespaces
-    if kube.kubectl("get", "crd", "servicemonitors.monitoring.coreos.com", check=False).returncode:
-        kube.kubectl("create", "-f", "-", input=json.dumps(SERVICE_MONITOR_CRD))
-        kube.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s",
-            "crd/servicemonitors.monitoring.coreos.com",
-        )  # fmt: skip
+    install_monitoring_crds(kube)
     values = {
         "watch.namespaces": f"{{{team_a},{team_b}}}",
         "metrics.serviceMonitor.enabled": "true",
         "metrics.serviceMonitor.labels.release": "prometheus",
+        "metrics.prometheusRule.enabled": "true",
+        "metrics.prometheusRule.chatAlerts": "true",
+        "metrics.prometheusRule.labels.release": "prometheus",
+        "metrics.grafanaDashboard.enabled": "true",
         "crds.install": "false",
         "operator.logLevel": "debug",
         "serviceAccount.annotations.example\\.com/role": "operator",
@@ -230,6 +160,8 @@ def test_template_passes_server_side_dry_run_namespaced_and_service_monitor(
     assert kinds.count("role.rbac.authorization.k8s.io") == 2
     assert kinds.count("rolebinding.rbac.authorization.k8s.io") == 2
     assert "servicemonitor.monitoring.coreos.com" in kinds
+    assert "prometheusrule.monitoring.coreos.com" in kinds
+    assert "configmap" in kinds  # the Grafana dashboard
     assert "customresourcedefinition.apiextensions.k8s.io" not in kinds
 
 

@@ -63,6 +63,8 @@ def test_missing_atlas_secret_degrades_and_recovers(hsc: ClusterHelper) -> None:
         return bool(hsc.status().get("phase") == "Degraded")
 
     hsc.wait_for(degraded, "phase Degraded", timeout=60)
+    # The alert HypersendClusterNotReady reads this gauge.
+    hsc.wait_for(lambda: ready_gauge(hsc) == 0, "hypersend_operator_cluster_ready 0", timeout=30)
     for type_ in ("Degraded", "Ready", "MongoReady"):
         cond = hsc.condition(type_)
         assert cond is not None
@@ -102,6 +104,21 @@ def test_missing_atlas_secret_degrades_and_recovers(hsc: ClusterHelper) -> None:
     atlas = hsc.get("secret", "hypersend-atlas")
     assert not atlas["metadata"].get("ownerReferences")
     assert "mongodb+srv" not in str(hsc.status())
+    hsc.wait_for(lambda: ready_gauge(hsc) == 1, "hypersend_operator_cluster_ready 1", timeout=30)
+
+    # A deleted cluster's series goes with it (no stale NotReady alert, no ghost on dashboards).
+    hsc.kube.kubectl("delete", "hypersendcluster", hsc.name, "-n", hsc.namespace, "--wait=true")
+    hsc.wait_for(lambda: ready_gauge(hsc) is None, "ready gauge removed", timeout=30)
+
+
+def ready_gauge(hsc: ClusterHelper) -> float | None:
+    # The exposition writes labels sorted by name.
+    key = (
+        "hypersend_operator_cluster_ready{"
+        f'hypersendcluster="{hsc.name}",hypersendcluster_namespace="{hsc.namespace}"'
+        "}"
+    )
+    return hsc.operator.metrics().get(key)
 
 
 def test_unbound_mongo_volume_is_named_in_mongo_ready(hsc: ClusterHelper) -> None:

@@ -7,6 +7,7 @@ WebSocket ping 30 s and idle timeout 300 s, 100 requests per user per minute, Mo
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, field_validator
@@ -43,6 +44,19 @@ OPERATOR_ENV_NAMES: tuple[str, ...] = (
 )
 
 MAX_ENV = 64
+MAX_MONITORING_LABELS = 16
+# A label key: an optional DNS-subdomain prefix and "/", then a name of at most 63 characters.
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+MAX_LABEL_KEY_LENGTH = 253 + 1 + 63
+# Keys of the operator's own labels (children are found and selected by them).
+RESERVED_LABEL_PREFIX = "app.kubernetes.io/"
+LabelValue = Annotated[
+    str,
+    StringConstraints(max_length=63, pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"),
+]
 MAX_ANNOTATIONS = 64
 MAX_POLICIES = 10
 
@@ -443,6 +457,32 @@ class MonitoringSpec(ApiModel):
     service_monitor: bool = False
     prometheus_rule: bool = False
     interval: Annotated[str, StringConstraints(pattern=r"^[0-9]+(ms|s|m|h)$")] = "30s"
+    labels: Annotated[dict[str, LabelValue], Field(max_length=MAX_MONITORING_LABELS)] = Field(
+        default_factory=dict,
+        description=(
+            "Extra labels on the ServiceMonitor and PrometheusRule, for the Prometheus that "
+            "selects them (kube-prometheus-stack's default: release: <its release name>). "
+            "app.kubernetes.io/ keys are the operator's."
+        ),
+    )
+
+    rules = (
+        # Only the reserved prefix: a regex over map keys (which a schema cannot bound in length)
+        # costs too much for the API server's CEL budget; the key syntax is checked below.
+        Rule(
+            f"!has(self.labels) || !self.labels.exists(k, k.startsWith('{RESERVED_LABEL_PREFIX}'))",
+            f"monitoring.labels: {RESERVED_LABEL_PREFIX} keys are the operator's",
+            lambda m: not any(k.startswith(RESERVED_LABEL_PREFIX) for k in m.labels),
+        ),
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key in labels:
+            if len(key) > MAX_LABEL_KEY_LENGTH or not re.fullmatch(LABEL_KEY_PATTERN, key):
+                raise ValueError(f"monitoring.labels: {key!r} is not a valid label key")
+        return labels
 
 
 class HypersendClusterSpec(ApiModel):

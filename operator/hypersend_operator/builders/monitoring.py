@@ -5,18 +5,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from hypersend_operator.builders.alerts import cluster_rule_groups
 from hypersend_operator.builders.context import PROMETHEUS_RULE, SERVICE_MONITOR, BuildContext
-from hypersend_operator.builders.hpa import CONNECTIONS_METRIC
 from hypersend_operator.builders.labels import CHAT, child_name, metadata, selector_labels
 
-NEAR_LIMIT_FRACTION = 0.9
+
+def _metadata(ctx: BuildContext) -> dict[str, Any]:
+    """The chat child metadata plus `monitoring.labels`, which the Prometheus selects on (the
+    operator's own labels win: the API refuses app.kubernetes.io/ keys anyway)."""
+    meta = metadata(ctx, child_name(ctx, CHAT), CHAT)
+    meta["labels"] = {**ctx.spec.monitoring.labels, **meta["labels"]}
+    return meta
 
 
 def chat_service_monitor(ctx: BuildContext) -> dict[str, Any]:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
-        "metadata": metadata(ctx, child_name(ctx, CHAT), CHAT),
+        "metadata": _metadata(ctx),
         "spec": {
             "selector": {"matchLabels": selector_labels(ctx, CHAT)},
             "endpoints": [
@@ -27,54 +33,12 @@ def chat_service_monitor(ctx: BuildContext) -> dict[str, Any]:
 
 
 def chat_prometheus_rule(ctx: BuildContext) -> dict[str, Any]:
-    chat = child_name(ctx, CHAT)
-    ns = ctx.namespace
-    limit = ctx.spec.chat.websocket.max_connections_per_pod
-    pods = f'namespace="{ns}", pod=~"{chat}-.*"'
-    rules: list[dict[str, Any]] = [
-        {
-            "alert": "HypersendChatNoTargets",
-            "expr": f'sum(up{{namespace="{ns}", service="{chat}"}}) == 0',
-            "for": "5m",
-            "labels": {"severity": "critical"},
-            "annotations": {
-                "summary": f"No chat pod of {ns}/{ctx.name} is scraped",
-                "description": f"Check the Deployment {chat} and its pods' readiness.",
-            },
-        },
-        {
-            "alert": "HypersendChatNearConnectionLimit",
-            "expr": (f"max({CONNECTIONS_METRIC}{{{pods}}}) > {NEAR_LIMIT_FRACTION * limit:g}"),
-            "for": "10m",
-            "labels": {"severity": "warning"},
-            "annotations": {
-                "summary": f"A chat pod of {ns}/{ctx.name} is near {limit} connections",
-                "description": "Raise autoscaling.maxReplicas or lower targetConnectionsPerPod.",
-            },
-        },
-    ]
-    if ctx.spec.autoscaling.enabled:
-        rules.append(
-            {
-                "alert": "HypersendChatAtMaxReplicas",
-                "expr": (
-                    "kube_horizontalpodautoscaler_status_current_replicas"
-                    f'{{namespace="{ns}", horizontalpodautoscaler="{chat}"}}'
-                    f" >= {ctx.spec.autoscaling.max_replicas}"
-                ),
-                "for": "15m",
-                "labels": {"severity": "warning"},
-                "annotations": {
-                    "summary": f"{ns}/{ctx.name} runs at autoscaling.maxReplicas",
-                    "description": "Load exceeds the autoscaling range; raise maxReplicas.",
-                },
-            }
-        )
+    """The cluster's alerts (`builders.alerts`, the same definitions as the chart's rule file)."""
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": metadata(ctx, chat, CHAT),
-        "spec": {"groups": [{"name": f"hypersend.{ns}.{ctx.name}", "rules": rules}]},
+        "metadata": _metadata(ctx),
+        "spec": {"groups": cluster_rule_groups(ctx)},
     }
 
 

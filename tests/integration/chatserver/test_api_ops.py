@@ -12,6 +12,7 @@ import httpx
 import pytest
 import redis
 from hypersend_devenv.datastores import FerretDBServer, RedisServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.chat import (
     REPO_ROOT,
@@ -45,6 +46,27 @@ def test_health_ready_metrics_openapi(chat_server: ChatServerProcess) -> None:
     spec = httpx.get(f"{chat_server.url}/openapi.json").json()
     assert "/api/v1/rooms/{room_id}/messages" in spec["paths"]
     assert "/api/v1/auth/refresh" in spec["paths"]
+
+
+def test_capacity_gauges_the_alerts_compare_with(chat_server_factory: ChatServerFactory) -> None:
+    server = chat_server_factory.start(ws_max_connections=7, mongo_max_pool=13)
+    register_user(server.url)  # MongoDB work: connections were checked out and back in
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(httpx.get(f"{server.url}/metrics").text)
+        for s in family.samples
+    }
+    assert samples[("hypersend_websocket_max_connections", ())] == 7
+    assert samples[("hypersend_mongo_pool_max_connections", ())] == 13
+    in_use = {
+        labels: value
+        for (name, labels), value in samples.items()
+        if name == "hypersend_mongo_pool_checked_out_connections"
+    }
+    assert len(in_use) == 1, in_use  # one series per server address (FerretDB: one)
+    ((labels, value),) = in_use.items()
+    assert dict(labels)["address"].startswith("127.0.0.1:")
+    assert value == 0  # nothing in flight between requests
 
 
 def test_sigterm_fails_readiness_then_exits_within_budget(

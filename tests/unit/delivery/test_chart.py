@@ -1,8 +1,10 @@
 """The hypersend-operator chart, rendered by the real helm: lint, values schema, CRD in sync with
-crds/, the operator Deployment's shape and least-privilege RBAC in both watch modes."""
+crds/, the operator Deployment's shape and least-privilege RBAC in both watch modes,
+the optional ServiceMonitor, PrometheusRule and Grafana dashboard."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -196,3 +198,54 @@ def test_namespaced_rbac_is_the_cluster_wide_rules_per_namespace() -> None:
     role = set(rules_text(helm.one(objs, "Role", "team-a")))
     cluster = set(rules_text(helm.one(objs, "ClusterRole")))
     assert role | {r for r in cluster if r[1] == "customresourcedefinitions"} == cluster_wide
+
+
+def test_service_monitor_takes_the_prometheus_selector_labels() -> None:
+    objs = helm.render(
+        {"metrics.serviceMonitor.enabled": "true", "metrics.serviceMonitor.labels.release": "kps"}
+    )
+    labels = helm.one(objs, "ServiceMonitor")["metadata"]["labels"]
+    assert labels["release"] == "kps"
+    assert labels["app.kubernetes.io/instance"] == "hs"
+
+
+def _rule_groups(name: str) -> list[dict[str, Any]]:
+    groups: list[dict[str, Any]] = yaml.safe_load(
+        (helm.CHART / "files" / "rules" / name).read_text()
+    )["groups"]
+    return groups
+
+
+def test_prometheus_rule_embeds_the_rule_files() -> None:
+    assert not any(o["kind"] == "PrometheusRule" for o in helm.render())
+    operator_groups = _rule_groups("hypersend-operator.rules.yaml")
+    objs = helm.render(
+        {"metrics.prometheusRule.enabled": "true", "metrics.prometheusRule.labels.release": "kps"}
+    )
+    rule = helm.one(objs, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    assert rule["metadata"]["namespace"] == "hypersend-system"
+    assert rule["spec"]["groups"] == operator_groups
+    objs = helm.render(
+        {"metrics.prometheusRule.enabled": "true", "metrics.prometheusRule.chatAlerts": "true"}
+    )
+    chat_groups = _rule_groups("hypersend-chat.rules.yaml")
+    assert helm.one(objs, "PrometheusRule")["spec"]["groups"] == operator_groups + chat_groups
+    # Alert templates ({{ $labels.pod }}) reach Prometheus as they are, not expanded by Helm.
+    summaries = [r["annotations"]["summary"] for g in chat_groups for r in g["rules"]]
+    assert any("{{ $labels.pod }}" in s for s in summaries)
+
+
+def test_grafana_dashboard_config_map() -> None:
+    assert not any(o["kind"] == "ConfigMap" for o in helm.render())
+    objs = helm.render(
+        {
+            "metrics.grafanaDashboard.enabled": "true",
+            "metrics.grafanaDashboard.namespace": "monitoring",
+        }
+    )
+    cm = helm.one(objs, "ConfigMap")
+    assert cm["metadata"]["namespace"] == "monitoring"
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads((helm.CHART / "dashboards" / "hypersend.json").read_text())
+    assert json.loads(cm["data"]["hypersend.json"]) == shipped

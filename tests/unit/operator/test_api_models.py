@@ -14,7 +14,7 @@ from hypersend_operator.api import (
 from hypersend_operator.api.status import ChatStatus
 from pydantic import ValidationError
 
-from tests.unit.operator.support import IMAGE
+from tests.unit.operator.support import IMAGE, spec
 
 pytestmark = pytest.mark.unit
 
@@ -140,6 +140,15 @@ def test_unknown_fields_are_refused() -> None:
         ({"chat": {"podDisruptionBudget": {"maxUnavailable": "50"}}}, "should match pattern"),
         ({"autoscaling": {"targetCPUUtilizationPercentage": 0}}, "greater than or equal to 1"),
         ({"mongo": {"mode": "Postgres"}}, "'InCluster' or 'Atlas'"),
+        (
+            {"monitoring": {"labels": {"app.kubernetes.io/instance": "x"}}},
+            "monitoring.labels: app.kubernetes.io/ keys are the operator's",
+        ),
+        (
+            {"monitoring": {"labels": {"-release": "x"}}},
+            "monitoring.labels: '-release' is not a valid label key",
+        ),
+        ({"monitoring": {"labels": {"release": "not ok"}}}, "should match pattern"),
     ],
 )
 def test_bad_specs_get_a_message_that_says_what_to_fix(
@@ -201,3 +210,9 @@ def test_status_dumps_camel_case_without_nones() -> None:
 def test_status_refuses_unknown_phase() -> None:
     with pytest.raises(ValidationError, match="Pending"):
         HypersendClusterStatus.model_validate({"phase": "Running"})
+
+
+def test_monitoring_labels_take_prefixed_keys_and_empty_values() -> None:
+    labels = {"release": "kube-prometheus-stack", "team.example.com/owner": "", "prometheus": "k8s"}
+    parsed = spec(monitoring={"labels": labels})
+    assert parsed.monitoring.labels == labels

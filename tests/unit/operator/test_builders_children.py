@@ -393,17 +393,69 @@ def test_service_monitor_and_rules() -> None:
     chat_svc = find(manifests, "Service", "demo-chat")
     assert sm["spec"]["selector"]["matchLabels"].items() <= chat_svc["metadata"]["labels"].items()
     rule = find(manifests, "PrometheusRule", "demo-chat")
-    alerts = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]]
-    assert alerts == [
-        "HypersendChatNoTargets",
+    (group,) = rule["spec"]["groups"]
+    assert group["name"] == "hypersend-chat.team-a.demo"
+    alerts = {r["alert"]: r for r in group["rules"]}
+    assert list(alerts) == [
+        "HypersendHighErrorRate",
+        "HypersendHighLatency",
+        "HypersendChatHighCPU",
+        "HypersendChatHighMemory",
+        "HypersendMongoPoolSaturated",
         "HypersendChatNearConnectionLimit",
+        "HypersendPubSubLag",
+        "HypersendGapFills",
+        "HypersendSlowConsumerDisconnects",
+        "HypersendClusterNotReady",
+        "HypersendChatNoTargets",
         "HypersendChatAtMaxReplicas",
     ]
-    near = rule["spec"]["groups"][0]["rules"][1]["expr"]
-    assert (
-        near
-        == 'max(hypersend_websocket_connections{namespace="team-a", pod=~"demo-chat-.*"}) > 4500'
+    pods = 'namespace="team-a", pod=~"demo-chat-[a-z0-9]+-[a-z0-9]+"'
+    assert alerts["HypersendChatNearConnectionLimit"]["expr"] == (
+        f"hypersend_websocket_connections{{{pods}}}"
+        f" / hypersend_websocket_max_connections{{{pods}}} > 0.9"
     )
+    # The spec's limits (default cpu 1, memory 1Gi), so no kube-state-metrics series is needed.
+    assert alerts["HypersendChatHighMemory"]["expr"].endswith(" / (1073741824) > 0.9)")
+    assert all(r["labels"]["hypersendcluster"] == "demo" for r in alerts.values())
+    assert alerts["HypersendClusterNotReady"]["expr"] == (
+        'hypersend_operator_cluster_ready{hypersendcluster_namespace="team-a", '
+        'hypersendcluster="demo"} == 0'
+    )
+
+
+def test_rules_follow_the_spec_limits_and_autoscaling() -> None:
+    c = ctx(
+        capabilities=MONITORING_CAPS,
+        monitoring={"prometheusRule": True},
+        chat={"resources": {"limits": {"cpu": "1500m"}}},
+        autoscaling={"enabled": False},
+    )
+    rule = find(build_all(c), "PrometheusRule", "demo-chat")
+    alerts = {r["alert"]: r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert alerts["HypersendChatHighCPU"].endswith(" / (1.5) > 0.85)")
+    assert "HypersendChatHighMemory" not in alerts  # no memory limit: no fraction of it
+    assert "HypersendChatAtMaxReplicas" not in alerts
+
+
+def test_monitoring_labels_go_on_both_objects_without_replacing_the_operators() -> None:
+    c = ctx(
+        capabilities=MONITORING_CAPS,
+        monitoring={
+            "serviceMonitor": True,
+            "prometheusRule": True,
+            "labels": {"release": "kube-prometheus-stack", "team": "chat"},
+        },
+    )
+    manifests = build_all(c)
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        labels = find(manifests, kind, "demo-chat")["metadata"]["labels"]
+        assert labels["release"] == "kube-prometheus-stack"
+        assert labels["team"] == "chat"
+        assert labels["app.kubernetes.io/instance"] == "demo"
+        assert labels["app.kubernetes.io/managed-by"] == "hypersend-operator"
+    # Only the monitoring objects get them.
+    assert "release" not in find(manifests, "Service", "demo-chat")["metadata"]["labels"]
 
 
 def test_owned_kinds_cover_every_built_kind_and_not_pvcs() -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from hypersend_operator import status as st
+from hypersend_operator.api.base import parse_quantity
 
 pytestmark = pytest.mark.unit
 
@@ -297,10 +298,17 @@ def test_chat_summary_without_deployment() -> None:
 
 @pytest.mark.parametrize(
     ("q", "value"),
-    [("1500m", 1.5), ("2", 2.0), ("2k", 2000.0), ("1Gi", 2.0**30), ("512Mi", 512 * 2.0**20)],
+    [
+        ("1500m", 1.5),
+        ("2", 2.0),
+        ("2k", 2000.0),
+        ("1Gi", 2.0**30),
+        ("512Mi", 512 * 2.0**20),
+        ("1Pi", 2.0**50),
+    ],
 )
 def test_parse_quantity(q: str, value: float) -> None:
-    assert st.parse_quantity(q) == value
+    assert parse_quantity(q) == value
 
 
 def test_mongo_pending_claim_is_named() -> None:
