@@ -69,6 +69,10 @@ REDIS_IMAGE = f"{LOCAL}/redis:{versions.DEBIAN_REDIS}-{versions.DEBIAN_SUITE}"
 FERRETDB_IMAGE = f"{LOCAL}/ferretdb:{versions.FERRETDB}"
 # containerd's sandbox_image: the node runs every pod's sandbox from it and never pulls one.
 SANDBOX_IMAGE = f"{LOCAL}/pause:{VERSION}"
+PROMETHEUS_REPOSITORY = f"{LOCAL}/prometheus"
+PROMETHEUS_ADAPTER_IMAGE = f"{LOCAL}/prometheus-adapter:{versions.PROMETHEUS_ADAPTER}"
+METRICS_SERVER_IMAGE = f"{LOCAL}/metrics-server:{versions.METRICS_SERVER}"
+NOBODY = 65534
 BASE_REPOSITORY = f"{LOCAL}/python-base"
 # What the Dockerfiles' builder and final stages run in when built here.
 DEBIAN_MIRRORS = (
@@ -742,9 +746,57 @@ PAUSE_IMAGE = ScratchImage(
     smoke=("/pause", "-v"),
     expect=f"pause {VERSION}",
 )
+# The metric path's pods (tools/hypersend_devenv/metrics.py): Debian's Prometheus, and the two
+# metrics API servers built from their Go modules.
+PROMETHEUS = DebianImage(
+    "prometheus",
+    repository=PROMETHEUS_REPOSITORY,
+    packages=("prometheus",),
+    versioned=("prometheus", "libc6"),
+    config=(
+        "--user",
+        f"{NOBODY}:{NOBODY}",
+        "--entrypoint",
+        '["/usr/bin/prometheus"]',
+        "--cmd",
+        "[]",
+    ),
+    smoke=("prometheus", "--version"),
+    expect="prometheus, version 2.",
+)
+PROMETHEUS_ADAPTER = ScratchImage(
+    "prometheus-adapter",
+    ref_=PROMETHEUS_ADAPTER_IMAGE,
+    part=build.PROMETHEUS_ADAPTER,
+    builder=build.build_prometheus_adapter,
+    binaries=(("adapter", "/adapter"),),
+    config=("--user", f"{NOBODY}:{NOBODY}", "--entrypoint", '["/adapter"]', "--cmd", "[]"),
+    smoke=("/adapter", "--help"),
+    expect="--prometheus-url",
+)
+METRICS_SERVER = ScratchImage(
+    "metrics-server",
+    ref_=METRICS_SERVER_IMAGE,
+    part=build.METRICS_SERVER,
+    builder=build.build_metrics_server,
+    binaries=(("metrics-server", "/metrics-server"),),
+    config=("--user", f"{NOBODY}:{NOBODY}", "--entrypoint", '["/metrics-server"]', "--cmd", "[]"),
+    smoke=("/metrics-server", "--help"),
+    expect="--kubelet-preferred-address-types",
+)
 # What the node imports, in this order; the base image is only an input of the Dockerfiles.
 IMAGES: dict[str, ImageSpec] = {
-    spec.name: spec for spec in (SERVER, OPERATOR, REDIS, FERRETDB, PAUSE_IMAGE)
+    spec.name: spec
+    for spec in (
+        SERVER,
+        OPERATOR,
+        REDIS,
+        FERRETDB,
+        PAUSE_IMAGE,
+        PROMETHEUS,
+        PROMETHEUS_ADAPTER,
+        METRICS_SERVER,
+    )
 }
 ALL: dict[str, ImageSpec] = {PYTHON_BASE.name: PYTHON_BASE, **IMAGES}
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from hypersend_devenv import images as devimages
 from hypersend_devenv.cluster import LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +53,14 @@ class MetricImages:
     prometheus: str
     adapter: str
     metrics_server: str
+
+    @classmethod
+    def built_here(cls) -> MetricImages:
+        return cls(
+            prometheus=devimages.PROMETHEUS.ref(),
+            adapter=devimages.PROMETHEUS_ADAPTER_IMAGE,
+            metrics_server=devimages.METRICS_SERVER_IMAGE,
+        )
 
 
 def _meta(name: str, **extra: Any) -> dict[str, Any]:

@@ -4,15 +4,15 @@
     python -m hypersend_devenv.up --down     # stop the operator and the cluster (node included)
 
 Steps: build the images (cached by content) -> local cluster up with its real node (etcd, API
-server, controllers, kubelet, containerd, kube-proxy, CoreDNS; the images imported) -> apply
+server, controllers, kubelet, containerd, kube-proxy, CoreDNS; the images imported) -> the
+metric path (Prometheus, prometheus-adapter, metrics-server as pods) -> apply
 `crds/` -> start the operator in the background (pid and log under `.hypersend/operator/`) ->
 give the dev MongoDB's claim a volume -> `kubectl apply -f examples/dev.yaml` -> wait until it is
 Ready (its chat, Redis and MongoDB-wire pods really run and pass their probes) -> print
 `kubectl get hypersendclusters -A` and how to reach the chat Service from this machine.
 
-The connection count (CONNECTIONS) comes from the metric pipeline (Prometheus and
-prometheus-adapter), which the local cluster does not run yet: the column stays empty rather
-than showing a number nobody measured.
+The connection count (CONNECTIONS) is real: the chat pods' `/metrics`, scraped by the cluster's
+Prometheus and served to the HPA by prometheus-adapter (`hypersend_devenv.metrics`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from hypersend_devenv import images, procs
+from hypersend_devenv import images, metrics, procs
 from hypersend_devenv.cluster import LocalCluster, NodeImages
 
 REPO = Path(__file__).resolve().parents[2]
@@ -136,6 +136,8 @@ def up(args: argparse.Namespace) -> int:
     cluster = LocalCluster(real_node=True)
     result = cluster.up(timeout=300, log=say, node_images=node_images())
     say(f"cluster {'reused' if result.reused else 'started'} in {result.seconds:.1f}s")
+    seconds = metrics.install(cluster, metrics.MetricImages.built_here())
+    say(f"metric path (Prometheus, prometheus-adapter, metrics-server) serving in {seconds:.1f}s")
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
     cluster.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", "crd/hypersendclusters.hypersend.io"
