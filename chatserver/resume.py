@@ -85,6 +85,12 @@ class RoomCursor:
             return Step()
         return self._admit(item)
 
+    def set_baseline(self, seq: int) -> None:
+        """A cursor that has seen no message yet treats ``seq`` as already delivered (a catch-up
+        of a room the client went live in without resuming starts there)."""
+        if self.last_seq is None:
+            self.last_seq = seq
+
     def begin_replay(self, after_seq: int | None = None) -> None:
         """Start a replay; ``after_seq`` (a client's resume point) resets the cursor."""
         self.replaying = True
