@@ -67,6 +67,11 @@ RATE_LIMITED: Final = Counter(
     "hypersend_rate_limited_total",
     "Requests and WebSocket frames refused by the per-user rate limit.",
 )
+EVENT_LOOP_LAG: Final = Gauge(
+    "hypersend_event_loop_lag_seconds",
+    "The largest delay of the event loop over the last 10 s: how much later than asked a 1 s "
+    "timer of the hub fired.",
+)
 REDIS_UP: Final = Gauge(
     "hypersend_redis_up",
     "1 while this process's Redis connection answers its health check, 0 while degraded; "

@@ -22,6 +22,7 @@ import logging
 import random
 import secrets
 import time
+from collections import deque
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -66,6 +67,8 @@ CLOSE_TIMEOUT_SECONDS: Final = 2.0
 FLUSH_TIMEOUT_SECONDS: Final = 5.0
 TICK_SECONDS: Final = 1.0
 PRESENCE_REFRESH_SECONDS: Final = 30.0
+# The event-loop lag metric is the largest timer delay over this many ticks.
+LAG_WINDOW_TICKS: Final = 10
 # Reconnect hint on drain: clients spread their reconnects over this window.
 RECONNECT_MIN_MS: Final = 250
 RECONNECT_MAX_MS: Final = 5000
@@ -592,9 +595,14 @@ class Hub:
         interval = self.settings.ws_ping_interval_seconds
         idle = self.settings.ws_idle_timeout_seconds
         last_presence = time.monotonic()
+        lags: deque[float] = deque(maxlen=LAG_WINDOW_TICKS)
         while True:
-            await asyncio.sleep(min(TICK_SECONDS, interval))
+            pause = min(TICK_SECONDS, interval)
+            asked = time.monotonic()
+            await asyncio.sleep(pause)
             now = time.monotonic()
+            lags.append(max(0.0, now - asked - pause))
+            metrics.EVENT_LOOP_LAG.set(max(lags))
             ping = outgoing(events.ping())
             for session in list(self.sessions):
                 if now - session.last_rx > idle:
