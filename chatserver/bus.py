@@ -511,6 +511,7 @@ class Bus:
             log.warning("pub/sub not available at start (%s): degraded", type(exc).__name__)
             await self._drop_pubsub()
             confirmations = []
+        generation = self._generation
         # The reader is what receives the confirmations.
         self._listener = asyncio.create_task(self._pubsub_loop(), name="bus-listener")
         if confirmations:
@@ -519,9 +520,10 @@ class Bus:
                     await asyncio.gather(*confirmations)
             except REDIS_ERRORS as exc:
                 log.warning("pub/sub not confirmed at start (%s): degraded", type(exc).__name__)
-                self._kill_pubsub(self._generation)
+                self._kill_pubsub(generation)
             else:
-                self._pubsub_up()
+                if generation == self._generation:
+                    self._pubsub_up()
 
     def _register(self, channels: Iterable[str]) -> list[asyncio.Future[None]]:
         loop = asyncio.get_running_loop()
