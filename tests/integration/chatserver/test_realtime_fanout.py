@@ -14,6 +14,7 @@ import redis
 from hypersend_devenv.datastores import FerretDBServer
 from websockets.exceptions import ConnectionClosed
 
+from chatserver.bus import envelope
 from chatserver.store import Store
 from tests.fixtures.chat import ChatServerFactory, store_settings
 from tests.integration.chatserver.realtime_client import (
@@ -355,6 +356,33 @@ async def test_mongodb_lost_during_a_resume_closes_with_1011_instead_of_going_li
     assert reason is not None
     assert "resume" in reason
     assert not [f for f in late.frames if f["type"] in ("resumed", "message")]
+
+
+async def test_a_socket_whose_gap_fill_fails_is_shed_with_a_reconnect_hint_then_1011(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    with FerretDBServer() as mongo:  # this test's own, so stopping it harms no other test
+        server = chat_server_factory.start(mongo_url=mongo.url)
+        alice, bob = await register(server.url), await register(server.url)
+        room = await create_group(server.url, alice, [bob])
+        listener = await connect_user(server.ws_url, bob, resume={room: 0})
+        mongo.stop()
+        # A message two seqs ahead of what the socket has: it is held back and the gap must be
+        # read from MongoDB, which is gone.
+        ahead = {"type": "message", "room_id": room, "seq": 2, "message": {"seq": 2}}
+        admin = redis.Redis.from_url(chat_server_factory.base_env["HYPERSEND_REDIS_URL"])
+        try:
+            channel = f"{chat_server_factory.redis_prefix}room:{room}"
+            assert admin.publish(channel, envelope(ahead)) == 1
+        finally:
+            admin.close()
+        hint = await listener.until_type("reconnect", wait=30)
+        assert 250 <= hint["after_ms"] <= 5000
+        code, reason = await listener.closed(wait=30)
+    assert code == 1011
+    assert reason is not None
+    assert "resume" in reason
+    assert not listener.message_seqs(room)
 
 
 async def test_typing_read_and_presence_reach_the_other_members(
