@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 # Settings of the servers under test: no rate limit in the way of the checker's traffic.
 SERVER_SETTINGS: Final = {"rate_limit_per_minute": 1_000_000}
 # Acknowledged messages that show traffic flows (before, during and after a fault).
-PROGRESS: Final = 30
+PROGRESS: Final = 20
 # How long the Redis freeze lasts (the fault's length, from the matrix).
 REDIS_FREEZE_SECONDS: Final = 10.0
 WAIT: Final = 60.0
