@@ -390,7 +390,7 @@ class ZeroLossChecker:
                 self.progress.clear()
                 await self.progress.wait()
 
-    def _acked_by_room(self) -> dict[str, set[int]]:
+    def acked_by_room(self) -> dict[str, set[int]]:
         by_room: dict[str, set[int]] = {room: set() for room in self.room_ids}
         for member in self.members:
             by_room[member.room_id].update(member.acked.values())
@@ -402,7 +402,7 @@ class ZeroLossChecker:
         try:
             async with asyncio.timeout(send_within):
                 await asyncio.gather(*(m.stop_sending() for m in self.members))
-            by_room = self._acked_by_room()
+            by_room = self.acked_by_room()
             deadline = time.monotonic() + settle
             while time.monotonic() < deadline:
                 if all(by_room[m.room_id] <= set(m.received) for m in self.members):
@@ -411,7 +411,7 @@ class ZeroLossChecker:
             stored = await self._stored()
         finally:
             await asyncio.gather(*(m.close() for m in self.members))
-        return self._report(by_room, stored)
+        return self.verdict(by_room, stored)
 
     async def close(self) -> None:
         await asyncio.gather(*(m.close() for m in self.members))
@@ -430,9 +430,11 @@ class ZeroLossChecker:
                 continue
         raise RuntimeError("no server answered the history read")
 
-    def _report(
+    def verdict(
         self, by_room: dict[str, set[int]], stored: dict[str, list[tuple[int, str, str]]]
     ) -> Report:
+        """The report from what members received, ``by_room`` (acked seqs of each room) and
+        ``stored`` (each room's (seq, sender id, client id) rows). Pure: no I/O."""
         details: list[str] = []
         missing = duplicates = reorders = delivered = expected = 0
         for member in self.members:
