@@ -90,6 +90,9 @@ class Report:
     reconnects: int
     max_reconnect_seconds: float  # socket lost -> resumed on a server again
     max_ack_seconds: float  # first send attempt -> ack, retries included
+    # Last frame on a socket that was lost -> resumed again: the whole blip as the member saw it,
+    # including the time to notice a silent (frozen) server.
+    max_dark_seconds: float
     closes: dict[str, int] = field(default_factory=dict)  # close code -> count
     errors: dict[str, int] = field(default_factory=dict)  # error code -> count (retried)
     details: list[str] = field(default_factory=list)
@@ -116,7 +119,7 @@ class Report:
             f"missing={self.missing} duplicates={self.duplicates} reorders={self.reorders} "
             f"stored_twice={self.stored_twice} unacked_stored={self.unacked_stored} "
             f"reconnects={self.reconnects} max_reconnect={self.max_reconnect_seconds:.2f}s "
-            f"max_ack={self.max_ack_seconds:.2f}s "
+            f"max_dark={self.max_dark_seconds:.2f}s max_ack={self.max_ack_seconds:.2f}s "
             f"closes=[{closes}] retried_errors=[{errors}]"
         )
 
@@ -146,6 +149,9 @@ class Member:
         self.sent = 0
         self.attempts = 0
         self.reconnect_times: list[float] = []
+        self.dark_times: list[float] = []
+        self._last_frame = time.monotonic()
+        self._dark_since: float | None = None
         self.max_ack_seconds = 0.0
         self.closes: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
@@ -225,6 +231,7 @@ class Member:
                 self._ws = None
                 if self._live.is_set():
                     self._lost_at = time.monotonic()
+                    self._dark_since = self._last_frame
                 self._live.clear()
                 for fut in self._pending.values():
                     if not fut.done():
@@ -246,13 +253,18 @@ class Member:
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT_SECONDS) as handshake:
                 async for raw in ws:
+                    self._last_frame = time.monotonic()
                     frame: dict[str, Any] = json.loads(raw)
                     kind = frame.get("type")
                     if kind == "resumed":
                         handshake.reschedule(None)
+                        now = time.monotonic()
                         if self._lost_at is not None:
-                            self.reconnect_times.append(time.monotonic() - self._lost_at)
+                            self.reconnect_times.append(now - self._lost_at)
                             self._lost_at = None
+                        if self._dark_since is not None:
+                            self.dark_times.append(now - self._dark_since)
+                            self._dark_since = None
                         self._live.set()
                     elif kind == "reconnect":
                         wait_ms = min(int(frame.get("after_ms", 0)), MAX_RECONNECT_WAIT_MS)
@@ -488,6 +500,7 @@ class ZeroLossChecker:
             reconnects=len(reconnect_times),
             max_reconnect_seconds=max(reconnect_times, default=0.0),
             max_ack_seconds=max((m.max_ack_seconds for m in self.members), default=0.0),
+            max_dark_seconds=max((t for m in self.members for t in m.dark_times), default=0.0),
             closes=dict(closes),
             errors=dict(errors),
             details=details,
