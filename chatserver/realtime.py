@@ -130,7 +130,11 @@ class Session:
         self.awaiting_resume = True
         # A resume frame arrived during the window: its replays end the window, not the timer.
         self.resume_started = False
+        # When the server last waited for the client: the last frame received, or the end of
+        # handling one. While a frame is handled (``handling``) the client cannot be idle: its
+        # next frames (pongs too) wait in the socket until the server reads again.
         self.last_rx = time.monotonic()
+        self.handling = False
         self.last_ping = time.monotonic()
         self.closed = asyncio.Event()
         self.close_code: int | None = None
@@ -606,7 +610,7 @@ class Hub:
             metrics.EVENT_LOOP_LAG.set(max(lags))
             ping = outgoing(events.ping())
             for session in list(self.sessions):
-                if now - session.last_rx > idle:
+                if not session.handling and now - session.last_rx > idle:
                     session.close(Close.IDLE_TIMEOUT, "idle timeout", flush=False)
                 elif now - session.last_ping >= interval:
                     session.last_ping = now
@@ -754,6 +758,7 @@ class Hub:
             if isinstance(frame, FrameError):
                 session.send(events.error(frame.code, frame.message))
                 continue
+            session.handling = True
             try:
                 await self._handle(session, frame, handshake=handshake)
             except SessionClosed:
@@ -763,6 +768,9 @@ class Hub:
                 # the client; the socket stays usable.
                 log.exception("handling a %s frame failed", type(frame).__name__)
                 session.send(events.error("internal", "the frame could not be processed; retry"))
+            finally:
+                session.handling = False
+                session.last_rx = time.monotonic()
 
     async def _handle(self, session: Session, frame: ClientFrame, *, handshake: bool) -> None:
         """Answer one client frame; ``handshake`` marks the resume that opens the connection."""
