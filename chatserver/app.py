@@ -48,16 +48,17 @@ class Lifecycle:
     drain_started: float | None = None
 
 
-def readiness_problem(
-    lifecycle: Lifecycle, mongo_error: str | None, redis_error: str | None
-) -> str | None:
-    """Why the process is not ready (first reason wins), or None when it is."""
+def readiness_problem(lifecycle: Lifecycle, mongo_error: str | None) -> str | None:
+    """Why the process cannot serve (first reason wins), or None when it can.
+
+    Redis is not part of it: without Redis a process still stores and acknowledges messages and
+    keeps its sockets (degraded, see ``chatserver.bus``), and since every pod shares the one
+    Redis, failing readiness for it would take every pod out of the Service at once.
+    """
     if lifecycle.draining:
         return "draining"
     if mongo_error is not None:
         return f"mongodb unreachable: {mongo_error}"
-    if redis_error is not None:
-        return f"redis unreachable: {redis_error}"
     return None
 
 
@@ -155,15 +156,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz(request: Request) -> JSONResponse:
-        mongo_error = redis_error = None
+        """Readiness: MongoDB answers and no drain. Redis health is reported, not required."""
+        mongo_error = None
         if not lifecycle.draining:
-            mongo_error, redis_error = await asyncio.gather(
-                _probe(request.app.state.store.ping()), _probe(request.app.state.bus.ping())
-            )
-        problem = readiness_problem(lifecycle, mongo_error, redis_error)
+            mongo_error = await _probe(request.app.state.store.ping())
+        bus: Bus = request.app.state.bus
+        redis = bus.health()
+        problem = readiness_problem(lifecycle, mongo_error)
         if problem is None:
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "not ready", "reason": problem}, status_code=503)
+            status = "ready" if bus.healthy else "degraded"
+            return JSONResponse({"status": status, "redis": redis})
+        return JSONResponse(
+            {"status": "not ready", "reason": problem, "redis": redis}, status_code=503
+        )
 
     return app
 

@@ -10,6 +10,25 @@ Channels (all under the key prefix):
 
 Every published payload is an envelope ``{"ts": <publish time, unix seconds>, "event": {...}}``
 so receivers can observe pub/sub lag and delivery latency.
+
+Degraded mode (Redis unreachable or frozen). MongoDB is the source of truth, so losing Redis must
+cost live fan-out for a while, never a socket or a message:
+
+- Both connections have TCP keepalive (``TCP_KEEPALIVE``: a dead peer host is found by the kernel
+  within about 11 s) and an application health check, because keepalive alone cannot see a Redis
+  whose process is frozen (its kernel still answers the probes). The health monitor PINGs over the
+  command pool every ``HEALTH_INTERVAL_SECONDS``; the pub/sub reader PINGs on its own connection
+  once it has been silent that long. No answer within ``HEALTH_TIMEOUT_SECONDS`` means the
+  connection is dead: a half-open connection is found within ``DEAD_CONNECTION_BOUND_SECONDS``
+  and replaced (the command pool at the next command, pub/sub at once, with jittered backoff).
+- While the command side is down, commands fail fast instead of each waiting for a timeout:
+  publishes are skipped (``publish_room`` returns False; the newest skipped ``message`` of each
+  room is published once Redis answers again, so other processes' sockets notice the gap and fill
+  it from MongoDB), the rate limit falls back to a per-process window
+  (``chatserver.ratelimit``) and presence calls raise :class:`BusUnavailable`.
+- While pub/sub is down, ``subscribe`` records the channels and returns at once. When a new
+  pub/sub connection has confirmed every channel, ``on_resync`` runs: the hub catches every room
+  with local members up from MongoDB (anything published meanwhile was lost for this process).
 """
 
 from __future__ import annotations
@@ -18,7 +37,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import secrets
+import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -32,6 +53,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from chatserver import metrics
+from chatserver.ratelimit import LocalRateLimiter
+
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX: Final = "hypersend:"
@@ -44,6 +68,28 @@ COMMAND_POOL_WAIT_SECONDS: Final = 10.0
 # A command (publish, rate check, presence) to a Redis that stopped answering fails after this
 # instead of hanging: a publish runs inside a room's send turn (see Store.append_message).
 COMMAND_SOCKET_TIMEOUT_SECONDS: Final = 5.0
+# Application health check of both connections (see the module docstring).
+HEALTH_INTERVAL_SECONDS: Final = 1.0
+HEALTH_TIMEOUT_SECONDS: Final = 3.0
+# The pub/sub reader wakes up this often to check the connection (and to ping when silent).
+PUBSUB_READ_SLICE_SECONDS: Final = 0.5
+# A connection that stopped answering is declared dead at most this long after its last answer.
+DEAD_CONNECTION_BOUND_SECONDS: Final = (
+    HEALTH_INTERVAL_SECONDS + HEALTH_TIMEOUT_SECONDS + PUBSUB_READ_SLICE_SECONDS
+)
+# Reconnect attempts of the pub/sub connection: full jitter, doubling from MIN up to MAX.
+RECONNECT_MIN_SECONDS: Final = 0.1
+RECONNECT_MAX_SECONDS: Final = 5.0
+# TCP keepalive of every Redis connection: first probe after 5 s idle, then every 2 s, 3 misses.
+TCP_KEEPALIVE: Final[dict[int, int]] = {
+    option: value
+    for name, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3))
+    if (option := getattr(socket, name, None)) is not None
+}
+# Rooms whose newest unpublished message a process remembers during an outage (oldest dropped).
+MAX_UNPUBLISHED_ROOMS: Final = 100_000
+# What a Redis call raises when Redis is unreachable, frozen or misbehaving.
+REDIS_ERRORS: Final = (RedisError, OSError, TimeoutError)
 
 ChannelKind = Literal["room", "user"]
 
@@ -100,6 +146,14 @@ class BusSettings(Protocol):
     def rate_limit_per_minute(self) -> int: ...
 
 
+class BusUnavailable(RedisError):
+    """Redis is known to be unreachable right now; the call was not attempted."""
+
+
+class PubSubDead(RedisError):
+    """The pub/sub connection stopped answering (health check) or confirming subscriptions."""
+
+
 @dataclass(frozen=True, slots=True)
 class RateDecision:
     """Outcome of one rate-limit check; ``retry_after`` in seconds when refused."""
@@ -119,7 +173,7 @@ class Delivery:
 
 
 DeliveryHandler = Callable[[Delivery], None]
-InterruptHandler = Callable[[], Awaitable[None]]
+ResyncHandler = Callable[[], Awaitable[None]]
 
 
 def envelope(event: dict[str, Any], now: float | None = None) -> str:
@@ -161,15 +215,28 @@ class Bus:
         self._rate_script = client.register_script(_RATE_LUA)
         self._presence_add = client.register_script(_PRESENCE_ADD_LUA)
         self._presence_remove = client.register_script(_PRESENCE_REMOVE_LUA)
+        self._local_rate = LocalRateLimiter(rate_limit_per_minute, RATE_WINDOW_MS / 1000)
         self._pubsub: PubSub | None = None
+        # Bumped for every pub/sub connection; a kill request names the one it means.
+        self._generation = 0
+        self._dead_generation = -1
         self._channels: set[str] = set()
         # Per channel, one entry per (un)subscribe command not yet confirmed, in command order;
         # Redis confirms per channel in that order, so the head is the command being confirmed.
         self._pending: dict[str, deque[asyncio.Future[None] | None]] = {}
         self._listener: asyncio.Task[None] | None = None
+        self._monitor: asyncio.Task[None] | None = None
+        self._confirmer: asyncio.Task[None] | None = None
         self._handler: DeliveryHandler | None = None
-        self._on_interrupt: InterruptHandler | None = None
+        self._on_resync: ResyncHandler | None = None
         self._closing = False
+        self._rng = random.Random()
+        self._backoff = RECONNECT_MIN_SECONDS
+        # Health: the command side answers; the pub/sub connection has confirmed every channel.
+        self.commands_ok = True
+        self.pubsub_ok = False
+        # room id -> (seq, payload) of the newest message whose publish was skipped or failed.
+        self._unpublished: dict[str, tuple[int, str]] = {}
 
     @classmethod
     async def connect(cls, settings: BusSettings) -> Bus:
@@ -183,20 +250,47 @@ class Bus:
             timeout=COMMAND_POOL_WAIT_SECONDS,
             socket_timeout=COMMAND_SOCKET_TIMEOUT_SECONDS,
             socket_connect_timeout=COMMAND_SOCKET_TIMEOUT_SECONDS,
+            socket_keepalive=True,
+            socket_keepalive_options=TCP_KEEPALIVE,
             health_check_interval=30,
         )
         client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         # The pub/sub connection must never reconnect silently: redis-py would resubscribe, but
-        # whatever was published in between would be lost without anyone noticing.
-        pubsub_client = aioredis.Redis.from_url(url, retry=Retry(NoBackoff(), 0))
+        # whatever was published in between would be lost without anyone noticing. Reads use
+        # explicit timeouts (the reader's health check), writes the command timeout.
+        pubsub_client = aioredis.Redis.from_url(
+            url,
+            retry=Retry(NoBackoff(), 0),
+            socket_timeout=COMMAND_SOCKET_TIMEOUT_SECONDS,
+            socket_connect_timeout=COMMAND_SOCKET_TIMEOUT_SECONDS,
+            socket_keepalive=True,
+            socket_keepalive_options=TCP_KEEPALIVE,
+        )
         bus = cls(
             client,
             pubsub_client,
             prefix=settings.redis_prefix,
             rate_limit_per_minute=settings.rate_limit_per_minute,
         )
-        await bus.ping()
+        try:
+            await bus.ping()
+        except BaseException:
+            await pubsub_client.aclose()
+            await client.aclose()
+            raise
         return bus
+
+    @property
+    def healthy(self) -> bool:
+        """Both connections answer (False: degraded, see the module docstring)."""
+        return self.commands_ok and self.pubsub_ok
+
+    def health(self) -> dict[str, str]:
+        """``{"commands": "ok"|"down", "pubsub": "ok"|"down"}`` for readiness and logs."""
+        return {
+            "commands": "ok" if self.commands_ok else "down",
+            "pubsub": "ok" if self.pubsub_ok else "down",
+        }
 
     # -- names ---------------------------------------------------------------------------------
 
@@ -213,114 +307,370 @@ class Bus:
             return "user", target
         return None
 
+    # -- command health ------------------------------------------------------------------------
+
+    def _commands_down(self, exc: BaseException) -> None:
+        if self.commands_ok:
+            log.warning("redis commands failing (%s): degraded mode", type(exc).__name__)
+            self.commands_ok = False
+            metrics.REDIS_UP.labels("commands").set(0)
+
+    async def _commands_up(self) -> None:
+        if not self.commands_ok:
+            log.warning("redis answers again: leaving degraded mode")
+            self.commands_ok = True
+            metrics.REDIS_UP.labels("commands").set(1)
+        if self._unpublished:
+            await self._flush_unpublished()
+
+    async def _monitor_loop(self) -> None:
+        """PING Redis over the command pool; the only way back out of degraded mode."""
+        while not self._closing:
+            await asyncio.sleep(HEALTH_INTERVAL_SECONDS)
+            try:
+                async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+                    await self._client.ping()
+            except REDIS_ERRORS as exc:
+                self._commands_down(exc)
+                continue
+            try:
+                await self._commands_up()
+            except REDIS_ERRORS as exc:
+                self._commands_down(exc)
+
+    def _remember_unpublished(self, room_id: str, seq: int, payload: str) -> None:
+        known = self._unpublished.get(room_id)
+        if known is not None and known[0] >= seq:
+            return
+        self._unpublished.pop(room_id, None)
+        self._unpublished[room_id] = (seq, payload)
+        while len(self._unpublished) > MAX_UNPUBLISHED_ROOMS:
+            del self._unpublished[next(iter(self._unpublished))]
+
+    async def _flush_unpublished(self) -> None:
+        """Publish the newest skipped message of each room: receivers fill the gap before it."""
+        pending, self._unpublished = self._unpublished, {}
+        log.info("publishing the newest unpublished message of %d rooms", len(pending))
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for room_id, (_, payload) in pending.items():
+                    pipe.publish(self.channel("room", room_id), payload)
+                await pipe.execute()
+        except BaseException:
+            for room_id, (seq, payload) in pending.items():
+                self._remember_unpublished(room_id, seq, payload)
+            raise
+
     # -- commands ------------------------------------------------------------------------------
 
     async def ping(self) -> None:
-        """Raise if Redis does not answer (used by ``/readyz``)."""
+        """Raise if Redis does not answer."""
         await self._client.ping()
 
-    async def publish_room(self, room_id: str, event: dict[str, Any]) -> None:
-        """Publish ``event`` to every process with members of ``room_id`` connected."""
-        await self._client.publish(self.channel("room", room_id), envelope(event))
+    async def publish_room(
+        self, room_id: str, event: dict[str, Any], *, seq: int | None = None
+    ) -> bool:
+        """Publish ``event`` to every process with members of ``room_id`` connected.
 
-    async def publish_rooms(self, room_ids: Iterable[str], event: dict[str, Any]) -> None:
-        """Publish one ``event`` to several rooms in one round trip (e.g. presence)."""
+        Returns False when Redis is unreachable (the event is not published, nothing raised).
+        ``seq`` marks a new ``message`` event: the newest unpublished one of each room is
+        published as soon as Redis answers again.
+        """
         payload = envelope(event)
-        async with self._client.pipeline(transaction=False) as pipe:
-            for room_id in room_ids:
-                pipe.publish(self.channel("room", room_id), payload)
-            await pipe.execute()
+        if self.commands_ok:
+            try:
+                await self._client.publish(self.channel("room", room_id), payload)
+                return True
+            except REDIS_ERRORS as exc:
+                self._commands_down(exc)
+        if seq is not None:
+            self._remember_unpublished(room_id, seq, payload)
+        return False
 
-    async def publish_user(self, user_id: str, event: dict[str, Any]) -> None:
-        """Publish ``event`` to every socket of ``user_id``, on any process."""
-        await self._client.publish(self.channel("user", user_id), envelope(event))
+    async def publish_rooms(self, room_ids: Iterable[str], event: dict[str, Any]) -> bool:
+        """Publish one ``event`` to several rooms in one round trip (e.g. presence)."""
+        if not self.commands_ok:
+            return False
+        payload = envelope(event)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for room_id in room_ids:
+                    pipe.publish(self.channel("room", room_id), payload)
+                await pipe.execute()
+        except REDIS_ERRORS as exc:
+            self._commands_down(exc)
+            return False
+        return True
+
+    async def publish_user(self, user_id: str, event: dict[str, Any]) -> bool:
+        """Publish ``event`` to every socket of ``user_id``, on any process (False: not sent)."""
+        if not self.commands_ok:
+            return False
+        try:
+            await self._client.publish(self.channel("user", user_id), envelope(event))
+        except REDIS_ERRORS as exc:
+            self._commands_down(exc)
+            return False
+        return True
 
     async def check_rate(self, user_id: str) -> RateDecision:
-        """Count one request of ``user_id`` against the shared per-minute limit (atomic)."""
-        allowed, retry_ms = await self._rate_script(
-            keys=[f"{self.prefix}rate:{user_id}"],
-            args=[self.rate_limit_per_minute, RATE_WINDOW_MS, secrets.token_hex(4)],
-        )
-        if int(allowed):
-            return RateDecision(allowed=True, retry_after=0.0)
-        return RateDecision(allowed=False, retry_after=int(retry_ms) / 1000)
+        """Count one request of ``user_id`` against the shared per-minute limit (atomic).
+
+        While Redis is unreachable the per-process window decides instead (never raises for it).
+        """
+        if self.commands_ok:
+            try:
+                allowed, retry_ms = await self._rate_script(
+                    keys=[f"{self.prefix}rate:{user_id}"],
+                    args=[self.rate_limit_per_minute, RATE_WINDOW_MS, secrets.token_hex(4)],
+                )
+            except REDIS_ERRORS as exc:
+                self._commands_down(exc)
+            else:
+                if int(allowed):
+                    return RateDecision(allowed=True, retry_after=0.0)
+                return RateDecision(allowed=False, retry_after=int(retry_ms) / 1000)
+        metrics.RATE_LIMIT_FALLBACKS.inc()
+        local = self._local_rate.check(user_id, time.monotonic())
+        return RateDecision(allowed=local.allowed, retry_after=local.retry_after)
+
+    async def _command(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        if not self.commands_ok:
+            raise BusUnavailable("redis is unreachable (degraded mode)")
+        try:
+            return await call()
+        except REDIS_ERRORS as exc:
+            self._commands_down(exc)
+            raise
 
     async def presence_connect(self, user_id: str, connection_id: str) -> bool:
         """Record a live connection; True if the user just came online (first connection)."""
-        count = await self._presence_add(
-            keys=[f"{self.prefix}presence:{user_id}"], args=[connection_id, PRESENCE_TTL_MS]
+        count = await self._command(
+            lambda: self._presence_add(
+                keys=[f"{self.prefix}presence:{user_id}"], args=[connection_id, PRESENCE_TTL_MS]
+            )
         )
         return int(count) == 1
 
     async def presence_disconnect(self, user_id: str, connection_id: str) -> bool:
         """Forget a connection; True if the user just went offline (it was the last one)."""
-        removed, count = await self._presence_remove(
-            keys=[f"{self.prefix}presence:{user_id}"], args=[connection_id]
+        removed, count = await self._command(
+            lambda: self._presence_remove(
+                keys=[f"{self.prefix}presence:{user_id}"], args=[connection_id]
+            )
         )
         return int(removed) == 1 and int(count) == 0
 
     async def presence_refresh(self, connections: Iterable[tuple[str, str]]) -> None:
         """Extend the expiry of live (user id, connection id) pairs held by this process."""
-        async with self._client.pipeline(transaction=False) as pipe:
-            for user_id, connection_id in connections:
-                pipe.zadd(
-                    f"{self.prefix}presence:{user_id}",
-                    {connection_id: time.time() * 1000 + PRESENCE_TTL_MS},
-                )
-                pipe.pexpire(f"{self.prefix}presence:{user_id}", PRESENCE_TTL_MS)
-            await pipe.execute()
+        pairs = list(connections)
+
+        async def refresh() -> None:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for user_id, connection_id in pairs:
+                    pipe.zadd(
+                        f"{self.prefix}presence:{user_id}",
+                        {connection_id: time.time() * 1000 + PRESENCE_TTL_MS},
+                    )
+                    pipe.pexpire(f"{self.prefix}presence:{user_id}", PRESENCE_TTL_MS)
+                await pipe.execute()
+
+        await self._command(refresh)
 
     async def online(self, user_ids: Iterable[str]) -> dict[str, bool]:
         """Whether each user has at least one live connection on any process."""
         ids = list(user_ids)
         now_ms = time.time() * 1000
-        async with self._client.pipeline(transaction=False) as pipe:
-            for user_id in ids:
-                pipe.zcount(f"{self.prefix}presence:{user_id}", now_ms, "+inf")
-            counts = await pipe.execute()
+
+        async def count() -> list[Any]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for user_id in ids:
+                    pipe.zcount(f"{self.prefix}presence:{user_id}", now_ms, "+inf")
+                return list(await pipe.execute())
+
+        counts = await self._command(count)
         return {user_id: int(n) > 0 for user_id, n in zip(ids, counts, strict=True)}
 
     # -- pub/sub -------------------------------------------------------------------------------
 
-    async def start(self, handler: DeliveryHandler, on_interrupt: InterruptHandler) -> None:
+    async def start(self, handler: DeliveryHandler, on_resync: ResyncHandler) -> None:
         """Open the process's pub/sub connection; ``handler`` gets every delivery (sync, fast).
 
-        ``on_interrupt`` runs when the pub/sub connection was lost: events may have been missed,
-        so subscribers must resynchronise from MongoDB. The bus reconnects and resubscribes.
+        ``on_resync`` runs after a pub/sub connection replaced a lost one and every channel is
+        confirmed again: events published in between were missed, so subscribers must catch up
+        from MongoDB. If Redis does not answer now, the bus starts degraded and keeps trying.
         """
         self._handler = handler
-        self._on_interrupt = on_interrupt
-        await self._open_pubsub()
-        self._listener = asyncio.create_task(self._listen(), name="bus-listener")
+        self._on_resync = on_resync
+        metrics.REDIS_UP.labels("commands").set(1)
+        metrics.REDIS_UP.labels("pubsub").set(0)
+        self._monitor = asyncio.create_task(self._monitor_loop(), name="bus-monitor")
+        try:
+            confirmations = await self._open_pubsub()
+        except REDIS_ERRORS as exc:
+            log.warning("pub/sub not available at start (%s): degraded", type(exc).__name__)
+            await self._drop_pubsub()
+            confirmations = []
+        generation = self._generation
+        # The reader is what receives the confirmations.
+        self._listener = asyncio.create_task(self._pubsub_loop(), name="bus-listener")
+        if confirmations:
+            try:
+                async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
+                    await asyncio.gather(*confirmations)
+            except REDIS_ERRORS as exc:
+                log.warning("pub/sub not confirmed at start (%s): degraded", type(exc).__name__)
+                self._kill_pubsub(generation)
+            else:
+                if generation == self._generation:
+                    self._pubsub_up()
 
-    async def _open_pubsub(self) -> None:
-        pubsub = self._pubsub_client.pubsub()
-        # A placeholder channel keeps the connection in subscribed mode even with no rooms.
-        await pubsub.subscribe(f"{self.prefix}process:{id(self):x}")
-        self._pubsub = pubsub
-        if self._channels:
-            await pubsub.subscribe(*self._channels)
-
-    async def subscribe(self, kind: ChannelKind, targets: Iterable[str]) -> None:
-        """Subscribe to channels and return once Redis confirmed every one of them.
-
-        After this returns, anything published to those channels reaches the handler: callers
-        rely on that to replay history without a gap (subscribe first, then read MongoDB).
-        """
-        channels = [self.channel(kind, t) for t in targets]
-        if not channels or self._pubsub is None:
-            return
+    def _register(self, channels: Iterable[str]) -> list[asyncio.Future[None]]:
         loop = asyncio.get_running_loop()
         waits: list[asyncio.Future[None]] = []
         for ch in channels:
             fut: asyncio.Future[None] = loop.create_future()
             self._pending.setdefault(ch, deque()).append(fut)
             waits.append(fut)
-        self._channels.update(channels)
+        return waits
+
+    async def _open_pubsub(self) -> list[asyncio.Future[None]]:
+        """A new pub/sub connection subscribing to every channel; the confirmations to await."""
+        pubsub = self._pubsub_client.pubsub()
+        # A placeholder channel keeps the connection in subscribed mode even with no rooms.
+        channels = [f"{self.prefix}process:{id(self):x}", *self._channels]
+        self._generation += 1
+        self._pubsub = pubsub
+        waits = self._register(channels)
         try:
-            await self._pubsub.subscribe(*channels)
+            async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS + COMMAND_SOCKET_TIMEOUT_SECONDS):
+                await pubsub.subscribe(*channels)
+        except BaseException:
+            for fut in waits:
+                fut.cancel()
+            raise
+        return waits
+
+    def _pubsub_up(self) -> None:
+        self.pubsub_ok = True
+        self._backoff = RECONNECT_MIN_SECONDS
+        metrics.REDIS_UP.labels("pubsub").set(1)
+
+    async def _confirm_then_resync(
+        self, generation: int, confirmations: list[asyncio.Future[None]]
+    ) -> None:
+        try:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
+                await asyncio.gather(*confirmations)
+        except REDIS_ERRORS:
+            self._kill_pubsub(generation)
+            return
+        if generation != self._generation or self._closing:
+            return
+        self._pubsub_up()
+        log.warning("pub/sub resubscribed to %d channels: catching up", len(self._channels))
+        if self._on_resync is not None:
+            try:
+                await self._on_resync()
+            except Exception:
+                log.exception("pub/sub resync handler failed")
+
+    def _kill_pubsub(self, generation: int) -> None:
+        """Make the reader drop pub/sub connection ``generation`` (it checks every slice)."""
+        if generation == self._generation:
+            self._dead_generation = generation
+
+    async def _pubsub_loop(self) -> None:
+        while not self._closing:
+            pubsub = self._pubsub
+            if pubsub is None:
+                await asyncio.sleep(self._rng.uniform(0, self._backoff))
+                self._backoff = min(self._backoff * 2, RECONNECT_MAX_SECONDS)
+                try:
+                    confirmations = await self._open_pubsub()
+                except REDIS_ERRORS as exc:
+                    log.debug("pub/sub reconnect failed: %s", type(exc).__name__)
+                    await self._drop_pubsub()
+                    continue
+                metrics.PUBSUB_RECONNECTS.inc()
+                self._confirmer = asyncio.create_task(
+                    self._confirm_then_resync(self._generation, confirmations),
+                    name="bus-resync",
+                )
+                continue
+            try:
+                await self._read(pubsub, self._generation)
+            except REDIS_ERRORS as exc:
+                if self._closing:
+                    return
+                log.warning("pub/sub connection lost: %s (%s)", type(exc).__name__, exc)
+            await self._drop_pubsub()
+
+    async def _read(self, pubsub: PubSub, generation: int) -> None:
+        """Dispatch messages until the connection fails or stops answering its health check."""
+        loop = asyncio.get_running_loop()
+        last_rx = loop.time()
+        ping_sent: float | None = None
+        while True:
+            if self._dead_generation == generation:
+                raise PubSubDead("subscriptions not confirmed in time")
+            msg = await pubsub.get_message(timeout=PUBSUB_READ_SLICE_SECONDS)
+            now = loop.time()
+            if msg is not None:
+                last_rx, ping_sent = now, None
+                self._dispatch(msg)
+                continue
+            if ping_sent is not None:
+                if now - ping_sent > HEALTH_TIMEOUT_SECONDS:
+                    raise PubSubDead(f"no answer to PING within {HEALTH_TIMEOUT_SECONDS}s")
+            elif now - last_rx >= HEALTH_INTERVAL_SECONDS:
+                async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+                    await pubsub.ping()
+                ping_sent = now
+
+    async def _drop_pubsub(self) -> None:
+        """Forget the current pub/sub connection: live events are missed until the resync."""
+        old, self._pubsub = self._pubsub, None
+        if self.pubsub_ok:
+            metrics.REDIS_UP.labels("pubsub").set(0)
+        self.pubsub_ok = False
+        if self._confirmer is not None:
+            self._confirmer.cancel()
+            self._confirmer = None
+        for queue in self._pending.values():
+            for fut in queue:
+                if fut is not None and not fut.done():
+                    fut.set_exception(PubSubDead("pub/sub connection lost"))
+                    fut.exception()  # retrieved: its waiter may be gone
+        self._pending.clear()
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.aclose()  # type: ignore[no-untyped-call]
+
+    async def subscribe(self, kind: ChannelKind, targets: Iterable[str]) -> None:
+        """Subscribe to channels; return once Redis confirmed every one of them, or at once
+        when pub/sub is down.
+
+        After this returns, anything published to those channels reaches the handler, or else
+        ``on_resync`` runs once pub/sub is back: callers rely on that to replay history without a
+        gap (subscribe first, then read MongoDB). Never raises for an unreachable Redis.
+        """
+        channels = [self.channel(kind, t) for t in targets]
+        self._channels.update(channels)
+        pubsub = self._pubsub
+        if not channels or pubsub is None:
+            return
+        generation = self._generation
+        waits = self._register(channels)
+        try:
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
+                await pubsub.subscribe(*channels)
                 await asyncio.gather(*waits)
+        except REDIS_ERRORS as exc:
+            # This connection is no good: the reader replaces it and the resync after that
+            # covers these channels.
+            log.warning("subscribe not confirmed (%s): replacing pub/sub", type(exc).__name__)
+            self._kill_pubsub(generation)
         finally:
             for fut in waits:
                 fut.cancel()  # no-op when confirmed; a late confirmation then finds it done
@@ -328,12 +678,17 @@ class Bus:
     async def unsubscribe(self, kind: ChannelKind, targets: Iterable[str]) -> None:
         """Stop receiving the channels (no confirmation awaited)."""
         channels = [self.channel(kind, t) for t in targets]
-        if not channels or self._pubsub is None:
+        self._channels.difference_update(channels)
+        pubsub = self._pubsub
+        if not channels or pubsub is None:
             return
         for ch in channels:
             self._pending.setdefault(ch, deque()).append(None)
-        self._channels.difference_update(channels)
-        await self._pubsub.unsubscribe(*channels)
+        try:
+            async with asyncio.timeout(COMMAND_SOCKET_TIMEOUT_SECONDS):
+                await pubsub.unsubscribe(*channels)
+        except REDIS_ERRORS:
+            self._kill_pubsub(self._generation)
 
     @property
     def subscribed_channels(self) -> int:
@@ -348,24 +703,6 @@ class Bus:
             del self._pending[channel]
         if fut is not None and not fut.done():
             fut.set_result(None)
-
-    async def _listen(self) -> None:
-        while not self._closing:
-            pubsub = self._pubsub
-            try:
-                if pubsub is None:
-                    raise RedisError("pub/sub connection not open")
-                msg = await pubsub.get_message(timeout=None)
-            except asyncio.CancelledError:
-                raise
-            except (RedisError, OSError) as exc:
-                if self._closing:
-                    return
-                log.warning("pub/sub connection lost: %s; resubscribing", type(exc).__name__)
-                await self._recover()
-                continue
-            if msg is not None:
-                self._dispatch(msg)
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
         kind, raw_channel = msg.get("type"), msg.get("channel")
@@ -386,37 +723,14 @@ class Bus:
         except Exception:  # one bad delivery must not stop the listener
             log.exception("pub/sub delivery handler failed")
 
-    async def _recover(self) -> None:
-        old, self._pubsub = self._pubsub, None
-        for queue in self._pending.values():
-            for fut in queue:
-                if fut is not None and not fut.done():
-                    fut.set_exception(RedisError("pub/sub connection lost"))
-        self._pending.clear()
-        if old is not None:
-            with contextlib.suppress(Exception):
-                await old.aclose()  # type: ignore[no-untyped-call]
-        delay = 0.1
-        while not self._closing:
-            try:
-                await self._open_pubsub()
-                break
-            except (RedisError, OSError):
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        if self._on_interrupt is not None and not self._closing:
-            try:
-                await self._on_interrupt()
-            except Exception:
-                log.exception("pub/sub interrupt handler failed")
-
     async def close(self) -> None:
         """Stop listening and close both connections."""
         self._closing = True
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
+        for task in (self._listener, self._monitor, self._confirmer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -82,6 +82,35 @@ RATE_LIMITED: Final = Counter(
     "hypersend_rate_limited_total",
     "Requests and WebSocket frames refused by the per-user rate limit.",
 )
+EVENT_LOOP_LAG: Final = Gauge(
+    "hypersend_event_loop_lag_seconds",
+    "The largest delay of the event loop over the last 10 s: how much later than asked a 1 s "
+    "timer of the hub fired.",
+)
+REDIS_UP: Final = Gauge(
+    "hypersend_redis_up",
+    "1 while this process's Redis connection answers its health check, 0 while degraded; "
+    "by connection (commands, pubsub).",
+    ["connection"],
+)
+PUBSUB_RECONNECTS: Final = Counter(
+    "hypersend_pubsub_reconnects_total",
+    "New pub/sub connections opened to replace a lost or dead one.",
+)
+PUBSUB_RESYNCS: Final = Counter(
+    "hypersend_pubsub_resyncs_total",
+    "Times every room with local members was caught up from MongoDB after pub/sub came back.",
+)
+RATE_LIMIT_FALLBACKS: Final = Counter(
+    "hypersend_rate_limit_fallbacks_total",
+    "Rate-limit checks decided by the per-process limiter because Redis was unreachable.",
+)
+SHED_SOCKETS: Final = Counter(
+    "hypersend_shed_sockets_total",
+    "Sockets this process closed with a jittered reconnect hint (drain or failed catch-up), "
+    "by close code.",
+    ["code"],
+)
 HTTP_REQUESTS: Final = Counter(
     "hypersend_http_requests_total",
     "HTTP requests served, by method, route template and status code.",

@@ -2,9 +2,16 @@
 
 One :class:`Hub` per process owns every socket of the process. It keeps a local index
 room -> sessions and user -> sessions, and holds the bus subscriptions that index needs: a room
-channel is subscribed while at least one local socket follows the room (DESIGN.md §5).
+channel is subscribed while at least one local socket follows the room (docs/protocol.md, "Inside
+a server process").
 Ordering, dedupe and queue policy are pure and live in :mod:`chatserver.resume`; client frames are
 parsed by :mod:`chatserver.wsprotocol`. The protocol is documented in ``docs/protocol.md``.
+
+Redis trouble never closes a socket (see ``chatserver.bus`` for how it is detected): sends are
+still stored and acknowledged, live fan-out between processes pauses, and when pub/sub is back
+:meth:`Hub._on_bus_resync` catches every local room up from MongoDB through the sockets' gap
+fill, so each socket still sees every message once, in seq order. Sockets are closed only by
+:meth:`Hub.shed` (jittered ``reconnect`` hint, batches) when a catch-up cannot be done.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import logging
 import random
 import secrets
 import time
+from collections import deque
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -24,7 +32,7 @@ from starlette.websockets import WebSocketState
 
 from chatserver import events, metrics
 from chatserver.auth import AuthError, decode_access_token
-from chatserver.bus import Bus, Delivery
+from chatserver.bus import Bus, BusUnavailable, Delivery
 from chatserver.config import Settings
 from chatserver.models import Message
 from chatserver.resume import Outgoing, RoomCursor, SendQueue
@@ -60,9 +68,18 @@ CLOSE_TIMEOUT_SECONDS: Final = 2.0
 FLUSH_TIMEOUT_SECONDS: Final = 5.0
 TICK_SECONDS: Final = 1.0
 PRESENCE_REFRESH_SECONDS: Final = 30.0
+# The event-loop lag metric is the largest timer delay over this many ticks.
+LAG_WINDOW_TICKS: Final = 10
 # Reconnect hint on drain: clients spread their reconnects over this window.
 RECONNECT_MIN_MS: Final = 250
 RECONNECT_MAX_MS: Final = 5000
+# After pub/sub comes back, each socket's catch-up starts after a random delay up to this, and at
+# most CATCH_UP_CONCURRENCY history reads run at once, so a resync does not flood MongoDB.
+CATCH_UP_SPREAD_SECONDS: Final = 1.0
+CATCH_UP_CONCURRENCY: Final = 16
+# Sockets shed (closed with a reconnect hint) per batch, and the pause between batches.
+SHED_BATCH: Final = 100
+SHED_PAUSE_SECONDS: Final = 0.2
 # The store may have failed after the insert went through: the retry (same client_id) is safe.
 STORE_FAILED: Final = "the message may not have been stored; send it again with the same client_id"
 
@@ -113,7 +130,11 @@ class Session:
         self.awaiting_resume = True
         # A resume frame arrived during the window: its replays end the window, not the timer.
         self.resume_started = False
+        # When the server last waited for the client: the last frame received, or the end of
+        # handling one. While a frame is handled (``handling``) the client cannot be idle: its
+        # next frames (pongs too) wait in the socket until the server reads again.
         self.last_rx = time.monotonic()
+        self.handling = False
         self.last_ping = time.monotonic()
         self.closed = asyncio.Event()
         self.close_code: int | None = None
@@ -121,6 +142,8 @@ class Session:
         self._space = asyncio.Event()
         self._room_locks: dict[str, asyncio.Lock] = {}
         self._fills: dict[str, asyncio.Task[None]] = {}
+        # Rooms to read from history even without a visible gap (live events were missed).
+        self._catch_up: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._presence_seen: dict[str, bool] = {}
         self._close_reason = ""
@@ -253,24 +276,57 @@ class Session:
         self._presence_seen[user_id] = online
         return True
 
-    def schedule_fill(self, room_id: str) -> None:
+    def schedule_fill(self, room_id: str, delay: float = GAP_FILL_DELAY_SECONDS) -> None:
         if room_id in self._fills or self.close_code is not None:
             return
-        task = asyncio.create_task(self._fill_later(room_id), name=f"ws-fill-{self.id}")
+        task = asyncio.create_task(self._fill_later(room_id, delay), name=f"ws-fill-{self.id}")
         self._fills[room_id] = task
 
-    async def _fill_later(self, room_id: str) -> None:
+    def catch_up(self, high_water: dict[str, int], rng: random.Random) -> int:
+        """Read every room from history after what the socket has (live events were missed).
+
+        A room still waiting for the client's opening ``resume`` is skipped: that resume reads
+        history after the subscription anyway. A room the socket went live in without a resume
+        and has seen no message of starts from ``high_water`` (the newest seq this process saw),
+        or is skipped when there is none. Returns how many rooms were scheduled.
+        """
+        scheduled = 0
+        for room_id, cursor in self.rooms.items():
+            lock = self._room_locks.get(room_id)
+            if cursor.replaying and (lock is None or not lock.locked()):
+                continue
+            if cursor.last_seq is None:
+                if room_id not in high_water:
+                    continue
+                cursor.set_baseline(high_water[room_id])
+            self._catch_up.add(room_id)
+            self.schedule_fill(room_id, rng.uniform(0, CATCH_UP_SPREAD_SECONDS))
+            scheduled += 1
+        return scheduled
+
+    async def _fill_later(self, room_id: str, delay: float) -> None:
         try:
-            await asyncio.sleep(GAP_FILL_DELAY_SECONDS)
-            cursor = self.rooms.get(room_id)
-            if cursor is not None and cursor.has_gap:
+            await asyncio.sleep(delay)
+            while True:
+                cursor = self.rooms.get(room_id)
+                forced = room_id in self._catch_up
+                self._catch_up.discard(room_id)
+                if cursor is None or not (forced or cursor.has_gap):
+                    return
                 metrics.GAP_FILLS.inc()
-                await self.replay(room_id, None)
+                if forced:
+                    async with self.hub.catch_up_slots:
+                        await self.replay(room_id, None)
+                else:
+                    await self.replay(room_id, None)
+                # A catch-up asked for while this read ran may need what it did not see.
+                if room_id not in self._catch_up:
+                    return
         except SessionClosed:
             pass
         except Exception:
             log.exception("gap fill failed user=%s room=%s", self.user_id, room_id)
-            self.close(Close.INTERNAL_ERROR, "history unavailable, resume", flush=True)
+            self.hub.shed(self, Close.INTERNAL_ERROR, "history unavailable, resume")
         finally:
             self._fills.pop(room_id, None)
 
@@ -336,6 +392,11 @@ class Hub:
         self._user_ready: dict[str, asyncio.Future[None]] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._rng = random.Random()
+        # Newest message seq seen from pub/sub per local room (a catch-up baseline).
+        self._room_seq: dict[str, int] = {}
+        self.catch_up_slots = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
+        self._shed_queue: dict[Session, tuple[int, str]] = {}
+        self._shedder: asyncio.Task[None] | None = None
 
     @property
     def connection_count(self) -> int:
@@ -344,7 +405,7 @@ class Hub:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.bus.start(self._on_delivery, self._on_bus_interrupt)
+        await self.bus.start(self._on_delivery, self._on_bus_resync)
         self._ticker = asyncio.create_task(self._tick(), name="ws-ticker")
 
     async def drain(self) -> None:
@@ -362,12 +423,35 @@ class Hub:
             chunk = sessions[start : start + batch]
             for session in chunk:
                 session.close(Close.SERVICE_RESTART, "server draining, reconnect", flush=True)
+            metrics.SHED_SOCKETS.labels(str(int(Close.SERVICE_RESTART))).inc(len(chunk))
             await asyncio.gather(*(s.finish_close() for s in chunk), return_exceptions=True)
             if start + batch < len(sessions):
                 await asyncio.sleep(pause)
 
+    def shed(self, session: Session, code: int, reason: str) -> None:
+        """Close ``session`` with a jittered ``reconnect`` hint first, in batches of SHED_BATCH
+        SHED_PAUSE_SECONDS apart, so shed clients do not all come back at the same moment."""
+        if session.close_code is not None or session in self._shed_queue:
+            return
+        session.send(events.reconnect(reconnect_after_ms(self._rng)))
+        self._shed_queue[session] = (code, reason)
+        if self._shedder is None or self._shedder.done():
+            self._shedder = asyncio.create_task(self._shed_batches(), name="ws-shedder")
+
+    async def _shed_batches(self) -> None:
+        while self._shed_queue:
+            batch = list(self._shed_queue.items())[:SHED_BATCH]
+            for session, (code, reason) in batch:
+                del self._shed_queue[session]
+                session.close(code, reason, flush=True)
+                metrics.SHED_SOCKETS.labels(str(int(code))).inc()
+            if self._shed_queue:
+                await asyncio.sleep(SHED_PAUSE_SECONDS)
+
     async def stop(self) -> None:
         self.draining = True
+        if self._shedder is not None:
+            self._shedder.cancel()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -386,6 +470,8 @@ class Hub:
             if not sessions:
                 return
             item = outgoing(delivery.event, delivery.published_at)
+            if item.seq is not None and item.seq > self._room_seq.get(delivery.target, 0):
+                self._room_seq[delivery.target] = item.seq
             for session in list(sessions):
                 session.on_room_event(delivery.target, item)
         else:
@@ -421,11 +507,16 @@ class Hub:
         else:
             session.send(event)
 
-    async def _on_bus_interrupt(self) -> None:
-        # Events published while the pub/sub connection was down are lost for every socket here.
-        log.warning("pub/sub interrupted: asking %d sockets to resume", len(self.sessions))
-        for session in list(self.sessions):
-            session.close(Close.RESYNC_REQUIRED, "live events interrupted, resume", flush=True)
+    async def _on_bus_resync(self) -> None:
+        """Pub/sub is back after missing events: catch every local room up from MongoDB."""
+        metrics.PUBSUB_RESYNCS.inc()
+        high_water = dict(self._room_seq)
+        rooms = sum(session.catch_up(high_water, self._rng) for session in list(self.sessions))
+        log.warning(
+            "pub/sub resync: catching up %d socket rooms from history (%d sockets)",
+            rooms,
+            len(self.sessions),
+        )
 
     async def _follow(self, session: Session, room_ids: Iterable[str]) -> None:
         """Add the session to rooms; return once every room channel is subscribed."""
@@ -468,6 +559,7 @@ class Hub:
             if not members:
                 del self._room_sessions[room_id]
                 self._room_ready.pop(room_id, None)
+                self._room_seq.pop(room_id, None)
                 gone.append(room_id)
         if gone:
             with contextlib.suppress(Exception):
@@ -509,12 +601,17 @@ class Hub:
         interval = self.settings.ws_ping_interval_seconds
         idle = self.settings.ws_idle_timeout_seconds
         last_presence = time.monotonic()
+        lags: deque[float] = deque(maxlen=LAG_WINDOW_TICKS)
         while True:
-            await asyncio.sleep(min(TICK_SECONDS, interval))
+            pause = min(TICK_SECONDS, interval)
+            asked = time.monotonic()
+            await asyncio.sleep(pause)
             now = time.monotonic()
+            lags.append(max(0.0, now - asked - pause))
+            metrics.EVENT_LOOP_LAG.set(max(lags))
             ping = outgoing(events.ping())
             for session in list(self.sessions):
-                if now - session.last_rx > idle:
+                if not session.handling and now - session.last_rx > idle:
                     session.close(Close.IDLE_TIMEOUT, "idle timeout", flush=False)
                 elif now - session.last_ping >= interval:
                     session.last_ping = now
@@ -637,6 +734,8 @@ class Hub:
                 await self.bus.publish_rooms(
                     list(session.rooms), events.presence(session.user_id, online)
                 )
+        except BusUnavailable:
+            pass  # degraded: presence resumes with Redis (the refresh re-adds live connections)
         except Exception as exc:
             log.warning("presence update failed: %s", type(exc).__name__)
 
@@ -660,6 +759,7 @@ class Hub:
             if isinstance(frame, FrameError):
                 session.send(events.error(frame.code, frame.message))
                 continue
+            session.handling = True
             try:
                 await self._handle(session, frame, handshake=handshake)
             except SessionClosed:
@@ -669,6 +769,9 @@ class Hub:
                 # the client; the socket stays usable.
                 log.exception("handling a %s frame failed", type(frame).__name__)
                 session.send(events.error("internal", "the frame could not be processed; retry"))
+            finally:
+                session.handling = False
+                session.last_rx = time.monotonic()
 
     async def _handle(self, session: Session, frame: ClientFrame, *, handshake: bool) -> None:
         """Answer one client frame; ``handshake`` marks the resume that opens the connection."""
@@ -755,9 +858,10 @@ class Hub:
         session.send(events.ack(msg.room_id, msg.client_id, msg.seq, msg))
 
     async def _publish_message(self, msg: Message) -> None:
-        # Stored already: if the publish fails, receivers get it through gap fill or resume.
+        # Stored already: if Redis is unreachable the bus publishes it later; receivers get it
+        # through gap fill, the resync's catch-up or resume.
         try:
-            await self.bus.publish_room(msg.room_id, events.message(msg))
+            await self.bus.publish_room(msg.room_id, events.message(msg), seq=msg.seq)
         except Exception as exc:
             log.warning("publishing message failed room=%s: %s", msg.room_id, type(exc).__name__)
 

@@ -21,6 +21,7 @@ CHILDREN = [
     ("configmap", "demo-chat"),
     ("service", "demo-redis"),
     ("deployment", "demo-redis"),
+    ("poddisruptionbudget", "demo-redis"),
     ("service", "demo-mongo"),
     ("statefulset", "demo-mongo"),
     ("service", "demo-chat"),

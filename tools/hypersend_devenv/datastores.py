@@ -15,9 +15,11 @@ shutdown) then SIGKILL. Servers started from the main thread die with their pare
 API (all classes): `Server(state_dir=None)` (None: a temporary directory removed on stop; a path:
 kept, so data survives restarts), `.start()`, `.stop()`, context manager, `.url`, `.port`,
 `.process`, `.log_path` (the server's stdout+stderr). Failures raise `DatastoreError` with the log
-tail. `FerretDBServer(binary=...)` defaults to the cached build; `FerretDBServer(backend=
-"postgresql", postgresql_url=PostgresServer.url)` stores in PostgreSQL instead of SQLite, and
-`ferretdb_server(backend, state_dir)` starts whatever the backend needs, stopped in reverse order.
+tail. `RedisServer(port=...)` and `FerretDBServer(port=...)` keep one port across a stop and start
+(fault tests restart them under running clients). `FerretDBServer(binary=...)` defaults to the
+cached build; `FerretDBServer(backend="postgresql", postgresql_url=PostgresServer.url)` stores in
+PostgreSQL instead of SQLite, and `ferretdb_server(backend, state_dir)` starts whatever the backend
+needs, stopped in reverse order.
 
 CLI: `python -m hypersend_devenv.datastores [--state-dir DIR] [--backend sqlite|postgresql]`
 prints the URLs as shell assignments (REDIS_URL=..., MONGO_URL=..., and POSTGRESQL_URL=... for the
@@ -539,11 +541,14 @@ class RedisServer(_ServerProcess):
         state_dir: Path | str | None = None,
         binary: str | None = None,
         start_timeout: float = START_TIMEOUT,
+        port: int = 0,
     ) -> None:
         super().__init__(state_dir)
         self.binary = binary or shutil.which("redis-server") or "redis-server"
         self.start_timeout = start_timeout
-        self.port = 0
+        # 0: a free port on each start; a fixed one lets a restart keep the URL (fault tests).
+        self.requested_port = port
+        self.port = port
 
     @property
     def url(self) -> str:
@@ -558,14 +563,14 @@ class RedisServer(_ServerProcess):
     def _start(self) -> None:
         # A free port can be taken between our probe and redis' bind: retry on a fresh port.
         for attempt in range(3):
-            self.port = free_port()
+            self.port = self.requested_port or free_port()
             self._spawn(redis_command(self.binary, self.port, self.dir))
             try:
                 self._wait_until(lambda: ping_redis(self.port), "answer PING", self.start_timeout)
                 return
             except DatastoreError:
                 lost_race = "Address already in use" in self._read_log()
-                if not lost_race or attempt == 2:
+                if not lost_race or attempt == 2 or self.requested_port:
                     raise
                 self._kill()
 

@@ -3,6 +3,17 @@
 Redis holds nothing that must survive a restart here (messages live in MongoDB), so it runs on an
 emptyDir without persistence. In External mode nothing is built: the chat pods read the URL from
 the user's Secret.
+
+What this single instance survives, and what not (docs/install.md says the same to users): a
+restart, an eviction or a node drain costs live fan-out between chat pods for a few seconds, never
+a socket or a message (the chat server runs degraded and catches its sockets up from MongoDB when
+Redis is back, see chatserver/bus.py); rate-limit windows and presence restart empty. It is not
+highly available: a node that does not come back takes Redis with it until it is rescheduled.
+
+Probes ask Redis itself (``redis-cli ping`` must answer PONG): an open port is not enough, a Redis
+that stopped answering (frozen, or stuck loading) must leave its Service and, if it stays so, be
+restarted. The PodDisruptionBudget allows one voluntary disruption at a time: with one replica a
+stricter budget would block every node drain for good, while the chat pods ride out the restart.
 """
 
 from __future__ import annotations
@@ -35,9 +46,17 @@ def in_cluster_redis_url(ctx: BuildContext) -> str:
     return f"redis://{redis_name(ctx)}.{ctx.namespace}.svc:{REDIS_PORT}/0"
 
 
+def redis_ping_probe(timeout_seconds: int) -> dict[str, Any]:
+    """An exec probe that passes only when Redis answers PING with PONG within the timeout."""
+    command = f"redis-cli -p {REDIS_PORT} ping | grep -qx PONG"
+    return {
+        "exec": {"command": ["sh", "-c", command]},
+        "timeoutSeconds": timeout_seconds,
+    }
+
+
 def redis_deployment(ctx: BuildContext) -> dict[str, Any]:
     settings = ctx.spec.redis.in_cluster_settings()
-    probe = {"tcpSocket": {"port": "redis"}, "periodSeconds": 10, "timeoutSeconds": 2}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -75,8 +94,19 @@ def redis_deployment(ctx: BuildContext) -> dict[str, Any]:
                             "resources": resources(
                                 settings.resources.requests, settings.resources.limits
                             ),
-                            "readinessProbe": {**probe, "periodSeconds": 5},
-                            "livenessProbe": {**probe, "failureThreshold": 3},
+                            # Out of the Service after 2 missed PINGs (10 s).
+                            "readinessProbe": {
+                                **redis_ping_probe(2),
+                                "periodSeconds": 5,
+                                "failureThreshold": 2,
+                            },
+                            # Restarted after 30 s without an answer.
+                            "livenessProbe": {
+                                **redis_ping_probe(5),
+                                "initialDelaySeconds": 10,
+                                "periodSeconds": 10,
+                                "failureThreshold": 3,
+                            },
                             "securityContext": container_security_context(),
                             "volumeMounts": [{"name": "data", "mountPath": "/data"}],
                         }
@@ -103,7 +133,21 @@ def redis_service(ctx: BuildContext) -> dict[str, Any]:
     }
 
 
+def redis_pdb(ctx: BuildContext) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(ctx, redis_name(ctx), REDIS),
+        "spec": {
+            # One replica: one voluntary disruption at a time, never a drain blocked for good.
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(ctx, REDIS)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
 def build_redis(ctx: BuildContext) -> list[dict[str, Any]]:
     if ctx.spec.redis.mode != "InCluster":
         return []
-    return [redis_service(ctx), redis_deployment(ctx)]
+    return [redis_service(ctx), redis_deployment(ctx), redis_pdb(ctx)]

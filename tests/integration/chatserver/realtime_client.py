@@ -68,6 +68,17 @@ async def history(base_url: str, account: Account, room_id: str) -> list[int]:
             after = page[-1]
 
 
+async def metric(base_url: str, name: str) -> float:
+    """The value of an unlabelled metric (or the sum over its label sets) on ``/metrics``."""
+    async with httpx.AsyncClient(base_url=base_url, trust_env=False, timeout=20) as http:
+        text = (await http.get("/metrics")).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 @dataclass
 class Client:
     """One WebSocket with every frame it received kept in ``frames``."""

@@ -1,13 +1,19 @@
-"""The bus against a real Redis: confirmed subscriptions, fan-out, shared rate limit, presence."""
+"""The bus against a real Redis: confirmed subscriptions, fan-out, shared rate limit, presence,
+and degraded mode when Redis is frozen or restarted."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
 
 import pytest
+from hypersend_devenv.datastores import RedisServer, free_port
 from pydantic import SecretStr
 
-from chatserver.bus import Bus, Delivery
+from chatserver.bus import DEAD_CONNECTION_BOUND_SECONDS, Bus, BusUnavailable, Delivery
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +105,98 @@ async def test_presence_counts_connections_across_processes(
     finally:
         await one.close()
         await two.close()
+
+
+async def _wait_until(condition: Callable[[], bool], within: float, what: str) -> None:
+    """Poll ``condition`` until it holds (a condition wait, not a fixed sleep)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {within}s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_a_frozen_redis_is_found_degrades_the_bus_and_is_replaced_after_it_resumes(
+    redis_prefix: str,
+) -> None:
+    """SIGSTOP keeps every TCP connection open (the kernel still answers keepalive probes):
+    only the application health check can see it. Then the bus degrades instead of failing:
+    the per-process rate limit decides, publishes are skipped; after SIGCONT pub/sub is
+    replaced, the resync runs and the newest skipped message goes out."""
+    with RedisServer() as server:
+        assert server.process is not None
+        pid = server.process.pid
+        bus = await Bus.connect(BusSettings(server.url, redis_prefix, limit=2))
+        got: list[Delivery] = []
+        resyncs: list[float] = []
+
+        async def on_resync() -> None:
+            resyncs.append(time.monotonic())
+
+        await bus.start(got.append, on_resync)
+        try:
+            await bus.subscribe("room", ["r"])
+            assert bus.healthy
+            os.kill(pid, signal.SIGSTOP)
+            frozen_at = time.monotonic()
+            try:
+                # Generous against a loaded machine; without the health check it never happens.
+                await _wait_until(
+                    lambda: not bus.commands_ok and not bus.pubsub_ok,
+                    within=10 * DEAD_CONNECTION_BOUND_SECONDS,
+                    what="the frozen Redis is declared dead",
+                )
+                detected_after = time.monotonic() - frozen_at
+                # Degraded: decided by this process at once, never an exception or a wait.
+                decisions = [await bus.check_rate("alice") for _ in range(3)]
+                assert [d.allowed for d in decisions] == [True, True, False]
+                assert decisions[2].retry_after > 0
+                event = {"type": "message", "room_id": "r", "seq": 7}
+                assert await bus.publish_room("r", {**event, "seq": 6}, seq=6) is False
+                assert await bus.publish_room("r", event, seq=7) is False
+                assert await bus.publish_rooms(["r"], {"type": "presence"}) is False
+                with pytest.raises(BusUnavailable):
+                    await bus.presence_connect("alice", "c1")
+                assert not resyncs
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            await _wait_until(lambda: bus.healthy and bool(resyncs), 30, "resync after SIGCONT")
+            # Only the newest skipped message of the room is published (receivers fill before).
+            await _wait_until(
+                lambda: any(d.event.get("seq") == 7 for d in got), 10, "the skipped message"
+            )
+            assert not [d for d in got if d.event.get("seq") == 6]
+            assert (await bus.check_rate("bob")).allowed
+            print(f"frozen Redis detected after {detected_after:.1f}s")
+        finally:
+            await bus.close()
+
+
+async def test_a_restarted_redis_brings_pubsub_back_with_a_resync(redis_prefix: str) -> None:
+    with RedisServer(port=free_port()) as server:
+        subscriber = await Bus.connect(BusSettings(server.url, redis_prefix))
+        resyncs: list[float] = []
+        got: list[Delivery] = []
+
+        async def on_resync() -> None:
+            resyncs.append(time.monotonic())
+
+        await subscriber.start(got.append, on_resync)
+        try:
+            await subscriber.subscribe("room", ["r"])
+            server.stop()
+            await _wait_until(lambda: not subscriber.pubsub_ok, 20, "pub/sub loss seen")
+            # Subscribing while Redis is away returns at once (the resync will cover it).
+            await subscriber.subscribe("room", ["later"])
+            server.start()
+            await _wait_until(lambda: subscriber.healthy and bool(resyncs), 30, "resync")
+            publisher = await Bus.connect(BusSettings(server.url, redis_prefix))
+            try:
+                # The rate script is loaded again into the fresh Redis (NOSCRIPT handled).
+                assert (await publisher.check_rate("u")).allowed
+                assert await publisher.publish_room("later", {"type": "x"})
+                await _wait_until(lambda: bool(got), 10, "delivery on a channel added while down")
+            finally:
+                await publisher.close()
+        finally:
+            await subscriber.close()

@@ -14,6 +14,7 @@ import redis
 from hypersend_devenv.datastores import FerretDBServer
 from websockets.exceptions import ConnectionClosed
 
+from chatserver.bus import envelope
 from chatserver.store import Store
 from tests.fixtures.chat import ChatServerFactory, store_settings
 from tests.integration.chatserver.realtime_client import (
@@ -21,6 +22,7 @@ from tests.integration.chatserver.realtime_client import (
     connect_user,
     create_group,
     history,
+    metric,
     open_socket,
     register,
 )
@@ -298,29 +300,41 @@ async def test_kill_9_under_traffic_loses_no_acknowledged_message(
     assert len(on_b) >= max(acked)
 
 
-async def test_lost_pubsub_connection_makes_sockets_resume_and_fan_out_recovers(
+async def test_lost_pubsub_keeps_sockets_open_and_catches_them_up_in_order(
     chat_server_factory: ChatServerFactory, redis_url: str
 ) -> None:
+    """Losing pub/sub costs live fan-out for a moment, never a socket or a message: the sockets
+    stay open (also one opened while pub/sub is recovering) and, once the connection is back,
+    each is caught up from MongoDB, every seq once and in order."""
     a, b = chat_server_factory.start_many(2)
     alice, bob = await register(a.url), await register(a.url)
     room = await create_group(a.url, alice, [bob])
     sender = await connect_user(a.ws_url, alice)
-    listener = await connect_user(b.ws_url, bob)
+    listener = await connect_user(b.ws_url, bob, resume={room: 0})
     first = await sender.send_message(room, "before")
-    await listener.until_type("message")
+    await listener.until(lambda f: f.get("type") == "message" and f["seq"] == first["seq"])
+    resyncs_before = await metric(b.url, "hypersend_pubsub_resyncs_total")
     admin = redis.Redis.from_url(redis_url)
     try:
         # Every pub/sub connection (both servers') drops, as in a Redis failover.
         assert admin.client_kill_filter(_type="pubsub") >= 2
     finally:
         admin.close()
-    code, _ = await listener.closed(wait=10)
-    assert code == 4503
-    again = await connect_user(b.ws_url, bob, resume={room: first["seq"]})
-    sender_again = await connect_user(a.ws_url, alice)
-    ack = await sender_again.send_message(room, "after")
-    frame = await again.until_type("message")
-    assert frame["seq"] == ack["seq"] == first["seq"] + 1
+    # Opened while B's pub/sub is recovering (this socket used to be closed with 4503).
+    late = await connect_user(b.ws_url, bob, resume={room: 0})
+    acked = [int(first["seq"])]
+    # Send until B has resynced, so some messages were published while it was not listening.
+    while await metric(b.url, "hypersend_pubsub_resyncs_total") <= resyncs_before:
+        ack = await sender.send_message(room, f"m{len(acked)}")
+        assert ack["type"] == "ack", ack
+        acked.append(int(ack["seq"]))
+    for i in range(3):
+        acked.append(int((await sender.send_message(room, f"after{i}"))["seq"]))
+    assert acked == list(range(1, len(acked) + 1))
+    for client in (listener, late):
+        await client.until(lambda f: f.get("type") == "message" and f["seq"] == acked[-1], 30)
+        assert client.message_seqs(room) == acked
+        assert client.ws.close_code is None
 
 
 async def test_mongodb_lost_during_a_resume_closes_with_1011_instead_of_going_live_with_a_gap(
@@ -342,6 +356,33 @@ async def test_mongodb_lost_during_a_resume_closes_with_1011_instead_of_going_li
     assert reason is not None
     assert "resume" in reason
     assert not [f for f in late.frames if f["type"] in ("resumed", "message")]
+
+
+async def test_a_socket_whose_gap_fill_fails_is_shed_with_a_reconnect_hint_then_1011(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    with FerretDBServer() as mongo:  # this test's own, so stopping it harms no other test
+        server = chat_server_factory.start(mongo_url=mongo.url)
+        alice, bob = await register(server.url), await register(server.url)
+        room = await create_group(server.url, alice, [bob])
+        listener = await connect_user(server.ws_url, bob, resume={room: 0})
+        mongo.stop()
+        # A message two seqs ahead of what the socket has: it is held back and the gap must be
+        # read from MongoDB, which is gone.
+        ahead = {"type": "message", "room_id": room, "seq": 2, "message": {"seq": 2}}
+        admin = redis.Redis.from_url(chat_server_factory.base_env["HYPERSEND_REDIS_URL"])
+        try:
+            channel = f"{chat_server_factory.redis_prefix}room:{room}"
+            assert admin.publish(channel, envelope(ahead)) == 1
+        finally:
+            admin.close()
+        hint = await listener.until_type("reconnect", wait=30)
+        assert 250 <= hint["after_ms"] <= 5000
+        code, reason = await listener.closed(wait=30)
+    assert code == 1011
+    assert reason is not None
+    assert "resume" in reason
+    assert not listener.message_seqs(room)
 
 
 async def test_typing_read_and_presence_reach_the_other_members(

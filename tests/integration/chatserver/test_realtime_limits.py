@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
 import time
 
 import httpx
 import jwt
 import pytest
+from hypersend_devenv.datastores import FerretDBServer
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -207,6 +210,35 @@ async def test_idle_sockets_are_pinged_then_closed(
     assert any(f["type"] == "ping" for f in silent.frames)
     await chatty.send({"type": "ping"})
     await chatty.until_type("pong")
+
+
+async def test_a_socket_waiting_on_a_slow_store_is_not_closed_as_idle(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    """The server is not reading while it handles a frame, so the client's next frames (its
+    pongs) wait in the socket: that is the server's slowness, not an idle client."""
+    idle = 2.0
+    with FerretDBServer() as mongo:  # this test's own: freezing it harms no other test
+        assert mongo.process is not None
+        server = chat_server_factory.start(
+            mongo_url=mongo.url, ws_ping_interval_seconds=0.3, ws_idle_timeout_seconds=idle
+        )
+        alice, bob = await register(server.url), await register(server.url)
+        room = await create_group(server.url, alice, [bob])
+        client = await connect_user(server.ws_url, alice)
+        os.kill(mongo.process.pid, signal.SIGSTOP)
+        try:
+            await client.send({"type": "send", "room_id": room, "client_id": "c1", "text": "hi"})
+            sent = time.monotonic()
+            # Pings keep coming while the send waits on the frozen store; stay frozen until the
+            # server's idle check has passed well beyond the timeout (the pass that would close).
+            while time.monotonic() - sent < 2 * idle:
+                await client.until_type("ping", wait=5)
+        finally:
+            os.kill(mongo.process.pid, signal.SIGCONT)
+        ack = await client.until(lambda f: f.get("client_id") == "c1", wait=30)
+        assert ack["type"] == "ack", ack
+        assert client.ws.close_code is None
 
 
 async def test_connections_over_the_per_process_limit_are_refused(

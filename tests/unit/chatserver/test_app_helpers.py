@@ -17,10 +17,9 @@ pytestmark = pytest.mark.unit
 
 def test_readiness_problem_order() -> None:
     ok = Lifecycle()
-    assert readiness_problem(ok, None, None) is None
-    assert readiness_problem(Lifecycle(draining=True), None, None) == "draining"
-    assert readiness_problem(ok, "timeout", None) == "mongodb unreachable: timeout"
-    assert readiness_problem(ok, None, "ConnectionError") == "redis unreachable: ConnectionError"
+    assert readiness_problem(ok, None) is None
+    assert readiness_problem(Lifecycle(draining=True), "timeout") == "draining"
+    assert readiness_problem(ok, "timeout") == "mongodb unreachable: timeout"
 
 
 def test_validation_message_names_fields() -> None:

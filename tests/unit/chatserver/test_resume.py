@@ -146,3 +146,14 @@ def test_full_queue_drops_ephemeral_frames_first() -> None:
 def test_queue_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="maxsize"):
         SendQueue(0)
+
+
+def test_baseline_applies_only_to_a_cursor_that_has_seen_nothing() -> None:
+    fresh = RoomCursor()
+    fresh.set_baseline(5)
+    assert fresh.last_seq == 5
+    assert seqs(fresh.live(msg(5)).deliver) == []  # already counted as delivered
+    assert seqs(fresh.live(msg(6)).deliver) == [6]
+    seen = RoomCursor(last_seq=9)
+    seen.set_baseline(5)
+    assert seen.last_seq == 9

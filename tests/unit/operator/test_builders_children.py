@@ -46,6 +46,7 @@ def test_default_children_in_reconcile_order() -> None:
         ("ConfigMap", "demo-chat"),
         ("Service", "demo-redis"),
         ("Deployment", "demo-redis"),
+        ("PodDisruptionBudget", "demo-redis"),
         ("Service", "demo-mongo"),
         ("StatefulSet", "demo-mongo"),
         ("Service", "demo-chat"),
@@ -63,7 +64,7 @@ def test_every_child_is_labelled_and_owned_by_the_cluster() -> None:
         capabilities=MONITORING_CAPS,
     )
     manifests = build_all(c)
-    assert len(manifests) == 17
+    assert len(manifests) == 18
     owned = {(k.api_version, k.kind) for k in owned_kinds()}
     for m in manifests:
         meta = m["metadata"]
@@ -154,6 +155,29 @@ def test_in_cluster_redis() -> None:
     svc = find(manifests, "Service", "demo-redis")
     assert svc["spec"]["ports"][0]["port"] == 6379
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+
+
+def test_in_cluster_redis_probes_ask_redis_and_a_pdb_never_blocks_drains() -> None:
+    manifests = build_all(ctx())
+    dep = find(manifests, "Deployment", "demo-redis")
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    for name in ("readinessProbe", "livenessProbe"):
+        probe = container[name]
+        # A frozen Redis keeps its port open: only an answered PING counts.
+        assert "tcpSocket" not in probe
+        assert probe["exec"]["command"] == ["sh", "-c", "redis-cli -p 6379 ping | grep -qx PONG"]
+    readiness, liveness = container["readinessProbe"], container["livenessProbe"]
+    # Out of the Service well before the liveness probe restarts it.
+    assert (
+        readiness["periodSeconds"] * readiness["failureThreshold"]
+        < liveness["periodSeconds"] * liveness["failureThreshold"]
+    )
+    pdb = find(manifests, "PodDisruptionBudget", "demo-redis")
+    assert pdb["spec"]["selector"] == dep["spec"]["selector"]
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    chat_pdb = find(manifests, "PodDisruptionBudget", "demo-chat")
+    assert chat_pdb["spec"]["selector"] != pdb["spec"]["selector"]
 
 
 def test_default_redis_image_is_pinned() -> None:
