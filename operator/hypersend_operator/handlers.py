@@ -11,19 +11,54 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
 from hypersend_operator import metrics, reconcile
-from hypersend_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from hypersend_operator.api import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    PAUSED_ANNOTATION,
+    PLURAL,
+    RESTARTED_AT_ANNOTATION,
+    VERSION,
+)
 from hypersend_operator.builders import OwnedKind, owned_kinds
 from hypersend_operator.builders import labels as lb
 from hypersend_operator.kube import ApiError, Kube
 
 log = logging.getLogger(__name__)
+
+# The annotations that steer the operator: a change to either must start a pass at once.
+ACTING_ANNOTATIONS = (PAUSED_ANNOTATION, RESTARTED_AT_ANNOTATION)
+STORAGE_PREFIX = GROUP
+
+
+class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled-configuration annotation, with the acting annotations in the essence.
+
+    kopf compares a CR with the essence it recorded after the last handled change to decide
+    whether `on.update` fires. The essence keeps labels and annotations, except every annotation
+    under a prefix that a kopf storage marked as its own (`<prefix>/kopf-managed`). Ours is
+    `hypersend.io`, the same prefix as `hypersend.io/paused` and `hypersend.io/restartedAt`,
+    so kopf dropped both and a pause, resume or restart waited for the periodic resync. Adding
+    them back as extra fields makes their changes an update like a spec change.
+    """
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
+    ) -> kopf.BodyEssence:
+        acting: list[kopf.FieldSpec] = [("metadata", "annotations", k) for k in ACTING_ANNOTATIONS]
+        return super().build(body=body, extra_fields=[*(extra_fields or ()), *acting])
+
+
+def diffbase_storage() -> DiffBaseStorage:
+    return DiffBaseStorage(prefix=STORAGE_PREFIX, key="last-handled-configuration")
+
 
 # Child kinds whose events wake their HypersendCluster. Secrets are left out: watching them
 # would need list/watch on every Secret; a deleted generated Secret comes back on the next resync.
