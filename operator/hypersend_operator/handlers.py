@@ -136,6 +136,11 @@ class Runner:
             cr = await self.kube.get(API_VERSION, KIND, namespace, name)
             if cr is None or cr["metadata"].get("deletionTimestamp"):
                 return
+            if not cr.get("status"):
+                # A brand-new CR says at once that work is under way (kstatus: InProgress).
+                initial = reconcile.initial_status(cr)
+                await reconcile.write_status(self.kube, cr, initial)
+                cr = {**cr, "status": initial}
             uid = cr["metadata"]["uid"]
             generation = int(cr["metadata"].get("generation") or 0)
             # Listing every kind to prune costs reads; do it once per generation (and at start).

@@ -12,9 +12,11 @@ from hypersend_operator.api.base import ApiModel
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Paused"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
-# Condition types the operator reports (DESIGN.md §3).
+# Condition types the operator reports (docs/architecture.md, "Status contract").
 CONDITION_TYPES: tuple[str, ...] = (
     "Ready",
+    "Reconciling",
+    "Stalled",
     "Progressing",
     "Degraded",
     "ChatReady",

@@ -7,7 +7,7 @@ an update like a spec change (tests/e2e/test_operator_annotations.py measures it
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import pytest
@@ -36,7 +36,7 @@ def body(**annotations: str) -> kopf.Body:
         "spec": {"chat": {"image": "x"}},
         "status": {"phase": "Ready"},
     }
-    return kopf.Body(raw)
+    return kopf.Body(cast(kopf.RawBody, raw))
 
 
 def annotations_of(essence: Any) -> dict[str, str]:
