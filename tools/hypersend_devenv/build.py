@@ -63,8 +63,10 @@ METRICS_ADAPTER = Part("metrics-adapter", versions.CUSTOM_METRICS_APISERVER, ("m
 HELM = Part("helm", versions.HELM, ("helm",))
 # ArgoCD runs health.lua in gopher-lua; tests run it in the same engine.
 LUA = Part("gopher-lua", versions.GOPHER_LUA, ("glua",))
+# Flux, kpt and cli-utils compute a resource's status with kstatus; tests run the same library.
+KSTATUS = Part("kstatus", versions.CLI_UTILS, ("kstatus",))
 PARTS: dict[str, Part] = {
-    p.name: p for p in (KUBERNETES, KWOK, FERRETDB, METRICS_ADAPTER, HELM, LUA)
+    p.name: p for p in (KUBERNETES, KWOK, FERRETDB, METRICS_ADAPTER, HELM, LUA, KSTATUS)
 }
 
 
@@ -282,6 +284,17 @@ def build_lua() -> None:
     ).run()
 
 
+def build_kstatus() -> None:
+    GoBuild(
+        part=KSTATUS,
+        module="hypersend.io/tools/kstatus",
+        requires={"sigs.k8s.io/cli-utils": KSTATUS.version},
+        # A main package that runs kstatus's status.Compute on one object (see its main.go).
+        packages={"kstatus": "."},
+        template=GOMOD_TEMPLATES / "kstatus",
+    ).run()
+
+
 BUILDERS = {
     "kubernetes": build_kubernetes,
     "kwok": build_kwok,
@@ -289,6 +302,7 @@ BUILDERS = {
     "metrics-adapter": build_metrics_adapter,
     "helm": build_helm,
     "gopher-lua": build_lua,
+    "kstatus": build_kstatus,
 }
 
 
