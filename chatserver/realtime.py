@@ -2,7 +2,8 @@
 
 One :class:`Hub` per process owns every socket of the process. It keeps a local index
 room -> sessions and user -> sessions, and holds the bus subscriptions that index needs: a room
-channel is subscribed while at least one local socket follows the room (DESIGN.md §5).
+channel is subscribed while at least one local socket follows the room (docs/protocol.md, "Inside
+a server process").
 Ordering, dedupe and queue policy are pure and live in :mod:`chatserver.resume`; client frames are
 parsed by :mod:`chatserver.wsprotocol`. The protocol is documented in ``docs/protocol.md``.
 """

@@ -4,7 +4,8 @@ Three sources of statuses: objects recorded from the real operator on the local 
 (recorded_statuses/*.json: `HYPERSEND_RECORD_STATUSES=1 pytest -m e2e
 tests/e2e/test_kubectl_plugin.py`, which also checks health.lua live on every e2e run), statuses
 computed by the operator's own status module (hypersend_operator.status), and cases crafted per
-DESIGN.md §3 for shapes a run does not reliably produce (health_cases.yaml).
+docs/architecture.md ("The status contract") for shapes a run does not reliably produce
+(health_cases.yaml).
 """
 
 from __future__ import annotations
