@@ -305,6 +305,11 @@ def test_spec_defaults_fill_a_partial_block(
 def test_kubectl_explain_shows_the_field_descriptions(
     crd_installed: KubeCluster, field: str, expected: str
 ) -> None:
-    out = crd_installed.kubectl("explain", f"hypersendclusters.{field}").stdout
+    def explained() -> str:
+        # The API server publishes a new CRD's OpenAPI a moment after it is Established.
+        proc = crd_installed.kubectl("explain", f"hypersendclusters.{field}", check=False)
+        return proc.stdout if proc.returncode == 0 else ""
+
+    out = crd_installed.wait_for(explained, 60, f"kubectl explain {field}")
     assert "<no description>" not in out
     assert expected in " ".join(out.split()), out

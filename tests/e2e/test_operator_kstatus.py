@@ -8,6 +8,7 @@ Go module (tests/unit/delivery/kstatus.py). Each step prints what kstatus said a
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -50,6 +51,7 @@ def until(hsc: ClusterHelper, wanted: str, what: str, seen: list[str]) -> dict[s
 
 def test_kstatus_follows_the_cluster(hsc: ClusterHelper) -> None:
     # Brand new: from the first status the operator writes, kstatus says InProgress until Ready.
+    started = time.monotonic()
     hsc.apply(hsc.manifest())
     seen: list[str] = []
 
@@ -61,10 +63,11 @@ def test_kstatus_follows_the_cluster(hsc: ClusterHelper) -> None:
         return False
 
     hsc.wait_for(has_status, "the first status", timeout=60)
+    print(f"\n[kstatus] first status {time.monotonic() - started:.2f}s after apply: {seen[0]}")
     assert seen[0] == "InProgress", seen
     hsc.wait_phase("Ready", timeout=180)
     ready = until(hsc, "Current", "kstatus Current once Ready", seen)
-    print(f"\n[kstatus] Ready: {ready['result']['status']} ({reasons(ready['obj'])})")
+    print(f"[kstatus] Ready: {ready['result']['status']} ({reasons(ready['obj'])})")
 
     # A rollout: a new pod template. kstatus says InProgress until the operator reports Ready.
     doc = hsc.manifest()
