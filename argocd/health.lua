@@ -1,8 +1,8 @@
 -- ArgoCD health check for hypersend.io/HypersendCluster.
 -- ArgoCD runs this in gopher-lua with only the base, table and package libraries (no `string`),
 -- with the live object as `obj`. Order matters: deletion, pause, stale status, failure, readiness.
--- It reads the kstatus conditions the operator writes (docs/architecture.md, "Status contract"):
--- Stalled (progress needs a human) is Degraded, Reconciling is Progressing.
+-- It reads the kstatus conditions the operator writes (docs/architecture.md, "The status
+-- contract"): Stalled (progress needs a human) is Degraded, Reconciling is Progressing.
 local hs = {}
 
 local function condition(status, conditionType)

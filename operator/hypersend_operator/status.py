@@ -6,7 +6,7 @@ broken, with a reason a human can act on. `summarize` folds them into the summar
 phase, and the conditions list with Kubernetes' lastTransitionTime semantics.
 
 The summary follows the kstatus conventions (sigs.k8s.io/cli-utils `pkg/kstatus`, what Flux, kpt
-and `kubectl wait` users read; docs/architecture.md, "Status contract"):
+and cli-utils read; docs/architecture.md, "The status contract"):
 
 - `Reconciling` is True while the operator still has work it expects to finish by itself;
 - `Stalled` is True when progress needs a human (a missing Secret, a spec the models refuse, a

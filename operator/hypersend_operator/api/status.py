@@ -12,7 +12,7 @@ from hypersend_operator.api.base import ApiModel
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Paused"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
-# Condition types the operator reports (docs/architecture.md, "Status contract").
+# Condition types the operator reports (docs/architecture.md, "The status contract").
 CONDITION_TYPES: tuple[str, ...] = (
     "Ready",
     "Reconciling",
