@@ -17,10 +17,10 @@ import kopf
 from prometheus_client import start_http_server
 
 from hypersend_operator.handlers import (
-    STORAGE_PREFIX,
     Runner,
     RunnerConfig,
     diffbase_storage,
+    progress_storage,
     register,
 )
 from hypersend_operator.kube import Kube
@@ -51,9 +51,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def settings(args: argparse.Namespace) -> kopf.OperatorSettings:
     s = kopf.OperatorSettings()
-    # Progress and the last handled spec live in annotations, not in status (status is ours).
-    s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
-    # ... with the pause and restart annotations in it, so that changing them acts at once.
+    # Progress and the last handled essence live in annotations, not in status (status is ours),
+    # under kopf.hypersend.io: the pause and restart annotations stay in the essence, so that
+    # changing them fires on.update at once (handlers.DiffBaseStorage).
+    s.persistence.progress_storage = progress_storage()
     s.persistence.diffbase_storage = diffbase_storage()
     # Watches that hang silently are kopf's known failure: bound them on both sides and restart
     # a watch that has been quiet for too long.

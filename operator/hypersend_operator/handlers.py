@@ -35,18 +35,21 @@ log = logging.getLogger(__name__)
 
 # The annotations that steer the operator: a change to either must start a pass at once.
 ACTING_ANNOTATIONS = (PAUSED_ANNOTATION, RESTARTED_AT_ANNOTATION)
-STORAGE_PREFIX = GROUP
+# kopf's own bookkeeping (handler progress, the last handled essence) lives under a prefix of its
+# own. kopf leaves every annotation under its storages' prefix out of the essence it diffs to fire
+# `on.update`: under `hypersend.io` (as before) that hid `hypersend.io/paused` and
+# `hypersend.io/restartedAt`, and a pause, resume or restart waited for the periodic resync.
+KOPF_PREFIX = f"kopf.{GROUP}"
+DIFFBASE_KEY = "last-handled-configuration"
 
 
 class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """kopf's last-handled-configuration annotation, with the acting annotations in the essence.
+    """kopf's last-handled-configuration annotation, always with the acting annotations.
 
-    kopf compares a CR with the essence it recorded after the last handled change to decide
-    whether `on.update` fires. The essence keeps labels and annotations, except every annotation
-    under a prefix that a kopf storage marked as its own (`<prefix>/kopf-managed`). Ours is
-    `hypersend.io`, the same prefix as `hypersend.io/paused` and `hypersend.io/restartedAt`,
-    so kopf dropped both and a pause, resume or restart waited for the periodic resync. Adding
-    them back as extra fields makes their changes an update like a spec change.
+    A CR last handled by an operator that kept its bookkeeping under `hypersend.io` still carries
+    kopf's `hypersend.io/kopf-managed` marker, which makes kopf drop every `hypersend.io/`
+    annotation from the essence; the acting ones are added back as extra fields, so their
+    changes fire `on.update` on such CRs too.
     """
 
     def build(
@@ -57,7 +60,11 @@ class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 
 
 def diffbase_storage() -> DiffBaseStorage:
-    return DiffBaseStorage(prefix=STORAGE_PREFIX, key="last-handled-configuration")
+    return DiffBaseStorage(prefix=KOPF_PREFIX, key=DIFFBASE_KEY)
+
+
+def progress_storage() -> kopf.AnnotationsProgressStorage:
+    return kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
 
 
 # Child kinds whose events wake their HypersendCluster. Secrets are left out: watching them
