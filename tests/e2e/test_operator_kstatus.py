@@ -16,7 +16,9 @@ import pytest
 from tests.fixtures.operator import ClusterHelper
 from tests.unit.delivery import kstatus
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+ROLLING_REASONS = ("RollingOut", "PodsNotReady")
 
 
 def read(hsc: ClusterHelper) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -81,6 +83,31 @@ def test_kstatus_follows_the_cluster(hsc: ClusterHelper) -> None:
     hsc.wait_phase("Ready", timeout=180)
     until(hsc, "Current", "kstatus Current after the rollout", rolling)
     assert rolling[-1] == "Current"
+
+    # A rollout that cannot finish yet (the new pods fit on no node): the operator reports
+    # Reconciling, and kstatus says InProgress for as long as it lasts, not Failed.
+    doc = hsc.manifest()
+    doc["spec"]["chat"]["resources"] = {"requests": {"cpu": "500"}, "limits": {"cpu": "500"}}
+    hsc.kube.apply(doc)
+
+    def reconciling_rollout() -> dict[str, Any] | None:
+        obj, result = read(hsc)
+        conds = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+        fresh = (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
+        rec = conds.get("Reconciling", {})
+        if fresh and rec.get("status") == "True" and rec.get("reason") in ROLLING_REASONS:
+            return {"obj": obj, "result": result}
+        return None
+
+    stuck = hsc.wait_for(reconciling_rollout, "Reconciling=True for the rollout", timeout=120)
+    print(
+        f"[kstatus] rollout in progress: {stuck['result']['status']}: "
+        f"{stuck['result']['message']} ({reasons(stuck['obj'])})"
+    )
+    assert stuck["result"]["status"] == "InProgress", stuck["result"]
+    hsc.kube.apply(hsc.manifest())
+    hsc.wait_phase("Ready", timeout=180)
+    until(hsc, "Current", "kstatus Current once the rollout could finish", [])
 
     # Progress needs a human: the Atlas Secret the spec names does not exist.
     doc = hsc.manifest()
