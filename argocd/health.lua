@@ -1,6 +1,8 @@
 -- ArgoCD health check for hypersend.io/HypersendCluster.
 -- ArgoCD runs this in gopher-lua with only the base, table and package libraries (no `string`),
 -- with the live object as `obj`. Order matters: deletion, pause, stale status, failure, readiness.
+-- It reads the kstatus conditions the operator writes (docs/architecture.md, "The status
+-- contract"): Stalled (progress needs a human) is Degraded, Reconciling is Progressing.
 local hs = {}
 
 local function condition(status, conditionType)
@@ -57,8 +59,15 @@ if generation ~= nil and (observed == nil or observed < generation) then
   return hs
 end
 
-local degraded = condition(status, "Degraded")
 local ready = condition(status, "Ready")
+local stalled = condition(status, "Stalled")
+if stalled ~= nil and stalled.status == "True" then
+  hs.status = "Degraded"
+  hs.message = messageOf(stalled, messageOf(ready, "Progress needs a human"))
+  return hs
+end
+
+local degraded = condition(status, "Degraded")
 if (degraded ~= nil and degraded.status == "True") or status.phase == "Degraded" then
   hs.status = "Degraded"
   if degraded ~= nil and degraded.status == "True" then
@@ -75,9 +84,12 @@ if ready ~= nil and ready.status == "True" then
   return hs
 end
 
+local reconciling = condition(status, "Reconciling")
 local progressing = condition(status, "Progressing")
 hs.status = "Progressing"
-if progressing ~= nil and progressing.status == "True" then
+if reconciling ~= nil and reconciling.status == "True" then
+  hs.message = messageOf(reconciling, messageOf(ready, "Components are starting"))
+elseif progressing ~= nil and progressing.status == "True" then
   hs.message = messageOf(progressing, messageOf(ready, "Components are starting"))
 else
   hs.message = messageOf(ready, "Components are starting")

@@ -3,11 +3,11 @@
 No I/O here; ``realtime`` feeds these objects with live events (from pub/sub) and history (from
 MongoDB) and writes what they return to the socket.
 
-Resume without gap or duplicate (docs/protocol.md, "Delivery guarantees"): the socket subscribes
-to the room first, puts the room's :class:`RoomCursor` in *replay* mode (live events are
-buffered), replays the history after the client's last seq from MongoDB, then ends the replay:
-buffered live events are admitted in arrival order and anything already replayed is dropped by
-seq.
+Resume without gap or duplicate (docs/architecture.md, "Delivery guarantees"): the socket
+subscribes to the room first, puts the room's :class:`RoomCursor` in *replay* mode (live events
+are buffered), replays the history after the client's last seq from MongoDB, then ends the
+replay: buffered live events are admitted in arrival order and anything already replayed is
+dropped by seq.
 
 Live ordering: publishes from different processes can overtake each other, so a ``message`` whose
 seq is ahead of the next expected one is held back; the caller fills the gap from MongoDB after a

@@ -16,7 +16,13 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from hypersend_operator.handlers import Runner, RunnerConfig, register
+from hypersend_operator.handlers import (
+    Runner,
+    RunnerConfig,
+    diffbase_storage,
+    progress_storage,
+    register,
+)
 from hypersend_operator.kube import Kube
 
 
@@ -45,11 +51,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def settings(args: argparse.Namespace) -> kopf.OperatorSettings:
     s = kopf.OperatorSettings()
-    # Progress and the last handled spec live in annotations, not in status (status is ours).
-    s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="hypersend.io")
-    s.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="hypersend.io", key="last-handled-configuration"
-    )
+    # Progress and the last handled essence live in annotations, not in status (status is ours),
+    # under kopf.hypersend.io: the pause and restart annotations stay in the essence, so that
+    # changing them fires on.update at once (handlers.DiffBaseStorage).
+    s.persistence.progress_storage = progress_storage()
+    s.persistence.diffbase_storage = diffbase_storage()
     # Watches that hang silently are kopf's known failure: bound them on both sides and restart
     # a watch that has been quiet for too long.
     s.watching.server_timeout = 300

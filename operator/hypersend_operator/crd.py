@@ -5,7 +5,8 @@
 
 Pydantic's JSON schema is turned into a Kubernetes *structural* schema: `$ref`s inlined, `Optional`
 expressed by omission (no `anyOf` with null), titles dropped, int-or-string marked, nested blocks
-defaulted to `{}` so the API server fills in their fields' defaults.
+defaulted to `{}` so the API server fills in their fields' defaults. Every field's description comes
+from the models (a unit test fails on a field without one), with its scalar default appended.
 """
 
 from __future__ import annotations
@@ -60,7 +61,20 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = value
     if out.get("type") == "object" and "properties" in out:
         out.pop("additionalProperties", None)
+    _state_default(out)
     return out
+
+
+def _state_default(node: dict[str, Any]) -> None:
+    """Append a scalar default to the description (`kubectl explain` does not show defaults)."""
+    default = node.get("default")
+    description = node.get("description")
+    if default is None or isinstance(default, dict | list) or not description:
+        return
+    if "Default:" in description:
+        return
+    shown = str(default).lower() if isinstance(default, bool) else str(default)
+    node["description"] = f"{description.rstrip()} Default: {shown}."
 
 
 def _sorted(node: Any, *, schema: bool) -> Any:

@@ -11,19 +11,61 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
 from hypersend_operator import metrics, reconcile
-from hypersend_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from hypersend_operator.api import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    PAUSED_ANNOTATION,
+    PLURAL,
+    RESTARTED_AT_ANNOTATION,
+    VERSION,
+)
 from hypersend_operator.builders import OwnedKind, owned_kinds
 from hypersend_operator.builders import labels as lb
 from hypersend_operator.kube import ApiError, Kube
 
 log = logging.getLogger(__name__)
+
+# The annotations that steer the operator: a change to either must start a pass at once.
+ACTING_ANNOTATIONS = (PAUSED_ANNOTATION, RESTARTED_AT_ANNOTATION)
+# kopf's own bookkeeping (handler progress, the last handled essence) lives under a prefix of its
+# own. kopf leaves every annotation under its storages' prefix out of the essence it diffs to fire
+# `on.update`: under `hypersend.io` (as before) that hid `hypersend.io/paused` and
+# `hypersend.io/restartedAt`, and a pause, resume or restart waited for the periodic resync.
+KOPF_PREFIX = f"kopf.{GROUP}"
+DIFFBASE_KEY = "last-handled-configuration"
+
+
+class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled-configuration annotation, always with the acting annotations.
+
+    A CR last handled by an operator that kept its bookkeeping under `hypersend.io` still carries
+    kopf's `hypersend.io/kopf-managed` marker, which makes kopf drop every `hypersend.io/`
+    annotation from the essence; the acting ones are added back as extra fields, so their
+    changes fire `on.update` on such CRs too.
+    """
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
+    ) -> kopf.BodyEssence:
+        acting: list[kopf.FieldSpec] = [("metadata", "annotations", k) for k in ACTING_ANNOTATIONS]
+        return super().build(body=body, extra_fields=[*(extra_fields or ()), *acting])
+
+
+def diffbase_storage() -> DiffBaseStorage:
+    return DiffBaseStorage(prefix=KOPF_PREFIX, key=DIFFBASE_KEY)
+
+
+def progress_storage() -> kopf.AnnotationsProgressStorage:
+    return kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+
 
 # Child kinds whose events wake their HypersendCluster. Secrets are left out: watching them
 # would need list/watch on every Secret; a deleted generated Secret comes back on the next resync.
@@ -102,6 +144,11 @@ class Runner:
             if cr is None or cr["metadata"].get("deletionTimestamp"):
                 metrics.forget_cluster(namespace, name)
                 return
+            if not cr.get("status"):
+                # A brand-new CR says at once that work is under way (kstatus: InProgress).
+                initial = reconcile.initial_status(cr)
+                await reconcile.write_status(self.kube, cr, initial)
+                cr = {**cr, "status": initial}
             uid = cr["metadata"]["uid"]
             generation = int(cr["metadata"].get("generation") or 0)
             # Listing every kind to prune costs reads; do it once per generation (and at start).

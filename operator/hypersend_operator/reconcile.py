@@ -277,6 +277,39 @@ def component_checks(
     ]
 
 
+def observed_generation(
+    previous: Mapping[str, Any],
+    generation: int | None,
+    applied_generation: int | None,
+    blocking: st.Check | None,
+) -> int | None:
+    """The generation the status speaks for: the one this pass fully applied, or the one it
+    stopped at because progress needs a human (kstatus reads Stalled only for an observed
+    generation; a lag reads as work in progress). A pass that did not finish for a reason that
+    goes away by itself (paused, a transient error) keeps the previous one."""
+    if applied_generation is not None:
+        return applied_generation
+    if blocking is not None and blocking.health is st.Health.FAILED and generation is not None:
+        return int(generation)
+    observed = previous.get("observedGeneration")
+    return None if observed is None else int(observed)
+
+
+def initial_status(cr: Mapping[str, Any], now: str | None = None) -> Obj:
+    """The status a brand-new CR gets before its first pass does anything: Reconciling, not Ready.
+
+    Without it the CR has no conditions until the first pass ends, which kstatus reads as Current
+    and ArgoCD as Progressing with no reason."""
+    summary = st.initial_summary()
+    conditions = st.merge_conditions(
+        None, summary.conditions, now=now or now_rfc3339(), observed_generation=None
+    )
+    model = HypersendClusterStatus.model_validate(
+        {"phase": summary.phase, "conditions": conditions}
+    )
+    return model.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
 def build_status(
     cr: Mapping[str, Any],
     checks: Sequence[st.Check],
@@ -290,9 +323,7 @@ def build_status(
     """The full status document for this pass (validated against the API model)."""
     previous = cr.get("status") or {}
     generation = cr.get("metadata", {}).get("generation")
-    observed = (
-        applied_generation if applied_generation is not None else previous.get("observedGeneration")
-    )
+    observed = observed_generation(previous, generation, applied_generation, blocking)
     summary = st.summarize(
         checks,
         paused=paused,

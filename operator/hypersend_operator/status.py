@@ -2,8 +2,18 @@
 
 Nothing here does I/O. Each component function looks at one child object (as the API server returned
 it, or None when absent) and says whether that part of the cluster is ready, still converging, or
-broken, with a reason a human can act on. `summarize` folds them into `Ready` / `Progressing` /
-`Degraded`, a phase, and the conditions list with Kubernetes' lastTransitionTime semantics.
+broken, with a reason a human can act on. `summarize` folds them into the summary conditions, a
+phase, and the conditions list with Kubernetes' lastTransitionTime semantics.
+
+The summary follows the kstatus conventions (sigs.k8s.io/cli-utils `pkg/kstatus`, what Flux, kpt
+and cli-utils read; docs/architecture.md, "The status contract"):
+
+- `Reconciling` is True while the operator still has work it expects to finish by itself;
+- `Stalled` is True when progress needs a human (a missing Secret, a spec the models refuse, a
+  write the API server refuses, a rollout past its deadline), with that reason and message;
+- `Ready` is the summary; never both `Reconciling` and `Stalled` True.
+
+`Progressing` and `Degraded` say the same for ArgoCD and existing dashboards.
 """
 
 from __future__ import annotations
@@ -18,6 +28,8 @@ from hypersend_operator.api.base import parse_quantity
 Obj = Mapping[str, Any]
 
 READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 CHAT_READY = "ChatReady"
@@ -30,6 +42,8 @@ COMPONENT_CONDITIONS = (CHAT_READY, REDIS_READY, MONGO_READY, AUTOSCALING_READY)
 # The order conditions are written in; stable so that an unchanged status compares equal.
 CONDITION_ORDER = (
     READY,
+    RECONCILING,
+    STALLED,
     PROGRESSING,
     DEGRADED,
     *COMPONENT_CONDITIONS,
@@ -342,7 +356,26 @@ def summarize(
         reason = waiting[0].reason if waiting else "NewGeneration"
         ready = converging(READY, reason, _join(waiting) or progressing.message)
 
-    checks: list[Check] = [ready, progressing, degraded, *components]
+    if broken:
+        stalled = Check(STALLED, Health.OK, broken[0].reason, _join(broken))
+        reconciling = Check(
+            RECONCILING, Health.FAILED, "Stalled", "progress needs a human: see Stalled"
+        )
+    else:
+        stalled = Check(STALLED, Health.FAILED, "AsExpected", "nothing needs a human")
+        if paused:
+            reconciling = Check(
+                RECONCILING,
+                Health.FAILED,
+                "Paused",
+                "reconciliation is paused: see ReconciliationPaused",
+            )
+        elif progressing.health is Health.OK:
+            reconciling = Check(RECONCILING, Health.OK, progressing.reason, progressing.message)
+        else:
+            reconciling = Check(RECONCILING, Health.FAILED, "AsExpected", "all changes applied")
+
+    checks: list[Check] = [ready, reconciling, stalled, progressing, degraded, *components]
     if paused:
         checks.append(paused_check())
 
@@ -357,6 +390,21 @@ def summarize(
     else:
         phase = "Progressing"
     return Summary(tuple(checks), phase)
+
+
+def initial_summary() -> Summary:
+    """What a cluster the operator has just seen, before its first pass, reports."""
+    message = "the operator is creating the cluster's resources"
+    return Summary(
+        (
+            converging(READY, "Reconciling", message),
+            Check(RECONCILING, Health.OK, "Creating", message),
+            Check(STALLED, Health.FAILED, "AsExpected", "nothing needs a human"),
+            Check(PROGRESSING, Health.OK, "Creating", message),
+            Check(DEGRADED, Health.FAILED, "AsExpected", "no component reports a failure"),
+        ),
+        "Pending",
+    )
 
 
 def _join(checks: Iterable[Check]) -> str:

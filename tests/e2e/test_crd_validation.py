@@ -299,3 +299,26 @@ def test_spec_defaults_fill_a_partial_block(
     assert served["autoscaling"]["minReplicas"] == 2
     assert served["autoscaling"]["maxReplicas"] == 4
     assert served["autoscaling"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        ("spec.autoscaling.minReplicas", "Fewest chat pods; at most maxReplicas. Default: 2."),
+        ("spec.chat.websocket.pingIntervalSeconds", "Seconds between the server's WebSocket"),
+        ("spec.mongo.mode", "InCluster: the operator runs one MongoDB pod"),
+        ("spec.ingress.host", "Host name clients connect to"),
+        ("status.conditions.reason", "Machine-readable CamelCase reason"),
+    ],
+)
+def test_kubectl_explain_shows_the_field_descriptions(
+    crd_installed: KubeCluster, field: str, expected: str
+) -> None:
+    def explained() -> str:
+        # The API server publishes a new CRD's OpenAPI a moment after it is Established.
+        proc = crd_installed.kubectl("explain", f"hypersendclusters.{field}", check=False)
+        return proc.stdout if proc.returncode == 0 else ""
+
+    out = crd_installed.wait_for(explained, 60, f"kubectl explain {field}")
+    assert "<no description>" not in out
+    assert expected in " ".join(out.split()), out

@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 from hypersend_devenv import images
 
 from tests.fixtures.kube import KubeCluster
-from tests.fixtures.operator import RESYNC_SECONDS, OperatorProcess
+from tests.fixtures.operator import OperatorProcess
 from tests.unit.delivery import glua
 
 pytestmark = pytest.mark.e2e
@@ -35,6 +34,7 @@ BIN = Path(sys.executable).parent
 CHAT_IMAGE = os.environ.get("HYPERSEND_SERVER_IMAGE", images.SERVER_IMAGE)
 TIMEOUT = 90.0
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+RECONCILES = "hypersend_operator_reconciles_total"
 
 
 @pytest.fixture(scope="module")
@@ -192,19 +192,23 @@ def chat_deployment(kube: KubeCluster, namespace: str) -> dict[str, Any]:
 
 
 def test_pause_stops_changes_and_resume_applies_them(
-    kube: KubeCluster, namespace: str, ready_cluster: str
+    kube: KubeCluster, namespace: str, ready_cluster: str, operator: OperatorProcess
 ) -> None:
     assert "paused" in plugin(kube, "-n", namespace, "pause", ready_cluster).stdout
     paused = wait_phase(kube, namespace, ready_cluster, "Paused")
     health(paused, "paused", "Suspended", "hypersend.io/paused")
     assert "Paused:      yes" in plugin(kube, "-n", namespace, "status", ready_cluster).stdout
 
-    # A spec change while paused is not applied.
+    # A spec change while paused is not applied: the pass the change starts leaves it alone.
+    updates = operator.counter(RECONCILES, trigger="update", result="ok")
     kube.kubectl(
         "patch", CRD, ready_cluster, "-n", namespace, "--type=merge",
         "-p", json.dumps({"spec": {"chat": {"replicas": 3}}}),
     )  # fmt: skip
-    time.sleep(RESYNC_SECONDS + 2)  # an event-driven pass and a resync have both had their chance
+    kube.wait_for(
+        lambda: operator.counter(RECONCILES, trigger="update", result="ok") > updates,
+        timeout=TIMEOUT, what="the pass started by the spec change",
+    )  # fmt: skip
     assert chat_deployment(kube, namespace)["spec"]["replicas"] == 2
     health(get(kube, namespace, ready_cluster), "paused-with-new-spec", "Suspended")
 
@@ -236,11 +240,11 @@ def test_restart_rolls_the_chat_pods_and_the_operator_keeps_it(
         timeout=TIMEOUT,
         what="a new ReplicaSet",
     )
-    # ... and the operator's resyncs leave the restart annotation alone.
-    time.sleep(RESYNC_SECONDS + 2)
+    # ... and the operator's passes leave the restart annotation alone: Ready is written by a
+    # pass that ran after the rollout finished, the one that would have reverted it.
+    wait_phase(kube, namespace, ready_cluster, "Ready")
     kept = chat_deployment(kube, namespace)["spec"]["template"]["metadata"]["annotations"]
     assert kept[RESTARTED_AT] == stamp
-    wait_phase(kube, namespace, ready_cluster, "Ready")
 
 
 def test_missing_atlas_secret_reads_degraded_with_the_reason(

@@ -3,11 +3,11 @@ degrades the cluster with a reason that says what to create, and it recovers onc
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from tests.fixtures.operator import RESYNC_SECONDS, ClusterHelper, load_example
+from tests.fixtures.operator import ClusterHelper, load_example
+
+RECONCILES = "hypersend_operator_reconciles_total"
 
 pytestmark = pytest.mark.e2e
 
@@ -23,14 +23,25 @@ def test_pause_stops_changes_and_sets_the_condition(hsc: ClusterHelper) -> None:
     assert paused is not None
     assert (paused["status"], paused["reason"]) == ("True", "PausedByAnnotation")
 
-    # Neither a spec change nor drift is acted on while paused.
+    # Neither a spec change nor drift is acted on while paused: the passes they start (an
+    # update for the spec, a child event for the Deployment) leave both alone.
+    op = hsc.operator
+    updates = op.counter(RECONCILES, trigger="update", result="ok")
+    config_before = hsc.get("configmap", "demo-chat")["data"]
     doc = hsc.manifest()
     doc["spec"]["chat"]["logLevel"] = "error"
     doc["metadata"]["annotations"] = {"hypersend.io/paused": "true"}
     hsc.kube.apply(doc)
+    hsc.wait_for(
+        lambda: op.counter(RECONCILES, trigger="update", result="ok") > updates,
+        "the pass started by the spec change",
+    )
+    children = op.counter(RECONCILES, trigger="child", result="ok")
     hsc.kube.kubectl("set", "image", "deployment/demo-chat", "chat=other:1", "-n", ns)
-    config_before = hsc.get("configmap", "demo-chat")["data"]
-    time.sleep(RESYNC_SECONDS + 3)
+    hsc.wait_for(
+        lambda: op.counter(RECONCILES, trigger="child", result="ok") > children,
+        "the pass started by the Deployment change",
+    )
     assert hsc.get("configmap", "demo-chat")["data"] == config_before
     containers = hsc.get("deployment", "demo-chat")["spec"]["template"]["spec"]["containers"]
     assert containers[0]["image"] == "other:1"

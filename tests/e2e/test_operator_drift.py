@@ -67,10 +67,12 @@ def test_edited_service_port_is_reverted(ready: ClusterHelper) -> None:
     hsc = ready
     before = hsc.get("service", "demo-chat")["spec"]["ports"]
     patch = [{"op": "replace", "path": "/spec/ports/0/port", "value": 9999}]
-    hsc.kube.kubectl(
-        "patch", "service", "demo-chat", "-n", hsc.namespace, "--type=json", "-p", json.dumps(patch)
-    )
-    assert hsc.get("service", "demo-chat")["spec"]["ports"][0]["port"] == 9999
+    # The patched object as the API server stored it (a later read may already see the revert).
+    patched = hsc.kube.kubectl(
+        "patch", "service", "demo-chat", "-n", hsc.namespace, "--type=json", "-p",
+        json.dumps(patch), "-o", "json",
+    ).stdout  # fmt: skip
+    assert json.loads(patched)["spec"]["ports"][0]["port"] == 9999
 
     def ports() -> list[int]:
         return [p["port"] for p in hsc.get("service", "demo-chat")["spec"]["ports"]]

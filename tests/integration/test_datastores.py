@@ -1,7 +1,7 @@
 """The data stores the chat server relies on, exercised over real sockets.
 
 MongoDB side: PyMongo's native AsyncMongoClient against FerretDB v1 (or the server named by
-HYPERSEND_TEST_MONGO_URL), limited to the features DESIGN.md §5 allows. Redis side: redis-py
+HYPERSEND_TEST_MONGO_URL), limited to the features chatserver/store.py allows. Redis side: redis-py
 asyncio pub/sub between two clients and the Lua counter the rate limiter builds on.
 """
 
@@ -347,7 +347,7 @@ async def test_group_with_two_accumulators(
 async def test_ferretdb_rejects_features_the_design_avoids(
     mongo: AsyncMongoClient[Doc], db: AsyncDatabase[Doc]
 ) -> None:
-    """Keeps DESIGN.md §5's "not relied on" list honest for the test server."""
+    """Keeps chatserver/store.py's "not relied on" list honest for the test server."""
     if not await _is_ferretdb(mongo):
         pytest.skip("not FerretDB: these features may well work on this server")
     await db.messages.insert_one({"room_id": "r1"})

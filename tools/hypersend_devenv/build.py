@@ -72,6 +72,8 @@ METRICS_ADAPTER = Part("metrics-adapter", versions.CUSTOM_METRICS_APISERVER, ("m
 HELM = Part("helm", versions.HELM, ("helm",))
 # ArgoCD runs health.lua in gopher-lua; tests run it in the same engine.
 LUA = Part("gopher-lua", versions.GOPHER_LUA, ("glua",))
+# Flux, kpt and cli-utils compute a resource's status with kstatus; tests run the same library.
+KSTATUS = Part("kstatus", versions.CLI_UTILS, ("kstatus",))
 COREDNS = Part("coredns", versions.COREDNS, ("coredns",))
 PROMETHEUS_ADAPTER = Part("prometheus-adapter", versions.PROMETHEUS_ADAPTER, ("adapter",))
 METRICS_SERVER = Part("metrics-server", versions.METRICS_SERVER, ("metrics-server",))
@@ -84,6 +86,7 @@ PARTS: dict[str, Part] = {
         METRICS_ADAPTER,
         HELM,
         LUA,
+        KSTATUS,
         COREDNS,
         PROMETHEUS_ADAPTER,
         METRICS_SERVER,
@@ -338,6 +341,17 @@ def build_metrics_server() -> None:
     ).run()
 
 
+def build_kstatus() -> None:
+    GoBuild(
+        part=KSTATUS,
+        module="hypersend.io/tools/kstatus",
+        requires={"sigs.k8s.io/cli-utils": KSTATUS.version},
+        # A main package that runs kstatus's status.Compute on one object (see its main.go).
+        packages={"kstatus": "."},
+        template=GOMOD_TEMPLATES / "kstatus",
+    ).run()
+
+
 BUILDERS = {
     "kubernetes": build_kubernetes,
     "kwok": build_kwok,
@@ -348,6 +362,7 @@ BUILDERS = {
     "coredns": build_coredns,
     "prometheus-adapter": build_prometheus_adapter,
     "metrics-server": build_metrics_server,
+    "kstatus": build_kstatus,
 }
 
 

@@ -13,6 +13,10 @@ Ready (its chat, Redis and MongoDB-wire pods really run and pass their probes) -
 
 The connection count (CONNECTIONS) is real: the chat pods' `/metrics`, scraped by the cluster's
 Prometheus and served to the HPA by prometheus-adapter (`hypersend_devenv.metrics`).
+
+Every port is picked free at start, never fixed, so two checkouts run `up` side by side: the
+cluster's in `.hypersend/cluster/state.json`, the operator's metrics and health ports in
+`.hypersend/operator/state.json` (kept while the operator runs, so a rerun reuses them).
 """
 
 from __future__ import annotations
@@ -29,13 +33,12 @@ from typing import Any
 import yaml
 
 from hypersend_devenv import images, metrics, procs
-from hypersend_devenv.cluster import LocalCluster, NodeImages
+from hypersend_devenv.cluster import LocalCluster, NodeImages, free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "dev.yaml"
 CRDS = REPO / "crds"
-OPERATOR_METRICS_PORT = 18080
-OPERATOR_HEALTH_PORT = 18081
+OPERATOR = "hypersend-operator"
 CHAT_PORT = 8080  # the chat Service's port (operator/hypersend_operator/builders/service.py)
 
 
@@ -51,17 +54,48 @@ def _state_file(cluster: LocalCluster) -> Path:
     return operator_dir(cluster) / "state.json"
 
 
-def _load_records(cluster: LocalCluster) -> list[procs.ProcessRecord]:
+def _load_state(cluster: LocalCluster) -> dict[str, Any]:
+    """{"processes": [ProcessRecord...], "ports": {"operator_metrics": int, ...}}."""
     path = _state_file(cluster)
-    if not path.exists():
-        return []
-    return [procs.ProcessRecord.from_json(r) for r in json.loads(path.read_text())]
+    data: Any = json.loads(path.read_text()) if path.exists() else {}
+    if isinstance(data, list):  # written before the ports were recorded
+        data = {"processes": data}
+    return {"processes": data.get("processes", []), "ports": data.get("ports", {})}
 
 
-def _save_records(cluster: LocalCluster, records: list[procs.ProcessRecord]) -> None:
+def _load_records(cluster: LocalCluster) -> list[procs.ProcessRecord]:
+    return [procs.ProcessRecord.from_json(r) for r in _load_state(cluster)["processes"]]
+
+
+def _save_records(
+    cluster: LocalCluster,
+    records: list[procs.ProcessRecord],
+    ports: dict[str, int] | None = None,
+) -> None:
     path = _state_file(cluster)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([r.to_json() for r in records], indent=1))
+    state = {
+        "processes": [r.to_json() for r in records],
+        "ports": _load_state(cluster)["ports"] if ports is None else ports,
+    }
+    path.write_text(json.dumps(state, indent=1))
+
+
+def recorded_ports(cluster: LocalCluster) -> dict[str, int]:
+    """The operator's ports as recorded by `up` (empty when it has not run)."""
+    return {k: int(v) for k, v in _load_state(cluster)["ports"].items()}
+
+
+def operator_ports(cluster: LocalCluster) -> dict[str, int]:
+    """The ports of the running operator, or two free ones for a new operator (recorded)."""
+    running = any(r.name == OPERATOR and procs.is_running(r) for r in _load_records(cluster))
+    known = recorded_ports(cluster)
+    if running and {"operator_metrics", "operator_health"} <= known.keys():
+        return known
+    metrics_port, health_port = free_ports(2)
+    ports = {"operator_metrics": metrics_port, "operator_health": health_port}
+    _save_records(cluster, _load_records(cluster), ports)
+    return ports
 
 
 def _ensure_background(
@@ -146,16 +180,22 @@ def up(args: argparse.Namespace) -> int:
     env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO / "operator"), str(REPO / "tools"), env.get("PYTHONPATH", "")]
     )
+    ports = operator_ports(cluster)
     _ensure_background(
         cluster,
-        "hypersend-operator",
+        OPERATOR,
         [
             sys.executable, "-m", "hypersend_operator", "run", "--all-namespaces",
-            "--metrics-port", str(OPERATOR_METRICS_PORT),
-            "--health-port", str(OPERATOR_HEALTH_PORT),
+            "--listen", "127.0.0.1",
+            "--metrics-port", str(ports["operator_metrics"]),
+            "--health-port", str(ports["operator_health"]),
         ],
         env,
     )  # fmt: skip
+    say(
+        f"operator metrics http://127.0.0.1:{ports['operator_metrics']}/metrics, "
+        f"health http://127.0.0.1:{ports['operator_health']}/healthz"
+    )
 
     doc = _example()
     namespace = doc["metadata"].get("namespace", "default")
@@ -173,7 +213,7 @@ def up(args: argparse.Namespace) -> int:
     try:
         wait_ready(cluster, namespace, name, args.timeout)
     except TimeoutError as e:
-        log = operator_dir(cluster) / "hypersend-operator.log"
+        log = operator_dir(cluster) / f"{OPERATOR}.log"
         say(f"{e}\noperator log ({log}):\n{procs.log_tail(log)}")
         return 1
     say(f"{namespace}/{name} Ready in {time.monotonic() - started:.1f}s")
@@ -193,7 +233,7 @@ def down() -> int:
     left = procs.stop(records)
     if records:
         say(f"stopped {', '.join(r.name for r in records)}")
-    _save_records(cluster, [])
+    _save_records(cluster, [], {})
     left += cluster.down()
     say("cluster stopped" if not left else f"processes left running: {left}")
     return 0 if not left else 1

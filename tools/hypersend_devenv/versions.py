@@ -9,6 +9,8 @@ KWOK = "v0.8.0"
 FERRETDB = "v1.24.2"
 HELM = "v3.22.0"
 GOPHER_LUA = "v1.1.1"
+# kstatus (sigs.k8s.io/cli-utils pkg/kstatus): how Flux, kpt and cli-utils read an object's status.
+CLI_UTILS = "v0.37.2"
 CUSTOM_METRICS_APISERVER = "v1.36.0"
 # Cluster DNS on the real node, so pods reach Services by name.
 COREDNS = "v1.15.0"

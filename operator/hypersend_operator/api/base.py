@@ -145,5 +145,7 @@ class SecretKeyRef(ApiModel):
 
     name: Annotated[
         str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
-    ]
-    key: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=SECRET_KEY_PATTERN)]
+    ] = Field(description="Name of the Secret, in the HypersendCluster's namespace.")
+    key: Annotated[
+        str, StringConstraints(min_length=1, max_length=253, pattern=SECRET_KEY_PATTERN)
+    ] = Field(description="Key in the Secret's data.")

@@ -1,6 +1,7 @@
 """`HypersendCluster.spec` (v1alpha1): fields, defaults and validation rules.
 
-Defaults come from the deployment study (DESIGN.md §3): 2-10 chat pods, HPA on 1,000 connections
+Defaults come from the deployment study the project started from (docs/architecture.md,
+"The HypersendCluster contract"): 2-10 chat pods, HPA on 1,000 connections
 per pod, CPU 70 %, memory 80 %, scale-up 100 % or 2 pods per 30 s, scale-down stabilised 300 s,
 WebSocket ping 30 s and idle timeout 300 s, 100 requests per user per minute, Mongo pool 10-50.
 """
@@ -87,8 +88,16 @@ def _nested(model: type[ApiModel], description: str) -> Any:
 class Resources(ApiModel):
     """Container requests and limits (Kubernetes quantities)."""
 
-    requests: Annotated[dict[str, Quantity], Field(max_length=8)] = Field(default_factory=dict)
-    limits: Annotated[dict[str, Quantity], Field(max_length=8)] = Field(default_factory=dict)
+    requests: Annotated[dict[str, Quantity], Field(max_length=8)] = Field(
+        default_factory=dict,
+        description="Resources the scheduler reserves, by name (cpu in cores or millicores like "
+        "'500m', memory in bytes like '512Mi').",
+    )
+    limits: Annotated[dict[str, Quantity], Field(max_length=8)] = Field(
+        default_factory=dict,
+        description="Most the container may use, by name (cpu in cores or millicores, memory in "
+        "bytes); over its memory limit the container is killed.",
+    )
 
 
 CHAT_RESOURCES = Resources(
@@ -105,20 +114,39 @@ MONGO_RESOURCES = Resources(
 class WebSocketSettings(ApiModel):
     """WebSocket keep-alive, capacity and drain settings of each chat pod."""
 
-    ping_interval_seconds: int = Field(default=30, ge=1, le=300)
-    idle_timeout_seconds: int = Field(default=300, ge=10, le=86400)
-    max_connections_per_pod: int = Field(default=5000, ge=1, le=100000)
+    ping_interval_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=300,
+        description="Seconds between the server's WebSocket pings to each client.",
+    )
+    idle_timeout_seconds: int = Field(
+        default=300,
+        ge=10,
+        le=86400,
+        description="Seconds without any frame from a client before its socket is closed; "
+        "must be greater than pingIntervalSeconds.",
+    )
+    max_connections_per_pod: int = Field(
+        default=5000,
+        ge=1,
+        le=100000,
+        description="Open WebSockets one chat pod accepts; above it new sockets are refused "
+        "(the autoscaler's target must not exceed it).",
+    )
     drain_delay_seconds: int = Field(
         default=5,
         ge=0,
         le=60,
-        description="preStop pause before SIGTERM so endpoints drop the pod before sockets close.",
+        description="Seconds of preStop pause before SIGTERM, so that endpoints drop the pod "
+        "before its sockets close.",
     )
     drain_seconds: int = Field(
         default=30,
         ge=1,
         le=3600,
-        description="Whole drain budget: sockets are closed in batches within it.",
+        description="Seconds of the whole drain after SIGTERM: sockets are closed in batches "
+        "with close code 1012 and a reconnect hint within it.",
     )
 
     rules = (
@@ -131,16 +159,29 @@ class WebSocketSettings(ApiModel):
 
 
 class RateLimit(ApiModel):
+    """Request rate limit per user, shared by all chat pods through Redis."""
+
     requests_per_minute: int = Field(
-        default=100, ge=1, le=100000, description="Per user, across pods."
+        default=100,
+        ge=1,
+        le=100000,
+        description="Requests (REST calls and WebSocket frames) per user per minute, across "
+        "pods; a limited request gets 429 with Retry-After.",
     )
 
 
 class EnvVar(ApiModel):
     """An extra environment variable for the chat container."""
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=ENV_NAME_PATTERN)]
-    value: Annotated[str, StringConstraints(max_length=4096)] = ""
+    name: Annotated[
+        str, StringConstraints(min_length=1, max_length=128, pattern=ENV_NAME_PATTERN)
+    ] = Field(
+        description="Variable name; unique, and not one of the HYPERSEND_ names the operator "
+        "sets from the spec."
+    )
+    value: Annotated[str, StringConstraints(max_length=4096)] = Field(
+        default="", description="Variable value (plain text: put secrets in a Secret instead)."
+    )
 
     rules = (
         Rule(
@@ -163,22 +204,41 @@ class EnvVar(ApiModel):
 
 
 class PodDisruptionBudgetSpec(ApiModel):
-    enabled: bool = True
+    """PodDisruptionBudget of the chat pods (voluntary evictions such as node drains)."""
+
+    enabled: bool = Field(default=True, description="Create the PodDisruptionBudget.")
     max_unavailable: IntOrPercent = Field(
-        default=1, description="An integer or a percentage like '25%'."
+        default=1,
+        description="Chat pods that may be evicted at once: a number of pods or a percentage "
+        "like '25%'.",
     )
 
 
 class ChatSpec(ApiModel):
     """The chat server Deployment."""
 
-    image: Annotated[str, StringConstraints(min_length=1, max_length=512)]
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    replicas: int = Field(
-        default=2, ge=0, le=1000, description="Used only when autoscaling is disabled."
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] = Field(
+        description="Container image of the chat server (hypersend-server), e.g. "
+        "'registry.example.com/hypersend-server:0.1.0'. Required."
     )
-    resources: Resources = Field(default=CHAT_RESOURCES)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent", description="When the kubelet pulls the image."
+    )
+    replicas: int = Field(
+        default=2,
+        ge=0,
+        le=1000,
+        description="Chat pods when autoscaling is disabled (ignored when it is enabled: the "
+        "HorizontalPodAutoscaler owns the count).",
+    )
+    resources: Resources = Field(
+        default=CHAT_RESOURCES,
+        description="Requests and limits of the chat container. Default: requests cpu 500m, "
+        "memory 512Mi; limits cpu 1, memory 1Gi.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level of the chat server."
+    )
     websocket: WebSocketSettings = _nested(WebSocketSettings, "WebSocket settings.")
     rate_limit: RateLimit = _nested(RateLimit, "Request rate limit per user.")
     env: Annotated[list[EnvVar], Field(max_length=MAX_ENV)] = Field(
@@ -199,17 +259,35 @@ class ChatSpec(ApiModel):
 
 
 class ScalingPolicy(ApiModel):
-    type: Literal["Pods", "Percent"]
-    value: int = Field(ge=1, le=10000)
-    period_seconds: int = Field(ge=1, le=1800)
+    """One scaling step, as in autoscaling/v2 HPAScalingPolicy."""
+
+    type: Literal["Pods", "Percent"] = Field(
+        description="Pods: value is a number of pods; Percent: a percentage of the current pods."
+    )
+    value: int = Field(ge=1, le=10000, description="Pods or percent per period (see type).")
+    period_seconds: int = Field(
+        ge=1, le=1800, description="Seconds the policy's change may take place in."
+    )
 
 
 class ScalingRules(ApiModel):
     """Same shape as autoscaling/v2 HPAScalingRules."""
 
-    stabilization_window_seconds: int = Field(default=0, ge=0, le=3600)
-    select_policy: Literal["Max", "Min", "Disabled"] = "Max"
-    policies: Annotated[list[ScalingPolicy], Field(min_length=1, max_length=MAX_POLICIES)]
+    stabilization_window_seconds: int = Field(
+        default=0,
+        ge=0,
+        le=3600,
+        description="Seconds of past recommendations the autoscaler considers, so the replica "
+        "count does not flap.",
+    )
+    select_policy: Literal["Max", "Min", "Disabled"] = Field(
+        default="Max",
+        description="Which policy applies when several do: the one allowing the most change "
+        "(Max), the least (Min), or none (Disabled: no scaling in this direction).",
+    )
+    policies: Annotated[list[ScalingPolicy], Field(min_length=1, max_length=MAX_POLICIES)] = Field(
+        description="Allowed changes per period (1-10 policies)."
+    )
 
 
 SCALE_UP = ScalingRules(
@@ -230,22 +308,50 @@ SCALE_DOWN = ScalingRules(
 class ScalingBehavior(ApiModel):
     """HPA v2 behavior. Defaults: up by 100 % or 2 pods per 30 s, down stabilised 300 s."""
 
-    scale_up: ScalingRules = SCALE_UP
-    scale_down: ScalingRules = SCALE_DOWN
+    scale_up: ScalingRules = Field(
+        default=SCALE_UP,
+        description="Scaling up. Default: no stabilization, by 100 % or 2 pods per 30 s, "
+        "whichever is more.",
+    )
+    scale_down: ScalingRules = Field(
+        default=SCALE_DOWN,
+        description="Scaling down. Default: stabilised over 300 s, then by up to 100 % per 15 s.",
+    )
 
 
 class AutoscalingSpec(ApiModel):
     """HorizontalPodAutoscaler of the chat Deployment."""
 
-    enabled: bool = True
-    min_replicas: int = Field(default=2, ge=1, le=1000)
-    max_replicas: int = Field(default=10, ge=1, le=1000)
-    target_connections_per_pod: int = Field(default=1000, ge=1, le=100000)
+    enabled: bool = Field(
+        default=True,
+        description="Scale the chat pods with a HorizontalPodAutoscaler (chat.replicas is then "
+        "ignored).",
+    )
+    min_replicas: int = Field(
+        default=2, ge=1, le=1000, description="Fewest chat pods; at most maxReplicas."
+    )
+    max_replicas: int = Field(default=10, ge=1, le=1000, description="Most chat pods.")
+    target_connections_per_pod: int = Field(
+        default=1000,
+        ge=1,
+        le=100000,
+        description="Average open WebSockets per chat pod the autoscaler aims at (Pods metric "
+        "hypersend_websocket_connections, through a custom metrics adapter such as "
+        "prometheus-adapter).",
+    )
     target_cpu_utilization_percentage: int = Field(
-        default=70, ge=1, le=100, alias="targetCPUUtilizationPercentage"
+        default=70,
+        ge=1,
+        le=100,
+        alias="targetCPUUtilizationPercentage",
+        description="Average CPU use per chat pod, in percent of its CPU request.",
     )
     target_memory_utilization_percentage: int = Field(
-        default=80, ge=1, le=100, alias="targetMemoryUtilizationPercentage"
+        default=80,
+        ge=1,
+        le=100,
+        alias="targetMemoryUtilizationPercentage",
+        description="Average memory use per chat pod, in percent of its memory request.",
     )
     behavior: ScalingBehavior = _nested(ScalingBehavior, "HPA v2 scaling behavior.")
 
@@ -261,20 +367,38 @@ class AutoscalingSpec(ApiModel):
 class RedisInCluster(ApiModel):
     """A single Redis pod for development and small installs (pub/sub, rate limits, presence)."""
 
-    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] = DEFAULT_REDIS_IMAGE
-    resources: Resources = Field(default=REDIS_RESOURCES)
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] = Field(
+        default=DEFAULT_REDIS_IMAGE, description="Container image of Redis."
+    )
+    resources: Resources = Field(
+        default=REDIS_RESOURCES,
+        description="Requests and limits of the Redis container. Default: requests cpu 100m, "
+        "memory 128Mi; limits cpu 500m, memory 256Mi.",
+    )
 
 
 class RedisExternal(ApiModel):
+    """A Redis the cluster does not run (ElastiCache, Memorystore, ...)."""
+
     url_secret_ref: SecretKeyRef = Field(
         description="Secret key holding a redis:// or rediss:// URL (ElastiCache, Memorystore…)."
     )
 
 
 class RedisSpec(ApiModel):
-    mode: Literal["InCluster", "External"] = "InCluster"
-    in_cluster: RedisInCluster | None = None
-    external: RedisExternal | None = None
+    """Redis: pub/sub fan-out between chat pods and shared rate limits."""
+
+    mode: Literal["InCluster", "External"] = Field(
+        default="InCluster",
+        description="InCluster: the operator runs one Redis pod; External: the chat pods use "
+        "the URL in redis.external.urlSecretRef.",
+    )
+    in_cluster: RedisInCluster | None = Field(
+        default=None, description="Settings of the in-cluster Redis (mode InCluster only)."
+    )
+    external: RedisExternal | None = Field(
+        default=None, description="Where the external Redis is (required for mode External)."
+    )
 
     def in_cluster_settings(self) -> RedisInCluster:
         """The in-cluster settings with defaults filled in (the block itself is optional)."""
@@ -303,13 +427,18 @@ class RedisSpec(ApiModel):
 class MongoStorage(ApiModel):
     """The data volume of the in-cluster MongoDB. Fixed once created."""
 
-    size: Quantity = DEFAULT_STORAGE_SIZE
+    size: Quantity = Field(
+        default=DEFAULT_STORAGE_SIZE, description="Size of the volume in bytes, e.g. '10Gi'."
+    )
     storage_class_name: (
         Annotated[
             str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
         ]
         | None
-    ) = None
+    ) = Field(
+        default=None,
+        description="StorageClass of the volume's claim; the cluster's default class when unset.",
+    )
 
     rules = (
         Rule(
@@ -323,20 +452,34 @@ class MongoStorage(ApiModel):
 class MongoInCluster(ApiModel):
     """A single MongoDB pod on a PVC, for development and small installs."""
 
-    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] = DEFAULT_MONGO_IMAGE
-    resources: Resources = Field(default=MONGO_RESOURCES)
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] = Field(
+        default=DEFAULT_MONGO_IMAGE, description="Container image of MongoDB (6 or later)."
+    )
+    resources: Resources = Field(
+        default=MONGO_RESOURCES,
+        description="Requests and limits of the MongoDB container. Default: requests cpu 250m, "
+        "memory 512Mi; limits cpu 1, memory 1Gi.",
+    )
     storage: MongoStorage = _nested(MongoStorage, "Data volume; immutable.")
 
 
 class MongoAtlas(ApiModel):
+    """A MongoDB the cluster does not run (MongoDB Atlas or any MongoDB 6+)."""
+
     connection_secret_ref: SecretKeyRef = Field(
         description="Secret key holding the mongodb+srv:// URI. The operator never modifies it."
     )
 
 
 class MongoPool(ApiModel):
-    min_size: int = Field(default=10, ge=0, le=1000)
-    max_size: int = Field(default=50, ge=1, le=1000)
+    """MongoDB connection pool of each chat pod."""
+
+    min_size: int = Field(
+        default=10, ge=0, le=1000, description="Connections each chat pod keeps open."
+    )
+    max_size: int = Field(
+        default=50, ge=1, le=1000, description="Most connections each chat pod opens."
+    )
 
     rules = (
         Rule(
@@ -348,8 +491,12 @@ class MongoPool(ApiModel):
 
 
 class MongoSpec(ApiModel):
+    """MongoDB: users, rooms and messages (the source of truth)."""
+
     mode: Literal["InCluster", "Atlas"] = Field(
         default="InCluster",
+        description="InCluster: the operator runs one MongoDB pod on a volume; Atlas: the chat "
+        "pods use the URI in mongo.atlas.connectionSecretRef. Immutable.",
         json_schema_extra={
             "x-kubernetes-validations": [
                 Rule(
@@ -362,14 +509,19 @@ class MongoSpec(ApiModel):
     )
     database: Annotated[
         str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_-]+$")
-    ] = "hypersend"
+    ] = Field(default="hypersend", description="Database name the chat server uses.")
     pool: MongoPool = _nested(MongoPool, "Connection pool of each chat pod.")
     delete_policy: Literal["Retain", "Delete"] = Field(
         default="Retain",
-        description="What happens to in-cluster data volumes when the cluster is deleted.",
+        description="What happens to the in-cluster data volumes when the cluster is deleted: "
+        "Retain keeps them, Delete removes them. An Atlas Secret is never deleted.",
     )
-    in_cluster: MongoInCluster | None = None
-    atlas: MongoAtlas | None = None
+    in_cluster: MongoInCluster | None = Field(
+        default=None, description="Settings of the in-cluster MongoDB (mode InCluster only)."
+    )
+    atlas: MongoAtlas | None = Field(
+        default=None, description="Where the Atlas MongoDB is (required for mode Atlas)."
+    )
 
     def in_cluster_settings(self) -> MongoInCluster:
         """The in-cluster settings with defaults filled in (the block itself is optional)."""
@@ -418,22 +570,29 @@ class IngressSpec(ApiModel):
     `nginx.ingress.kubernetes.io/proxy-read-timeout: "3600"` and `proxy-send-timeout: "3600"`.
     """
 
-    enabled: bool = False
+    enabled: bool = Field(default=False, description="Create the Ingress.")
     host: (
         Annotated[
             str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
         ]
         | None
-    ) = None
-    class_name: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = None
+    ) = Field(default=None, description="Host name clients connect to; required when enabled.")
+    class_name: Annotated[str, StringConstraints(min_length=1, max_length=253)] | None = Field(
+        default=None, description="IngressClass; the cluster's default class when unset."
+    )
     tls_secret_name: (
         Annotated[
             str, StringConstraints(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
         ]
         | None
-    ) = None
+    ) = Field(
+        default=None,
+        description="Secret with the TLS certificate and key for host; plain HTTP when unset.",
+    )
     annotations: Annotated[dict[str, str], Field(max_length=MAX_ANNOTATIONS)] = Field(
-        default_factory=dict
+        default_factory=dict,
+        description="Annotations of the Ingress (controller settings such as proxy timeouts; "
+        "at most 64).",
     )
 
     rules = (
@@ -448,15 +607,21 @@ class IngressSpec(ApiModel):
 class NetworkPolicySpec(ApiModel):
     """When enabled: chat pods accept only port 8080; Redis and MongoDB only chat pods."""
 
-    enabled: bool = False
+    enabled: bool = Field(default=False, description="Create the NetworkPolicies.")
 
 
 class MonitoringSpec(ApiModel):
     """Prometheus Operator objects, created only when their CRDs exist in the cluster."""
 
-    service_monitor: bool = False
-    prometheus_rule: bool = False
-    interval: Annotated[str, StringConstraints(pattern=r"^[0-9]+(ms|s|m|h)$")] = "30s"
+    service_monitor: bool = Field(
+        default=False, description="Create a ServiceMonitor scraping the chat pods' /metrics."
+    )
+    prometheus_rule: bool = Field(
+        default=False, description="Create a PrometheusRule with Hypersend's alerts."
+    )
+    interval: Annotated[str, StringConstraints(pattern=r"^[0-9]+(ms|s|m|h)$")] = Field(
+        default="30s", description="Scrape interval, a duration such as '30s' or '1m'."
+    )
     labels: Annotated[dict[str, LabelValue], Field(max_length=MAX_MONITORING_LABELS)] = Field(
         default_factory=dict,
         description=(
@@ -488,7 +653,7 @@ class MonitoringSpec(ApiModel):
 class HypersendClusterSpec(ApiModel):
     """Desired state of a Hypersend chat backend."""
 
-    chat: ChatSpec
+    chat: ChatSpec = Field(description="The chat server Deployment. Required.")
     autoscaling: AutoscalingSpec = _nested(AutoscalingSpec, "Autoscaling of the chat pods.")
     redis: RedisSpec = _nested(RedisSpec, "Redis: in-cluster or an external URL from a Secret.")
     mongo: MongoSpec = _nested(MongoSpec, "MongoDB: in-cluster or an Atlas URI from a Secret.")

@@ -1,9 +1,10 @@
 """The chat server Deployment.
 
-Shutdown is staged (DESIGN.md §4): the preStop sleep lets endpoints drop the pod, then SIGTERM
-starts the server's drain (readiness off, sockets closed in batches within `drainSeconds`), and
-`terminationGracePeriodSeconds` covers both plus a margin. `spec.replicas` is left out when the HPA
-owns it, and the config hash rolls pods only when their configuration changes.
+Shutdown is staged (docs/architecture.md, "Drain"): the preStop sleep lets endpoints drop the pod,
+then SIGTERM starts the server's drain (readiness off, sockets closed in batches within
+`drainSeconds`), and `terminationGracePeriodSeconds` covers both plus a margin. `spec.replicas` is
+left out when the HPA owns it, and the config hash rolls pods only when their configuration
+changes.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ Obj = Mapping[str, Any]
 
 RESOURCE = "hypersendclusters.hypersend.io"
 PAUSED_ANNOTATION = "hypersend.io/paused"
-# The annotation `kubectl rollout restart` sets; the operator never reverts it (DESIGN.md §4).
+# The annotation `kubectl rollout restart` sets; the operator never reverts it
+# (docs/architecture.md, "How a pass is triggered").
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 FIELD_MANAGER = "kubectl-hypersend"
 SUMMARY_CONDITIONS = ("Ready", "Progressing", "Degraded", "ReconciliationPaused")

@@ -4,7 +4,8 @@ Three sources of statuses: objects recorded from the real operator on the local 
 (recorded_statuses/*.json: `HYPERSEND_RECORD_STATUSES=1 pytest -m e2e
 tests/e2e/test_kubectl_plugin.py`, which also checks health.lua live on every e2e run), statuses
 computed by the operator's own status module (hypersend_operator.status), and cases crafted per
-DESIGN.md §3 for shapes a run does not reliably produce (health_cases.yaml).
+docs/architecture.md ("The status contract") for shapes a run does not reliably produce
+(health_cases.yaml).
 """
 
 from __future__ import annotations
@@ -141,3 +142,17 @@ def test_a_script_error_fails_loudly(tmp_path: Path) -> None:
     broken.write_text('return ("x"):upper()\n')  # ArgoCD opens no string library
     with pytest.raises(pytest.fail.Exception, match="non-table"):
         glua.run(broken, {})
+
+
+def test_operator_status_stalled_on_an_invalid_spec_is_degraded() -> None:
+    """A spec the models refuse: Stalled at its generation (kstatus Failed), Degraded here."""
+    blocking = st.failed(st.READY, "InvalidSpec", "spec.chat.replicas: must be >= 0")
+    stalled = st.summarize([], paused=False, generation=3, observed_generation=3, blocking=blocking)
+    assert {c.type: c.status for c in stalled.conditions}["Stalled"] == "True"
+    result = glua.health(cluster(stalled, 3, 3))
+    assert result == {"status": "Degraded", "message": "Ready: spec.chat.replicas: must be >= 0"}
+
+
+def test_operator_status_of_a_brand_new_cluster_is_progressing() -> None:
+    result = glua.health(cluster(st.initial_summary(), 1, None))
+    assert result["status"] == "Progressing", result

@@ -108,3 +108,36 @@ def test_printer_columns_and_status_subresource() -> None:
         "connections",
     }
     assert status["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
+
+
+def _fields(node: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every field `kubectl explain` lists: properties, through list items and map values."""
+    for key, sub in node.get("properties", {}).items():
+        yield f"{path}.{key}", sub
+        yield from _fields(sub, f"{path}.{key}")
+    for inner in ("items", "additionalProperties"):
+        if isinstance(node.get(inner), dict):
+            yield from _fields(node[inner], f"{path}[]" if inner == "items" else f"{path}{{}}")
+
+
+def test_every_spec_and_status_field_is_documented() -> None:
+    """`kubectl explain hypersendcluster.spec...` shows a description for every field."""
+    schema = _version()["schema"]["openAPIV3Schema"]
+    missing = [
+        path
+        for top in ("spec", "status")
+        for path, node in [
+            (f".{top}", schema["properties"][top]),
+            *_fields(schema["properties"][top], f".{top}"),
+        ]
+        if not str(node.get("description", "")).strip()
+    ]
+    assert not missing, f"{len(missing)} field(s) without a description: {missing}"
+
+
+def test_scalar_defaults_are_stated_in_the_description() -> None:
+    schema = _version()["schema"]["openAPIV3Schema"]
+    for path, node in _fields(schema["properties"]["spec"], ".spec"):
+        default = node.get("default")
+        if default is not None and not isinstance(default, dict | list):
+            assert "Default" in node["description"], f"{path}: {node['description']!r}"

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from hypersend_operator import reconcile
+from hypersend_operator import status as st
 from hypersend_operator.api import HypersendClusterSpec
 from hypersend_operator.builders import BuildContext, GeneratedSecrets, build_components
 from hypersend_operator.kube import ApiError, Backoff, retry_transient
@@ -108,6 +109,8 @@ def test_all_children_ready_folds_to_ready() -> None:
     conds = conditions(status)
     assert {t: c["status"] for t, c in conds.items()} == {
         "Ready": "True",
+        "Reconciling": "False",
+        "Stalled": "False",
         "Progressing": "False",
         "Degraded": "False",
         "ChatReady": "True",
@@ -129,6 +132,32 @@ def test_unfinished_pass_keeps_the_old_observed_generation() -> None:
     assert status["observedGeneration"] == 1
     assert status["phase"] == "Progressing"
     assert conditions(status)["Progressing"]["reason"] == "NewGeneration"
+
+
+def test_invalid_spec_is_stalled_at_the_generation_it_observed() -> None:
+    """kstatus reads Stalled only when observedGeneration matches: a spec the models refuse is
+    observed (and refused) at its generation, not left looking like work in progress."""
+    before = fold(cr(), live_children())
+    body = cr(generation=2, status=before)
+    problem = st.failed(st.READY, "InvalidSpec", "spec.chat.replicas: too small")
+    status = reconcile.build_status(
+        body, [], {}, paused=False, applied_generation=None, blocking=problem, now="T2"
+    )
+    conds = conditions(status)
+    assert status["observedGeneration"] == 2
+    assert status["phase"] == "Degraded"
+    assert (conds["Stalled"]["status"], conds["Stalled"]["reason"]) == ("True", "InvalidSpec")
+    assert conds["Reconciling"]["status"] == "False"
+
+
+def test_brand_new_cluster_status_is_reconciling() -> None:
+    status = reconcile.initial_status(cr(), now="T0")
+    conds = conditions(status)
+    assert status["phase"] == "Pending"
+    assert "observedGeneration" not in status
+    assert conds["Reconciling"]["status"] == "True"
+    assert conds["Ready"]["status"] == "False"
+    assert conds["Stalled"]["status"] == "False"
 
 
 def test_unchanged_pass_produces_an_identical_status() -> None:

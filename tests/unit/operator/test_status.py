@@ -188,6 +188,47 @@ def test_summary_ready() -> None:
     assert "ReconciliationPaused" not in conds
 
 
+def kstatus_view(summary: st.Summary) -> tuple[str, str]:
+    """(Reconciling, Stalled) statuses: kstatus decides on these two before anything else."""
+    conds = by_type(summary)
+    return conds["Reconciling"].status, conds["Stalled"].status
+
+
+def test_ready_is_neither_reconciling_nor_stalled() -> None:
+    s = st.summarize(all_ok(), paused=False, generation=3, observed_generation=3)
+    assert kstatus_view(s) == ("False", "False")
+
+
+def test_converging_is_reconciling_with_the_reason() -> None:
+    checks = all_ok()
+    checks[0] = st.chat_ready(deployment(ready=1))
+    s = st.summarize(checks, paused=False, generation=1, observed_generation=1)
+    assert kstatus_view(s) == ("True", "False")
+    assert by_type(s)["Reconciling"].reason == "PodsNotReady"
+    lagging = st.summarize(all_ok(), paused=False, generation=4, observed_generation=3)
+    assert kstatus_view(lagging) == ("True", "False")
+    assert by_type(lagging)["Reconciling"].reason == "NewGeneration"
+
+
+def test_needs_a_human_is_stalled_not_reconciling() -> None:
+    checks = all_ok()
+    checks[0] = st.chat_ready(deployment(ready=1))  # something converging as well
+    checks[2] = st.mongo_ready(
+        "Atlas", None, st.SecretRef("atlas", "uri", "x", exists=False, has_key=False)
+    )
+    s = st.summarize(checks, paused=False, generation=1, observed_generation=1)
+    assert kstatus_view(s) == ("False", "True")
+    stalled = by_type(s)["Stalled"]
+    assert stalled.reason == "AtlasSecretMissing"
+    assert "secret atlas not found in namespace x; create it with key uri" in stalled.message
+
+
+def test_paused_is_not_reconciling() -> None:
+    s = st.summarize(all_ok(), paused=True, generation=2, observed_generation=1)
+    assert kstatus_view(s) == ("False", "False")
+    assert by_type(s)["Reconciling"].reason == "Paused"
+
+
 def test_lagging_observed_generation_reads_progressing() -> None:
     s = st.summarize(all_ok(), paused=False, generation=4, observed_generation=3)
     conds = by_type(s)
