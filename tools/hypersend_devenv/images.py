@@ -609,6 +609,7 @@ class ScratchImage(ImageSpec):
     config: tuple[str, ...] = ()
     smoke: tuple[str, ...] = ()
     expect: str = ""
+    smoke_status: int = 0  # the smoke command's exit status (pflag commands end --help with 2)
 
     def ref(self) -> str:
         return self.ref_
@@ -647,9 +648,14 @@ class ScratchImage(ImageSpec):
             raise
 
     def check(self, buildah: Buildah, ref: str) -> None:
-        out = buildah.run_in(ref, *self.smoke)
-        if self.expect not in out:
-            raise BuildError(f"{ref}: {shlex.join(self.smoke)} printed {out!r}")
+        with buildah.container(ref) as ctr:
+            argv = buildah.argv("run", "--isolation", "chroot", ctr, "--", *self.smoke)
+            proc = subprocess.run(argv, env=buildah.env(), capture_output=True, text=True)
+        out = proc.stdout + proc.stderr
+        if proc.returncode != self.smoke_status or self.expect not in out:
+            raise BuildError(
+                f"{ref}: {shlex.join(self.smoke)} exited {proc.returncode}, printed {out[-500:]!r}"
+            )
 
 
 PYTHON_BASE = DebianImage(
@@ -773,6 +779,7 @@ PROMETHEUS_ADAPTER = ScratchImage(
     config=("--user", f"{NOBODY}:{NOBODY}", "--entrypoint", '["/adapter"]', "--cmd", "[]"),
     smoke=("/adapter", "--help"),
     expect="--prometheus-url",
+    smoke_status=2,
 )
 METRICS_SERVER = ScratchImage(
     "metrics-server",
