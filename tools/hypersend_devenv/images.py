@@ -69,7 +69,7 @@ REDIS_IMAGE = f"{LOCAL}/redis:{versions.DEBIAN_REDIS}-{versions.DEBIAN_SUITE}"
 FERRETDB_IMAGE = f"{LOCAL}/ferretdb:{versions.FERRETDB}"
 # containerd's sandbox_image: the node runs every pod's sandbox from it and never pulls one.
 SANDBOX_IMAGE = f"{LOCAL}/pause:{VERSION}"
-PROMETHEUS_REPOSITORY = f"{LOCAL}/prometheus"
+PROMETHEUS_IMAGE = f"{LOCAL}/prometheus:{versions.DEBIAN_PROMETHEUS}-{versions.DEBIAN_SUITE}"
 PROMETHEUS_ADAPTER_IMAGE = f"{LOCAL}/prometheus-adapter:{versions.PROMETHEUS_ADAPTER}"
 METRICS_SERVER_IMAGE = f"{LOCAL}/metrics-server:{versions.METRICS_SERVER}"
 NOBODY = 65534
@@ -756,19 +756,22 @@ PAUSE_IMAGE = ScratchImage(
 # metrics API servers built from their Go modules.
 PROMETHEUS = DebianImage(
     "prometheus",
-    repository=PROMETHEUS_REPOSITORY,
+    repository=PROMETHEUS_IMAGE.rsplit(":", 1)[0],
+    tag=PROMETHEUS_IMAGE.rsplit(":", 1)[1],
     packages=("prometheus",),
     versioned=("prometheus", "libc6"),
     config=(
         "--user",
         f"{NOBODY}:{NOBODY}",
+        "--label",
+        f"org.opencontainers.image.version={versions.DEBIAN_PROMETHEUS}",
         "--entrypoint",
         '["/usr/bin/prometheus"]',
         "--cmd",
         "[]",
     ),
     smoke=("prometheus", "--version"),
-    expect="prometheus, version 2.",
+    expect=f"prometheus, version {versions.DEBIAN_PROMETHEUS}.",
 )
 PROMETHEUS_ADAPTER = ScratchImage(
     "prometheus-adapter",

@@ -57,7 +57,7 @@ class MetricImages:
     @classmethod
     def built_here(cls) -> MetricImages:
         return cls(
-            prometheus=devimages.PROMETHEUS.ref(),
+            prometheus=devimages.PROMETHEUS_IMAGE,
             adapter=devimages.PROMETHEUS_ADAPTER_IMAGE,
             metrics_server=devimages.METRICS_SERVER_IMAGE,
         )

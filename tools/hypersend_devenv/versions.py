@@ -21,6 +21,8 @@ METRICS_SERVER = "v0.9.0"
 # its redis-server is the 7.0 series (the local Redis image's tag says so and the build checks it).
 DEBIAN_SUITE = "bookworm"
 DEBIAN_REDIS = "7.0"
+# Debian's prometheus (the local cluster's Prometheus image; the build checks the series).
+DEBIAN_PROMETHEUS = "2.42"
 
 
 def staging_version(kubernetes: str = KUBERNETES) -> str:
