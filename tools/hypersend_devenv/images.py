@@ -761,7 +761,8 @@ def _ensure(spec: ImageSpec, buildah: Buildah, log: Log, *, in_storage: bool) ->
     ref = spec.ref()
     archive = spec.archive()
     result = ImageArchive(spec.name, ref, key, archive)
-    if archive.exists():
+    if archive.exists() and metadata_path(archive).exists():
+        os.utime(metadata_path(archive))  # last used: what _prune keeps
         if in_storage and not buildah.has_image(ref):
             log(f"{spec.name}: loading {archive.name} into buildah's storage")
             buildah("pull", "--quiet", f"docker-archive:{archive}")
@@ -779,19 +780,33 @@ def _ensure(spec: ImageSpec, buildah: Buildah, log: Log, *, in_storage: bool) ->
     metadata_path(archive).write_text(json.dumps(meta, indent=1))
     partial.rename(archive)
     log(f"{spec.name}: {ref} built in {seconds}s -> {archive}")
-    _prune(spec, buildah, keep=archive)
+    _prune(spec, buildah)
     return result
 
 
-def _prune(spec: ImageSpec, buildah: Buildah, keep: Path) -> None:
-    """Older archives of this image go; so do images left untagged in buildah's storage."""
-    for old in IMAGES_DIR.glob(f"{spec.name}-*.tar"):
-        if old != keep and old.name.removeprefix(f"{spec.name}-").count("-") == 0:
-            old.unlink(missing_ok=True)
-            metadata_path(old).unlink(missing_ok=True)
+# Archives kept per image: worktrees of one clone share the cache and may need different keys.
+KEEP_PER_IMAGE = 3
+
+
+def _prune(spec: ImageSpec, buildah: Buildah) -> None:
+    """Beyond the KEEP_PER_IMAGE most recently used archives of this image (use is recorded as
+    the metadata file's mtime), archives go; so do images left untagged in buildah's storage."""
+    prefix = f"{spec.name}-"
+    archives = [
+        a
+        for a in IMAGES_DIR.glob(f"{prefix}*.tar")
+        if "-" not in a.stem.removeprefix(prefix) and metadata_path(a).exists()
+    ]
+    archives.sort(key=lambda a: metadata_path(a).stat().st_mtime, reverse=True)
+    for old in archives[KEEP_PER_IMAGE:]:
+        old.unlink(missing_ok=True)
+        metadata_path(old).unlink(missing_ok=True)
     if spec is PYTHON_BASE:
+        kept = {
+            f"{BASE_REPOSITORY}:{a.stem.removeprefix(prefix)}" for a in archives[:KEEP_PER_IMAGE]
+        }
         for line in buildah("images", "--noheading", "--format", "{{.Name}}:{{.Tag}}").split():
-            if line.startswith(f"{BASE_REPOSITORY}:") and line != spec.ref():
+            if line.startswith(f"{BASE_REPOSITORY}:") and line not in kept:
                 subprocess.run(buildah.argv("rmi", line), env=buildah.env(), capture_output=True)
     subprocess.run(buildah.argv("rmi", "--prune"), env=buildah.env(), capture_output=True)
 
