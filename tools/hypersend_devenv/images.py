@@ -23,7 +23,11 @@ Each image ends as a docker-archive (what `ctr -n k8s.io images import` reads) a
 build-context file its COPY lines name, the base image's key, the mmdebstrap recipe with the
 candidate versions of its main Debian packages (from the host's apt lists: cheap, and a Debian
 update moves it), the Go sources and versions of the static programs. An archive that exists is
-not rebuilt, so a rerun with unchanged inputs costs a few hashes.
+not rebuilt, so a rerun with unchanged inputs costs a few hashes. The three most recently used
+archives of each image stay (worktrees of one clone share the cache).
+
+The node imports them with import_into_containerd(address, ensure_images(log)); SANDBOX_IMAGE is
+containerd's sandbox_image.
 """
 
 from __future__ import annotations
