@@ -246,7 +246,20 @@ class Buildah:
         return env
 
     def argv(self, *args: str) -> list[str]:
+        # containers/image keeps a blob-info cache in /var/lib/containers/cache for root whatever
+        # the storage root: buildah runs in a private mount namespace with a tmpfs on /var/lib,
+        # so that directory is never created on the host (and the cache is just not kept).
+        private_var_lib = 'mount -t tmpfs -o size=64m hypersend-var-lib /var/lib && exec "$@"'
         return [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            private_var_lib,
+            "sh",
             "buildah",
             "--root",
             str(self.root / "storage"),
