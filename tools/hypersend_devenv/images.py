@@ -23,7 +23,11 @@ Each image ends as a docker-archive (what `ctr -n k8s.io images import` reads) a
 build-context file its COPY lines name, the base image's key, the mmdebstrap recipe with the
 candidate versions of its main Debian packages (from the host's apt lists: cheap, and a Debian
 update moves it), the Go sources and versions of the static programs. An archive that exists is
-not rebuilt, so a rerun with unchanged inputs costs a few hashes.
+not rebuilt, so a rerun with unchanged inputs costs a few hashes. The three most recently used
+archives of each image stay (worktrees of one clone share the cache).
+
+The node imports them with import_into_containerd(address, ensure_images(log)); SANDBOX_IMAGE is
+containerd's sandbox_image.
 """
 
 from __future__ import annotations
@@ -246,7 +250,20 @@ class Buildah:
         return env
 
     def argv(self, *args: str) -> list[str]:
+        # containers/image keeps a blob-info cache in /var/lib/containers/cache for root whatever
+        # the storage root: buildah runs in a private mount namespace with a tmpfs on /var/lib,
+        # so that directory is never created on the host (and the cache is just not kept).
+        private_var_lib = 'mount -t tmpfs -o size=64m hypersend-var-lib /var/lib && exec "$@"'
         return [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            private_var_lib,
+            "sh",
             "buildah",
             "--root",
             str(self.root / "storage"),
@@ -823,7 +840,8 @@ def _ensure(spec: ImageSpec, buildah: Buildah, log: Log, *, in_storage: bool) ->
     ref = spec.ref()
     archive = spec.archive()
     result = ImageArchive(spec.name, ref, key, archive)
-    if archive.exists():
+    if archive.exists() and metadata_path(archive).exists():
+        os.utime(metadata_path(archive))  # last used: what _prune keeps
         if in_storage and not buildah.has_image(ref):
             log(f"{spec.name}: loading {archive.name} into buildah's storage")
             buildah("pull", "--quiet", f"docker-archive:{archive}")
@@ -841,19 +859,33 @@ def _ensure(spec: ImageSpec, buildah: Buildah, log: Log, *, in_storage: bool) ->
     metadata_path(archive).write_text(json.dumps(meta, indent=1))
     partial.rename(archive)
     log(f"{spec.name}: {ref} built in {seconds}s -> {archive}")
-    _prune(spec, buildah, keep=archive)
+    _prune(spec, buildah)
     return result
 
 
-def _prune(spec: ImageSpec, buildah: Buildah, keep: Path) -> None:
-    """Older archives of this image go; so do images left untagged in buildah's storage."""
-    for old in IMAGES_DIR.glob(f"{spec.name}-*.tar"):
-        if old != keep and old.name.removeprefix(f"{spec.name}-").count("-") == 0:
-            old.unlink(missing_ok=True)
-            metadata_path(old).unlink(missing_ok=True)
+# Archives kept per image: worktrees of one clone share the cache and may need different keys.
+KEEP_PER_IMAGE = 3
+
+
+def _prune(spec: ImageSpec, buildah: Buildah) -> None:
+    """Beyond the KEEP_PER_IMAGE most recently used archives of this image (use is recorded as
+    the metadata file's mtime), archives go; so do images left untagged in buildah's storage."""
+    prefix = f"{spec.name}-"
+    archives = [
+        a
+        for a in IMAGES_DIR.glob(f"{prefix}*.tar")
+        if "-" not in a.stem.removeprefix(prefix) and metadata_path(a).exists()
+    ]
+    archives.sort(key=lambda a: metadata_path(a).stat().st_mtime, reverse=True)
+    for old in archives[KEEP_PER_IMAGE:]:
+        old.unlink(missing_ok=True)
+        metadata_path(old).unlink(missing_ok=True)
     if spec is PYTHON_BASE:
+        kept = {
+            f"{BASE_REPOSITORY}:{a.stem.removeprefix(prefix)}" for a in archives[:KEEP_PER_IMAGE]
+        }
         for line in buildah("images", "--noheading", "--format", "{{.Name}}:{{.Tag}}").split():
-            if line.startswith(f"{BASE_REPOSITORY}:") and line != spec.ref():
+            if line.startswith(f"{BASE_REPOSITORY}:") and line not in kept:
                 subprocess.run(buildah.argv("rmi", line), env=buildah.env(), capture_output=True)
     subprocess.run(buildah.argv("rmi", "--prune"), env=buildah.env(), capture_output=True)
 
