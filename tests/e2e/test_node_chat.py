@@ -10,6 +10,7 @@ retrying until acked, reconnecting and resuming; each test prints its report.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -57,8 +58,23 @@ def chat_url(chat: ClusterHelper, node_cluster: KubeCluster) -> Iterator[str]:
         yield f"http://{address}"
 
 
+async def serving(url: str, in_a_row: int = 6, within: float = 120.0) -> None:
+    """Wait until the Service answers /readyz `in_a_row` times running: kube-proxy spreads the
+    connections, so every pod behind it is in its rules and ready (after a test moved pods)."""
+    ok = 0
+    async with asyncio.timeout(within), httpx.AsyncClient(trust_env=False, timeout=5) as http:
+        while ok < in_a_row:
+            try:
+                ok = ok + 1 if (await http.get(f"{url}/readyz")).status_code == 200 else 0
+            except httpx.TransportError:
+                ok = 0
+            if ok == 0:
+                await asyncio.sleep(0.5)
+
+
 @pytest.fixture
 async def checker(chat_url: str) -> AsyncIterator[ZeroLossChecker]:
+    await serving(chat_url)
     zero_loss = ZeroLossChecker([chat_url], rooms=2, members=3, interval=0.2)
     await zero_loss.setup()
     await zero_loss.start(within=90)

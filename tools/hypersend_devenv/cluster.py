@@ -815,7 +815,7 @@ class LocalCluster:
             state, "node-holder", node.in_cgroup(daemons, the_node.holder_argv()), binary="sleep"
         )
         self._wait(state, "node-holder", deadline, lambda: the_node.holder_ready(holder.pid))
-        the_node.create_network(holder.pid)
+        the_node.create_network(holder.pid, SERVICE_CIDR)
         the_node.private_mounts(holder.pid)
         relay = the_node.relay_argv(holder.pid, ports.apiserver, SERVICE_CIDR)
         self._launch(state, "node-relay", relay)

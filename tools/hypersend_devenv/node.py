@@ -466,14 +466,17 @@ class Node:
 
     # -- preparing --------------------------------------------------------------------------
 
-    def create_network(self, holder_pid: int) -> None:
-        """In the holder's network namespace: lo and a bridge carrying NODE_IP, nothing else."""
+    def create_network(self, holder_pid: int, service_cidr: str) -> None:
+        """In the holder's network namespace: lo and a bridge carrying NODE_IP, and a route for
+        the Service range over it (a node's own connections to a cluster IP need a route before
+        kube-proxy's DNAT picks the pod; a real node's default route plays that part)."""
         _require_own_namespace(holder_pid, "net")
         ip = ["nsenter", f"--target={holder_pid}", "--net", "--", "ip"]
         _run(*ip, "link", "set", "lo", "up")
         _run(*ip, "link", "add", BRIDGE, "type", "bridge")
         _run(*ip, "addr", "add", f"{NODE_IP}/{NODE_SUBNET.prefixlen}", "dev", BRIDGE)
         _run(*ip, "link", "set", BRIDGE, "up")
+        _run(*ip, "route", "add", service_cidr, "dev", BRIDGE, "src", NODE_IP)
         # Pod -> Service -> pod on the same bridge needs bridged traffic to pass iptables
         # (a per-namespace setting on this kernel: the host's value is untouched).
         _run(
