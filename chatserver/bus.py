@@ -71,7 +71,7 @@ COMMAND_SOCKET_TIMEOUT_SECONDS: Final = 5.0
 # Application health check of both connections (see the module docstring).
 HEALTH_INTERVAL_SECONDS: Final = 1.0
 HEALTH_TIMEOUT_SECONDS: Final = 3.0
-# The pub/sub reader wakes up this often to check the connection (and to ping when silent).
+# The pub/sub watchdog wakes up this often to check the connection (and to ping when silent).
 PUBSUB_READ_SLICE_SECONDS: Final = 0.5
 # A connection that stopped answering is declared dead at most this long after its last answer.
 DEAD_CONNECTION_BOUND_SECONDS: Final = (
@@ -607,26 +607,45 @@ class Bus:
             await self._drop_pubsub()
 
     async def _read(self, pubsub: PubSub, generation: int) -> None:
-        """Dispatch messages until the connection fails or stops answering its health check."""
+        """Dispatch messages until the connection fails or stops answering its health check.
+
+        The reads block (a read cut short by a timeout would restart a large message from its
+        first byte); a watchdog beside them PINGs a silent connection and gives up on it.
+        """
         loop = asyncio.get_running_loop()
-        last_rx = loop.time()
+        received = [loop.time()]  # when the last message (a pong too) arrived
+        reader = asyncio.create_task(self._read_forever(pubsub, received), name="bus-reader")
         ping_sent: float | None = None
+        try:
+            while True:
+                done, _ = await asyncio.wait({reader}, timeout=PUBSUB_READ_SLICE_SECONDS)
+                if done:
+                    reader.result()  # raises what ended the reads
+                    raise PubSubDead("pub/sub reader stopped")
+                if self._dead_generation == generation:
+                    raise PubSubDead("subscriptions not confirmed in time")
+                now = loop.time()
+                if ping_sent is not None and received[0] >= ping_sent:
+                    ping_sent = None  # answered (or other traffic arrived since)
+                if ping_sent is not None:
+                    if now - ping_sent > HEALTH_TIMEOUT_SECONDS:
+                        raise PubSubDead(f"no answer to PING within {HEALTH_TIMEOUT_SECONDS}s")
+                elif now - received[0] >= HEALTH_INTERVAL_SECONDS:
+                    async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+                        await pubsub.ping()
+                    ping_sent = now
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    async def _read_forever(self, pubsub: PubSub, received: list[float]) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            if self._dead_generation == generation:
-                raise PubSubDead("subscriptions not confirmed in time")
-            msg = await pubsub.get_message(timeout=PUBSUB_READ_SLICE_SECONDS)
-            now = loop.time()
+            msg = await pubsub.get_message(timeout=None)
+            received[0] = loop.time()
             if msg is not None:
-                last_rx, ping_sent = now, None
                 self._dispatch(msg)
-                continue
-            if ping_sent is not None:
-                if now - ping_sent > HEALTH_TIMEOUT_SECONDS:
-                    raise PubSubDead(f"no answer to PING within {HEALTH_TIMEOUT_SECONDS}s")
-            elif now - last_rx >= HEALTH_INTERVAL_SECONDS:
-                async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
-                    await pubsub.ping()
-                ping_sent = now
 
     async def _drop_pubsub(self) -> None:
         """Forget the current pub/sub connection: live events are missed until the resync."""

@@ -7,6 +7,8 @@ tests/e2e/test_operator_kstatus.py checks the same on statuses the running opera
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,3 +61,31 @@ def test_without_any_status_kstatus_reads_current() -> None:
     bare: dict[str, Any] = cluster(st.initial_summary(), 1, None)
     del bare["status"]
     assert kstatus.compute(bare)["status"] == "Current"
+
+
+RECORDED = Path(__file__).resolve().parent / "recorded_statuses"
+# What kstatus must conclude on each object recorded from the real operator
+# (tests/e2e/test_kubectl_plugin.py with HYPERSEND_RECORD_STATUSES=1).
+RECORDED_KSTATUS = {
+    "first-status": "InProgress",
+    "progressing-pods-pending": "InProgress",
+    "ready": "Current",
+    "paused": "Current",
+    "paused-with-new-spec": "InProgress",
+    "resumed": "Current",
+    "argocd-paused": "Current",
+    "argocd-resumed": "Current",
+    "degraded-atlas-secret-missing": "Failed",
+    "recovered": "Current",
+}
+
+
+@pytest.mark.parametrize(("name", "expected"), sorted(RECORDED_KSTATUS.items()))
+def test_recorded_operator_status(name: str, expected: str) -> None:
+    obj = json.loads((RECORDED / f"{name}.json").read_text())["object"]
+    result = kstatus.compute(obj)
+    assert result["status"] == expected, result
+
+
+def test_every_recording_has_an_expectation() -> None:
+    assert {p.stem for p in RECORDED.glob("*.json")} == set(RECORDED_KSTATUS)
