@@ -23,7 +23,19 @@ from tests.fixtures.node import service_address
 from tests.fixtures.operator import ClusterHelper
 from tests.integration.chatserver.realtime_client import Client, connect_user, register
 
-pytestmark = [pytest.mark.e2e, pytest.mark.real_node, pytest.mark.timeout(600)]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.real_node,
+    pytest.mark.timeout(600),
+    pytest.mark.skip(
+        reason=(
+            "open (issue #10): Debian's prometheus 2.42 is built without Kubernetes service "
+            "discovery ('field kubernetes_sd_configs not found in type config.ScrapeConfig'), so "
+            "the local Prometheus pod cannot load charts/prometheus-scrape-config.yaml and the HPA "
+            "gets no connection metric; Prometheus built from its Go module replaces it next"
+        )
+    ),
+]
 
 TARGET = 10  # connections per pod
 SURGE = 45  # sockets: an average above TARGET on one pod, and on two
