@@ -15,8 +15,8 @@ import time
 from typing import Any
 
 import pytest
-from bench.zero_loss import ZeroLossChecker
 
+from bench.zero_loss import ZeroLossChecker
 from tests.e2e.test_node_chat import CHAT_PORT, all_ready, finish, is_ready, pod_connections, pods
 from tests.fixtures.kube import KubeCluster
 from tests.fixtures.node import service_address
