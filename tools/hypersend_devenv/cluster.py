@@ -807,7 +807,7 @@ class LocalCluster:
             )
             for stem in ("kubelet", "kube-proxy", "coredns")
         }
-        the_node.write_files(ports.apiserver, wanted.sandbox_image, kubeconfigs, pki.dir)
+        the_node.write_files(wanted.sandbox_image, kubeconfigs, pki.dir)
         self.layout.egress_config.write_text(
             yaml.safe_dump(node.egress_selector_config(the_node.layout))
         )

@@ -504,7 +504,7 @@ class Node:
         return daemons
 
     def write_files(
-        self, api_port: int, sandbox_image: str, kubeconfigs: Mapping[str, str], pki_dir: Path
+        self, sandbox_image: str, kubeconfigs: Mapping[str, str], pki_dir: Path
     ) -> None:
         layout = self.layout
         for sub in ("cni/net.d", "cni/ipam", "kubeconfigs", "sysctl", "volume-plugins", "kubelet"):
@@ -527,7 +527,6 @@ class Node:
             layout.kubeconfig(stem).chmod(0o600)
         for key, value in KUBELET_SYSCTLS.items():
             layout.path("sysctl", key.replace("/", ".")).write_text(value + "\n")
-        _ = api_port  # the kubeconfigs already name it; kept for symmetry with the relay
 
     def private_mounts(self, holder_pid: int) -> None:
         """Inside the holder's mount namespace (never the host's): tmpfs and sysctl views."""
