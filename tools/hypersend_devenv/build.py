@@ -77,7 +77,6 @@ KSTATUS = Part("kstatus", versions.CLI_UTILS, ("kstatus",))
 COREDNS = Part("coredns", versions.COREDNS, ("coredns",))
 PROMETHEUS_ADAPTER = Part("prometheus-adapter", versions.PROMETHEUS_ADAPTER, ("adapter",))
 METRICS_SERVER = Part("metrics-server", versions.METRICS_SERVER, ("metrics-server",))
-PROMETHEUS = Part("prometheus", versions.PROMETHEUS, ("prometheus",))
 PARTS: dict[str, Part] = {
     p.name: p
     for p in (
@@ -91,7 +90,6 @@ PARTS: dict[str, Part] = {
         COREDNS,
         PROMETHEUS_ADAPTER,
         METRICS_SERVER,
-        PROMETHEUS,
     )
 }
 
@@ -343,16 +341,6 @@ def build_metrics_server() -> None:
     ).run()
 
 
-def build_prometheus() -> None:
-    GoBuild(
-        part=PROMETHEUS,
-        module="hypersend.io/tools/prometheus",
-        requires={"github.com/prometheus/prometheus": PROMETHEUS.version},
-        packages={"prometheus": "github.com/prometheus/prometheus/cmd/prometheus"},
-        template=GOMOD_TEMPLATES / "prometheus",
-    ).run()
-
-
 def build_kstatus() -> None:
     GoBuild(
         part=KSTATUS,
@@ -375,7 +363,6 @@ BUILDERS = {
     "prometheus-adapter": build_prometheus_adapter,
     "metrics-server": build_metrics_server,
     "kstatus": build_kstatus,
-    "prometheus": build_prometheus,
 }
 
 

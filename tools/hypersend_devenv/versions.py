@@ -17,8 +17,6 @@ COREDNS = "v1.15.0"
 # The metric path on the real node: custom metrics from Prometheus, resource metrics from kubelets.
 PROMETHEUS_ADAPTER = "v0.12.0"
 METRICS_SERVER = "v0.9.0"
-# Prometheus 3 (module versions v0.3xx.y): Debian's 2.42 lacks Kubernetes service discovery.
-PROMETHEUS = "v0.316.0"
 # Local images (tools/hypersend_devenv/images.py) are made from this Debian release's packages;
 # its redis-server is the 7.0 series (the local Redis image's tag says so and the build checks it).
 DEBIAN_SUITE = "bookworm"
