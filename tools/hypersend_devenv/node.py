@@ -56,6 +56,7 @@ KUBELET_PORT = 10250
 KUBELET_SYSCTLS = {"vm/overcommit_memory": "1", "kernel/panic": "10", "kernel/panic_on_oops": "1"}
 # Fixed paths the kubelet, containerd and CNI write to: fresh tmpfs in the node's mount namespace.
 PRIVATE_TMPFS = ("/run", "/var/lib", "/var/log")
+KUBELET_ROOT = "/var/lib/kubelet"  # inside the node's mount namespace only
 CGROUP_ROOT_DIR = Path("/sys/fs/cgroup")
 DAEMONS = "daemons"
 NODE_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "iptables")
@@ -507,7 +508,7 @@ class Node:
         self, sandbox_image: str, kubeconfigs: Mapping[str, str], pki_dir: Path
     ) -> None:
         layout = self.layout
-        for sub in ("cni/net.d", "cni/ipam", "kubeconfigs", "sysctl", "volume-plugins", "kubelet"):
+        for sub in ("cni/net.d", "cni/ipam", "kubeconfigs", "sysctl", "volume-plugins"):
             layout.path(sub).mkdir(parents=True, exist_ok=True)
         layout.volumes.mkdir(parents=True, exist_ok=True)
         layout.path("containerd.toml").write_text(containerd_config(layout, sandbox_image))
@@ -575,8 +576,11 @@ class Node:
                 str(build.KUBERNETES.path("kubelet")),
                 f"--config={layout.path('kubelet.yaml')}",
                 f"--kubeconfig={layout.kubeconfig('kubelet')}",
-                f"--root-dir={layout.path('kubelet')}",
-                f"--cert-dir={layout.path('kubelet', 'pki')}",
+                # In the node's private /var/lib (tmpfs): the kubelet binds Unix sockets under
+                # its root dir, and a state dir deep in a temp dir or a checkout would exceed
+                # the 108-byte limit of a socket path.
+                f"--root-dir={KUBELET_ROOT}",
+                f"--cert-dir={KUBELET_ROOT}/pki",
                 f"--hostname-override={NODE_NAME}",
                 f"--node-ip={NODE_IP}",
                 "--node-labels=hypersend.io/node=real",
