@@ -111,6 +111,9 @@ def test_each_archive_carries_the_reference_of_the_naming_scheme(
         images.REDIS_IMAGE,
         images.FERRETDB_IMAGE,
         images.SANDBOX_IMAGE,
+        images.PROMETHEUS_IMAGE,
+        images.PROMETHEUS_ADAPTER_IMAGE,
+        images.METRICS_SERVER_IMAGE,
     }
     for image in built.values():
         assert image.archive == images.IMAGES_DIR / f"{image.name}-{image.key}.tar"
