@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -105,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         registry=registry,
         settings=settings(args),
         standalone=True,
+        # kopf's default identity is `user@host` through a passwd lookup, which fails for the
+        # image's numeric user (no /etc/passwd entry: Dockerfile.operator); the host is enough.
+        identity=f"hypersend-operator@{socket.gethostname()}",  # type: ignore[arg-type]
         clusterwide=args.all_namespaces,
         namespaces=args.namespace,
         liveness_endpoint=f"http://{args.listen}:{args.health_port}/healthz",
