@@ -77,6 +77,7 @@ KSTATUS = Part("kstatus", versions.CLI_UTILS, ("kstatus",))
 COREDNS = Part("coredns", versions.COREDNS, ("coredns",))
 PROMETHEUS_ADAPTER = Part("prometheus-adapter", versions.PROMETHEUS_ADAPTER, ("adapter",))
 METRICS_SERVER = Part("metrics-server", versions.METRICS_SERVER, ("metrics-server",))
+PROMETHEUS = Part("prometheus", versions.PROMETHEUS, ("prometheus",))
 PARTS: dict[str, Part] = {
     p.name: p
     for p in (
@@ -90,6 +91,7 @@ PARTS: dict[str, Part] = {
         COREDNS,
         PROMETHEUS_ADAPTER,
         METRICS_SERVER,
+        PROMETHEUS,
     )
 }
 
@@ -104,6 +106,7 @@ class GoBuild:
     packages: dict[str, str]  # binary name -> Go package path
     replaces: dict[str, str] = field(default_factory=dict)
     ldflags: str = ""
+    tags: tuple[str, ...] = ()
     template: Path | None = None
 
     def run(self) -> None:
@@ -133,6 +136,7 @@ class GoBuild:
                     "build",
                     "-trimpath",
                     f"-ldflags=-s -w {self.ldflags}",
+                    f"-tags={','.join(self.tags)}",
                     "-o",
                     str(self.part.path(binary)),
                     package,
@@ -341,6 +345,35 @@ def build_metrics_server() -> None:
     ).run()
 
 
+def prometheus_release(version: str) -> str:
+    """Prometheus 3 publishes release 3.X.Y as Go module version v0.3XX.Y."""
+    major, minor, patch = version.lstrip("v").split(".")
+    if major != "0" or not 300 <= int(minor) < 400:
+        raise ValueError(f"not a Prometheus 3 module version: {version}")
+    return f"3.{int(minor) - 300}.{patch}"
+
+
+def prometheus_ldflags(version: str) -> str:
+    """The -X flags Prometheus's promu sets, so `--version` and build_info name the release."""
+    release = prometheus_release(version)
+    pkg = "github.com/prometheus/common/version"
+    return f"-X {pkg}.Version={release} -X {pkg}.Branch=release -X {pkg}.BuildUser=hypersend"
+
+
+def build_prometheus() -> None:
+    GoBuild(
+        part=PROMETHEUS,
+        module="hypersend.io/tools/prometheus",
+        requires={"github.com/prometheus/prometheus": PROMETHEUS.version},
+        packages={"prometheus": "github.com/prometheus/prometheus/cmd/prometheus"},
+        ldflags=prometheus_ldflags(PROMETHEUS.version),
+        # Only the Kubernetes service discovery (plugins/plugin_kubernetes.go honours these tags):
+        # the cloud SDKs of the other mechanisms would triple the build for nothing used here.
+        tags=("remove_all_sd", "enable_kubernetes_sd"),
+        template=GOMOD_TEMPLATES / "prometheus",
+    ).run()
+
+
 def build_kstatus() -> None:
     GoBuild(
         part=KSTATUS,
@@ -363,6 +396,7 @@ BUILDERS = {
     "prometheus-adapter": build_prometheus_adapter,
     "metrics-server": build_metrics_server,
     "kstatus": build_kstatus,
+    "prometheus": build_prometheus,
 }
 
 

@@ -73,7 +73,7 @@ REDIS_IMAGE = f"{LOCAL}/redis:{versions.DEBIAN_REDIS}-{versions.DEBIAN_SUITE}"
 FERRETDB_IMAGE = f"{LOCAL}/ferretdb:{versions.FERRETDB}"
 # containerd's sandbox_image: the node runs every pod's sandbox from it and never pulls one.
 SANDBOX_IMAGE = f"{LOCAL}/pause:{VERSION}"
-PROMETHEUS_IMAGE = f"{LOCAL}/prometheus:{versions.DEBIAN_PROMETHEUS}-{versions.DEBIAN_SUITE}"
+PROMETHEUS_IMAGE = f"{LOCAL}/prometheus:{build.prometheus_release(versions.PROMETHEUS)}"
 PROMETHEUS_ADAPTER_IMAGE = f"{LOCAL}/prometheus-adapter:{versions.PROMETHEUS_ADAPTER}"
 METRICS_SERVER_IMAGE = f"{LOCAL}/metrics-server:{versions.METRICS_SERVER}"
 NOBODY = 65534
@@ -769,26 +769,28 @@ PAUSE_IMAGE = ScratchImage(
     smoke=("/pause", "-v"),
     expect=f"pause {VERSION}",
 )
-# The metric path's pods (tools/hypersend_devenv/metrics.py): Debian's Prometheus, and the two
-# metrics API servers built from their Go modules.
-PROMETHEUS = DebianImage(
+# The metric path's pods (tools/hypersend_devenv/metrics.py): Prometheus and the two metrics API
+# servers, each built from its Go module.
+PROMETHEUS = ScratchImage(
     "prometheus",
-    repository=PROMETHEUS_IMAGE.rsplit(":", 1)[0],
-    tag=PROMETHEUS_IMAGE.rsplit(":", 1)[1],
-    packages=("prometheus",),
-    versioned=("prometheus", "libc6"),
+    ref_=PROMETHEUS_IMAGE,
+    part=build.PROMETHEUS,
+    builder=build.build_prometheus,
+    binaries=(("prometheus", "/bin/prometheus"),),
+    # /prometheus: the TSDB's default path, writable by the user the pod runs as.
+    directories=(("/prometheus", NOBODY, 0o775),),
     config=(
         "--user",
         f"{NOBODY}:{NOBODY}",
-        "--label",
-        f"org.opencontainers.image.version={versions.DEBIAN_PROMETHEUS}",
+        "--workingdir",
+        "/prometheus",
         "--entrypoint",
-        '["/usr/bin/prometheus"]',
+        '["/bin/prometheus"]',
         "--cmd",
         "[]",
     ),
-    smoke=("prometheus", "--version"),
-    expect=f"prometheus, version {versions.DEBIAN_PROMETHEUS}.",
+    smoke=("/bin/prometheus", "--version"),
+    expect=f"prometheus, version {build.prometheus_release(versions.PROMETHEUS)} ",
 )
 PROMETHEUS_ADAPTER = ScratchImage(
     "prometheus-adapter",

@@ -17,12 +17,13 @@ COREDNS = "v1.15.0"
 # The metric path on the real node: custom metrics from Prometheus, resource metrics from kubelets.
 PROMETHEUS_ADAPTER = "v0.12.0"
 METRICS_SERVER = "v0.9.0"
+# Prometheus 3.16.0 (its Go module numbers releases v0.3xx): Debian's 2.42 is built without the
+# Kubernetes service discovery that scraping pods needs.
+PROMETHEUS = "v0.316.0"
 # Local images (tools/hypersend_devenv/images.py) are made from this Debian release's packages;
 # its redis-server is the 7.0 series (the local Redis image's tag says so and the build checks it).
 DEBIAN_SUITE = "bookworm"
 DEBIAN_REDIS = "7.0"
-# Debian's prometheus (the local cluster's Prometheus image; the build checks the series).
-DEBIAN_PROMETHEUS = "2.42"
 
 
 def staging_version(kubernetes: str = KUBERNETES) -> str:

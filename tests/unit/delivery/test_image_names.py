@@ -31,9 +31,8 @@ def test_every_tag_comes_from_the_project_version() -> None:
     assert f"localhost/hypersend/pause:{version}" == images.SANDBOX_IMAGE
     assert f"localhost/hypersend/ferretdb:{versions.FERRETDB}" == images.FERRETDB_IMAGE
     assert f"localhost/hypersend/redis:{versions.DEBIAN_REDIS}-bookworm" == images.REDIS_IMAGE
-    assert f"localhost/hypersend/prometheus:{versions.DEBIAN_PROMETHEUS}-bookworm" == (
-        images.PROMETHEUS_IMAGE
-    )
+    assert images.PROMETHEUS_IMAGE == "localhost/hypersend/prometheus:3.16.0"
+    assert versions.PROMETHEUS == "v0.316.0"
     assert images.PROMETHEUS_ADAPTER_IMAGE.endswith(f":{versions.PROMETHEUS_ADAPTER}")
     assert images.METRICS_SERVER_IMAGE.endswith(f":{versions.METRICS_SERVER}")
     assert {spec.ref() for spec in images.IMAGES.values()} == {
