@@ -33,6 +33,9 @@ from hypersend_devenv.cluster import LocalCluster
 REPO = Path(__file__).resolve().parents[2]
 SCRAPE_CONFIG = REPO / "charts" / "prometheus-scrape-config.yaml"
 ADAPTER_VALUES = REPO / "charts" / "prometheus-adapter-values.yaml"
+# The alert rules as users without the Prometheus Operator load them (`rule_files:`).
+RULE_FILES = sorted((REPO / "charts" / "hypersend-operator" / "files" / "rules").glob("*.yaml"))
+PROMETHEUS_CONFIG_DIR = "/etc/prometheus"
 NAMESPACE = "hypersend-monitoring"
 PROMETHEUS_PORT = 9090
 ADAPTER_PORT = 6443
@@ -191,22 +194,35 @@ def _apiservice(name: str, service: str) -> Manifest:
 # Prometheus
 
 
-def prometheus_config(scrape_file: Path = SCRAPE_CONFIG) -> Manifest:
+def prometheus_config(
+    scrape_file: Path = SCRAPE_CONFIG, rule_files: list[Path] = RULE_FILES
+) -> Manifest:
     jobs = yaml.safe_load(scrape_file.read_text())["scrape_configs"]
     return {
         "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+        "rule_files": [f"{PROMETHEUS_CONFIG_DIR}/{path.name}" for path in rule_files],
         "scrape_configs": jobs,
     }
 
 
-def prometheus_manifests(image: str, config: Manifest) -> list[Manifest]:
+def prometheus_files(config: Manifest, rule_files: list[Path] = RULE_FILES) -> dict[str, str]:
+    """The files of Prometheus's config directory: prometheus.yml and the rule files it names."""
+    files = {"prometheus.yml": yaml.safe_dump(config, sort_keys=False)}
+    files.update({path.name: path.read_text() for path in rule_files})
+    return files
+
+
+def prometheus_manifests(
+    image: str, config: Manifest, rule_files: list[Path] = RULE_FILES
+) -> list[Manifest]:
     name = "prometheus"
-    text = yaml.safe_dump(config, sort_keys=False)
+    files = prometheus_files(config, rule_files)
+    text = "".join(f"{key}\n{value}" for key, value in sorted(files.items()))
     config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _meta(name),
-        "data": {"prometheus.yml": text},
+        "data": files,
     }
     pod = _restricted_pod(
         name,
@@ -214,7 +230,7 @@ def prometheus_manifests(image: str, config: Manifest) -> list[Manifest]:
         {
             "image": image,
             "args": [
-                "--config.file=/etc/prometheus/prometheus.yml",
+                f"--config.file={PROMETHEUS_CONFIG_DIR}/prometheus.yml",
                 "--storage.tsdb.path=/prometheus",
                 "--storage.tsdb.retention.time=2h",
                 f"--web.listen-address=:{PROMETHEUS_PORT}",
@@ -225,7 +241,7 @@ def prometheus_manifests(image: str, config: Manifest) -> list[Manifest]:
                 "periodSeconds": 2,
             },
             "volumeMounts": [
-                {"name": "config", "mountPath": "/etc/prometheus"},
+                {"name": "config", "mountPath": PROMETHEUS_CONFIG_DIR},
                 {"name": "data", "mountPath": "/prometheus"},
             ],
         },
