@@ -149,8 +149,10 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
         write_kind: str | None = None,
+        retry: bool = True,
     ) -> Obj | None:
-        """One request with transient retries. None for 404; ApiError for other failures."""
+        """One request with transient retries (unless `retry` is False). None for 404; ApiError
+        for other failures."""
 
         async def once() -> Obj | None:
             headers = {"Accept": "application/json"}
@@ -181,7 +183,7 @@ class Kube:
             data: Obj = resp.json()
             return data
 
-        return await retry_transient(once, self._backoff)
+        return await retry_transient(once, self._backoff) if retry else await once()
 
     # ------------------------------------------------------------------ discovery
 
@@ -224,6 +226,26 @@ class Kube:
                 # An aggregated API whose backend is down (503) must not hide the rest.
                 log.info("discovery of %s failed: %s", gv, e)
         return frozenset(kinds)
+
+    # ------------------------------------------------------------------ metrics
+
+    async def pod_metric(self, namespace: str, metric: str, label_selector: str) -> list[Obj]:
+        """The pods' values of a custom metric (custom.metrics.k8s.io, the group's preferred
+        version, as the HPA controller reads it). Tried once: an adapter that is down must not
+        stall a reconcile pass; the caller treats ApiError and 404 (None) as "unknown"."""
+        group = await self._request("GET", "/apis/custom.metrics.k8s.io", retry=False)
+        if group is None:
+            raise ApiError(404, "NotFound", "custom.metrics.k8s.io is not served")
+        version = group["preferredVersion"]["groupVersion"]
+        found = await self._request(
+            "GET",
+            f"/apis/{version}/namespaces/{namespace}/pods/*/{metric}",
+            params={"labelSelector": label_selector},
+            retry=False,
+        )
+        if found is None:
+            raise ApiError(404, "NotFound", f"no {metric} for pods in {namespace}")
+        return list(found.get("items", []))
 
     # ------------------------------------------------------------------ objects
 

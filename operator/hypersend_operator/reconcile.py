@@ -46,6 +46,7 @@ from hypersend_operator.builders import (
     user_secret_refs,
 )
 from hypersend_operator.builders import labels as lb
+from hypersend_operator.builders.hpa import CONNECTIONS_METRIC
 from hypersend_operator.kube import ApiError, Kube
 
 log = logging.getLogger(__name__)
@@ -318,6 +319,7 @@ def build_status(
     paused: bool,
     applied_generation: int | None,
     blocking: st.Check | None = None,
+    pod_connections: Sequence[Obj] | None = None,
     now: str | None = None,
 ) -> Obj:
     """The full status document for this pass (validated against the API model)."""
@@ -338,7 +340,9 @@ def build_status(
         observed_generation=observed,
     )
     chat = st.chat_summary(
-        _find(live, "Deployment", lb.CHAT), _find(live, "HorizontalPodAutoscaler", lb.CHAT)
+        _find(live, "Deployment", lb.CHAT),
+        _find(live, "HorizontalPodAutoscaler", lb.CHAT),
+        pod_connections,
     )
     chat["ready"] = f"{chat.get('readyReplicas', 0)}/{chat.get('replicas', 0)}"
     model = HypersendClusterStatus.model_validate(
@@ -395,6 +399,23 @@ async def pending_mongo_claims(
         if pvc is not None and pvc.get("status", {}).get("phase") == "Pending":
             pending.append(claim)
     return pending
+
+
+async def read_pod_connections(
+    kube: Kube, namespace: str, live: Mapping[tuple[str, str, str], Obj]
+) -> list[Obj] | None:
+    """The chat pods' open WebSockets as the HPA sees them (None when there is no HPA or no
+    custom metrics API to ask)."""
+    deployment = _find(live, "Deployment", lb.CHAT)
+    if deployment is None or _find(live, "HorizontalPodAutoscaler", lb.CHAT) is None:
+        return None
+    labels = deployment.get("spec", {}).get("selector", {}).get("matchLabels") or {}
+    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    try:
+        return await kube.pod_metric(namespace, CONNECTIONS_METRIC, selector)
+    except ApiError as e:
+        log.debug("connections of %s unknown: %s", namespace, e)
+        return None
 
 
 async def observe(
@@ -460,8 +481,18 @@ async def reconcile(
     if paused:
         live = await observe(kube, [m for c in components for m in c.manifests])
         checks = component_checks(spec, live, refs, await pending_mongo_claims(kube, ctx, live))
+        connections = await read_pod_connections(kube, namespace, live)
         return Pass(
-            build_status(cr, checks, live, paused=True, applied_generation=None, now=now), live=live
+            build_status(
+                cr,
+                checks,
+                live,
+                paused=True,
+                applied_generation=None,
+                now=now,
+                pod_connections=connections,
+            ),
+            live=live,
         )
 
     # Ordered steps: secrets, config, redis, mongo, chat, autoscaling, disruption, ingress, ...
@@ -487,6 +518,7 @@ async def reconcile(
         applied_generation=result.applied_generation,
         blocking=blocking,
         now=now,
+        pod_connections=await read_pod_connections(kube, namespace, result.live),
     )
     result.ready = result.status.get("phase") == "Ready"
     return result

@@ -24,6 +24,7 @@ from enum import Enum
 from typing import Any
 
 from hypersend_operator.api.base import parse_quantity
+from hypersend_operator.builders.hpa import CONNECTIONS_METRIC
 
 Obj = Mapping[str, Any]
 
@@ -448,8 +449,15 @@ def merge_conditions(
     return result
 
 
-def chat_summary(deployment: Obj | None, hpa: Obj | None) -> dict[str, Any]:
-    """`status.chat`: replica counts, the selector the HPA/scale use, and open connections."""
+def chat_summary(
+    deployment: Obj | None, hpa: Obj | None, pod_metrics: Sequence[Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
+    """`status.chat`: replica counts, the selector the HPA/scale use, and open connections.
+
+    `pod_metrics` are the chat pods' `hypersend_websocket_connections` values from the custom
+    metrics API (None when it could not be read): their sum is the real count. Without them the
+    HPA's per-pod average times its replicas is the estimate, which overcounts while new pods
+    have no sample yet."""
     if deployment is None:
         return {"replicas": 0, "readyReplicas": 0}
     spec = deployment.get("spec", {})
@@ -460,20 +468,28 @@ def chat_summary(deployment: Obj | None, hpa: Obj | None) -> dict[str, Any]:
         "readyReplicas": int(st.get("readyReplicas", 0) or 0),
         "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
     }
-    connections = connections_from_hpa(hpa)
-    if connections is not None:
-        summary["connections"] = connections
+    if pod_metrics is not None and hpa is not None:
+        summary["connections"] = connections_from_pod_metrics(pod_metrics)
+    else:
+        connections = connections_from_hpa(hpa)
+        if connections is not None:
+            summary["connections"] = connections
     return summary
 
 
+def connections_from_pod_metrics(items: Sequence[Mapping[str, Any]]) -> int:
+    """The sum of a custom metrics API MetricValueList's per-pod values."""
+    return round(sum(parse_quantity(str(item.get("value", "0"))) for item in items))
+
+
 def connections_from_hpa(hpa: Obj | None) -> int | None:
-    """Total open WebSockets = the HPA's observed per-pod average x current replicas."""
+    """Open WebSockets estimated as the HPA's observed per-pod average x current replicas."""
     if hpa is None:
         return None
     st = hpa.get("status", {})
     for metric in st.get("currentMetrics") or []:
         pods = metric.get("pods") or {}
-        if pods.get("metric", {}).get("name") == "hypersend_websocket_connections":
+        if pods.get("metric", {}).get("name") == CONNECTIONS_METRIC:
             avg = parse_quantity(str(pods.get("current", {}).get("averageValue", "0")))
             return round(avg * int(st.get("currentReplicas", 0) or 0))
     return None

@@ -53,6 +53,10 @@ watched to wake their parent and deleted only when pruned.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# status.chat.connections: the chat pods' values of the HPA's connection metric.
+- apiGroups: ["custom.metrics.k8s.io"]
+  resources: ["pods/hypersend_websocket_connections"]
+  verbs: ["get"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]

@@ -333,6 +333,18 @@ def test_chat_summary_with_connections() -> None:
     assert summary == {"replicas": 3, "readyReplicas": 2, "selector": "a=1,b=2", "connections": 4}
 
 
+def test_chat_summary_counts_the_pods_metric_values_when_it_has_them() -> None:
+    # Three pods, one not scraped yet: the HPA's average (1.5) x 3 would say 5 (rounded 4.5).
+    values = [{"value": "2"}, {"value": "1"}, {"value": "500m"}]
+    summary = st.chat_summary(deployment(desired=3, ready=3), hpa(avg="1500m"), values)
+    assert summary["connections"] == 4
+    assert st.chat_summary(deployment(desired=3, ready=3), hpa(avg="1500m"), [])["connections"] == 0
+
+
+def test_chat_summary_without_an_hpa_has_no_connection_count() -> None:
+    assert "connections" not in st.chat_summary(deployment(desired=1, ready=1), None, [])
+
+
 def test_chat_summary_without_deployment() -> None:
     assert st.chat_summary(None, None) == {"replicas": 0, "readyReplicas": 0}
 
