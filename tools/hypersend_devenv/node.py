@@ -584,6 +584,10 @@ class Node:
                 f"--hostname-override={NODE_NAME}",
                 f"--node-ip={NODE_IP}",
                 "--node-labels=hypersend.io/node=real",
+                # cAdvisor finds containerd only here (its own flag, deprecated but the only way):
+                # without it /metrics/cadvisor has no container, pod or image labels, and the
+                # dashboard's and alerts' per-container CPU and memory have no data.
+                f"--containerd={self.layout.containerd_socket}",
                 "--v=1",
             ],
         )
