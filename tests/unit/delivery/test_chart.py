@@ -138,6 +138,18 @@ def test_namespace_scoped_watch_grants_only_those_namespaces() -> None:
     assert "--all-namespaces" not in args
 
 
+def test_the_operator_pod_carries_scrape_annotations_for_its_metrics_port() -> None:
+    """Pod discovery (charts/prometheus-scrape-config.yaml) finds the operator by them."""
+    pod = helm.one(helm.render({"operator.metricsPort": "9999"}), "Deployment")["spec"]["template"]
+    annotations = pod["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "9999"
+    assert "--metrics-port=9999" in pod["spec"]["containers"][0]["args"]
+    off = helm.render({"metrics.scrapeAnnotations": "false", "podAnnotations.team": "chat"})
+    annotations = helm.one(off, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {"team": "chat"}
+
+
 def test_metrics_service_and_optional_service_monitor() -> None:
     objs = helm.render()
     svc = helm.one(objs, "Service")
