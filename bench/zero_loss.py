@@ -94,6 +94,8 @@ class Report:
     # including the time to notice a silent (frozen) server.
     max_dark_seconds: float
     closes: dict[str, int] = field(default_factory=dict)  # close code -> count
+    # `reconnect` frames: a draining server sends one before it closes with 1012.
+    reconnect_hints: int = 0
     errors: dict[str, int] = field(default_factory=dict)  # error code -> count (retried)
     details: list[str] = field(default_factory=list)
 
@@ -120,7 +122,8 @@ class Report:
             f"stored_twice={self.stored_twice} unacked_stored={self.unacked_stored} "
             f"reconnects={self.reconnects} max_reconnect={self.max_reconnect_seconds:.2f}s "
             f"max_dark={self.max_dark_seconds:.2f}s max_ack={self.max_ack_seconds:.2f}s "
-            f"closes=[{closes}] retried_errors=[{errors}]"
+            f"reconnect_hints={self.reconnect_hints} closes=[{closes}] "
+            f"retried_errors=[{errors}]"
         )
 
 
@@ -155,6 +158,7 @@ class Member:
         self.max_ack_seconds = 0.0
         self.closes: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        self.reconnect_hints = 0
         self.stopping = False
         self.sending = True
         self._ws: ClientConnection | None = None
@@ -267,6 +271,7 @@ class Member:
                             self._dark_since = None
                         self._live.set()
                     elif kind == "reconnect":
+                        self.reconnect_hints += 1
                         wait_ms = min(int(frame.get("after_ms", 0)), MAX_RECONNECT_WAIT_MS)
                     else:
                         self._on_frame(ws, frame)
@@ -502,6 +507,7 @@ class ZeroLossChecker:
             max_ack_seconds=max((m.max_ack_seconds for m in self.members), default=0.0),
             max_dark_seconds=max((t for m in self.members for t in m.dark_times), default=0.0),
             closes=dict(closes),
+            reconnect_hints=sum(m.reconnect_hints for m in self.members),
             errors=dict(errors),
             details=details,
         )
