@@ -65,6 +65,8 @@ def test_two_checkouts_run_dev_up_side_by_side(checkouts: list[Path]) -> None:
     assert codes == [0, 0], "\n\n".join(logs)
     for log in logs:
         assert "default/dev Ready in" in log
+        # The real metric path: the chat pod's gauge, scraped and served to the HPA.
+        assert "the HPA reads 0 open WebSockets through Prometheus" in log, log
 
     ports: list[list[int]] = []
     for d in checkouts:

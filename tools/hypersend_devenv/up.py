@@ -166,6 +166,24 @@ def wait_ready(cluster: LocalCluster, namespace: str, name: str, timeout: float)
     )
 
 
+def wait_connections(
+    cluster: LocalCluster, namespace: str, name: str, timeout: float
+) -> int | None:
+    """The cluster's `status.chat.connections` once the metric path serves it: the pods' values
+    from the custom metrics API, summed by the operator (None if it does not come in time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc = cluster.kubectl(
+            "get", "hypersendcluster", name, "-n", namespace, "-o", "json", check=False
+        )
+        if proc.returncode == 0:
+            chat = (json.loads(proc.stdout).get("status") or {}).get("chat") or {}
+            if "connections" in chat:
+                return int(chat["connections"])
+        time.sleep(1)
+    return None
+
+
 def up(args: argparse.Namespace) -> int:
     cluster = LocalCluster(real_node=True)
     result = cluster.up(timeout=300, log=say, node_images=node_images())
@@ -217,6 +235,15 @@ def up(args: argparse.Namespace) -> int:
         say(f"{e}\noperator log ({log}):\n{procs.log_tail(log)}")
         return 1
     say(f"{namespace}/{name} Ready in {time.monotonic() - started:.1f}s")
+    # Prometheus scrapes every 15 s and the HPA syncs every 15 s: the first count takes a while.
+    connections = wait_connections(cluster, namespace, name, 120)
+    if connections is None:
+        say("no connection count after 120s: see `kubectl describe hpa` and the adapter's logs")
+    else:
+        say(
+            f"the HPA reads {connections} open WebSockets through Prometheus and "
+            f"prometheus-adapter {time.monotonic() - started:.1f}s after apply"
+        )
     print(cluster.kubectl("get", "hypersendclusters", "-A").stdout, end="")
     print(cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide").stdout, end="")
     print(f"export KUBECONFIG={cluster.kubeconfig}")
