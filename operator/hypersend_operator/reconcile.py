@@ -409,10 +409,8 @@ async def read_pod_connections(
     deployment = _find(live, "Deployment", lb.CHAT)
     if deployment is None or _find(live, "HorizontalPodAutoscaler", lb.CHAT) is None:
         return None
-    labels = deployment.get("spec", {}).get("selector", {}).get("matchLabels") or {}
-    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
     try:
-        return await kube.pod_metric(namespace, CONNECTIONS_METRIC, selector)
+        return await kube.pod_metric(namespace, CONNECTIONS_METRIC, st.pod_selector(deployment))
     except ApiError as e:
         log.debug("connections of %s unknown: %s", namespace, e)
         return None

@@ -462,11 +462,10 @@ def chat_summary(
         return {"replicas": 0, "readyReplicas": 0}
     spec = deployment.get("spec", {})
     st = deployment.get("status", {})
-    labels = spec.get("selector", {}).get("matchLabels") or {}
     summary: dict[str, Any] = {
         "replicas": int(spec.get("replicas", st.get("replicas", 0)) or 0),
         "readyReplicas": int(st.get("readyReplicas", 0) or 0),
-        "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        "selector": pod_selector(deployment),
     }
     if pod_metrics is not None and hpa is not None:
         summary["connections"] = connections_from_pod_metrics(pod_metrics)
@@ -475,6 +474,12 @@ def chat_summary(
         if connections is not None:
             summary["connections"] = connections
     return summary
+
+
+def pod_selector(deployment: Obj) -> str:
+    """A Deployment's matchLabels as a label selector string (what the HPA and scale read)."""
+    labels = deployment.get("spec", {}).get("selector", {}).get("matchLabels") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 def connections_from_pod_metrics(items: Sequence[Mapping[str, Any]]) -> int:
