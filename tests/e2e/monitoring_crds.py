@@ -145,4 +145,4 @@ def install_monitoring_crds(kube: KubeCluster) -> None:
         name = crd["metadata"]["name"]
         if kube.kubectl("get", "crd", name, check=False).returncode:
             kube.kubectl("create", "-f", "-", input=json.dumps(crd))
-            kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
+            kube.wait_crd_established(name)

@@ -202,9 +202,7 @@ def test_a_crd_installs_and_its_custom_resources_are_validated(
     kube_cluster: KubeCluster, kube_namespace: str
 ) -> None:
     kube_cluster.apply(WIDGET_CRD)
-    kube_cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/widgets.e2e.hypersend.io", "--timeout=60s"
-    )
+    kube_cluster.wait_crd_established("widgets.e2e.hypersend.io")
 
     kube_cluster.wait_for(
         lambda: kube_cluster.apply(widget("w1", kube_namespace, 3), check=False).returncode == 0,

@@ -36,7 +36,7 @@ def crd_installed(kube_cluster: KubeCluster) -> KubeCluster:
     kube_cluster.kubectl(
         "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / crd.CRD_FILENAME)
     )
-    kube_cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    kube_cluster.wait_crd_established(CRD_NAME)
     return kube_cluster  # left installed: other tests of the session use it too
 
 

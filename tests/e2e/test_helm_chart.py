@@ -215,7 +215,7 @@ def test_install_upgrade_uninstall(
     dep = get_json(kube, "deployment", deployment, "-n", release_ns)
     assert dep["status"].get("readyReplicas") == 1, dep["status"]
     assert dep["spec"]["strategy"]["type"] == "Recreate"
-    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}")
+    kube.wait_crd_established(CRD_NAME)
     crd = get_json(kube, "crd", CRD_NAME)
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     assert "Generation" not in printer_columns(kube)

@@ -46,7 +46,7 @@ def kube(kube_cluster: KubeCluster) -> KubeCluster:
 def namespace(kube: KubeCluster) -> Iterator[str]:
     name = f"hs-plugin-{uuid.uuid4().hex[:6]}"
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/" + CRD)
+    kube.wait_crd_established(CRD)
     kube.kubectl("create", "namespace", name)
     yield name
     kube.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -371,6 +371,13 @@ def node_is_ready(node: Mapping[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
+def crd_established(crd: Mapping[str, Any] | None) -> bool:
+    """Whether a CustomResourceDefinition is served. (`kubectl wait --for=condition=Established`
+    fails at once, "accessor error: <nil>", while a new CRD has no conditions yet: poll this.)"""
+    conditions = ((crd or {}).get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+
 # ---------------------------------------------------------------------------------------------
 # kubectl
 
@@ -530,6 +537,14 @@ class LocalCluster:
             self.api_url(state) + path, context=self.admin_tls(), timeout=timeout
         ) as resp:
             return json.loads(resp.read() or b"null")
+
+    def wait_crd_established(self, name: str, timeout: float = 60.0) -> None:
+        path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+        deadline = time.monotonic() + timeout
+        while not crd_established(self.api_get(path)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"CRD {name} not Established after {timeout:.0f}s")
+            time.sleep(0.2)
 
     def status(self) -> dict[str, Any]:
         """What runs: each recorded process, and whether the API server answers /readyz."""

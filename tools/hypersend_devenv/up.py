@@ -191,9 +191,7 @@ def up(args: argparse.Namespace) -> int:
     seconds = metrics.install(cluster, metrics.MetricImages.built_here())
     say(f"metric path (Prometheus, prometheus-adapter, metrics-server) serving in {seconds:.1f}s")
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/hypersendclusters.hypersend.io"
-    )
+    cluster.wait_crd_established("hypersendclusters.hypersend.io")
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO / "operator"), str(REPO / "tools"), env.get("PYTHONPATH", "")]

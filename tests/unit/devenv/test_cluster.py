@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -218,3 +219,21 @@ def test_a_reused_pid_running_another_binary_is_not_ours() -> None:
             assert other.poll() is None  # stop() left the stranger alone
         finally:
             other.kill()
+
+
+@pytest.mark.parametrize(
+    ("crd", "established"),
+    [
+        (None, False),
+        ({}, False),
+        ({"status": None}, False),
+        ({"status": {"conditions": None}}, False),
+        ({"status": {"conditions": [{"type": "Established", "status": "False"}]}}, False),
+        ({"status": {"conditions": [{"type": "NamesAccepted", "status": "True"}]}}, False),
+        ({"status": {"conditions": [{"type": "Established", "status": "True"}]}}, True),
+    ],
+)
+def test_a_crd_is_established_only_by_its_condition(
+    crd: dict[str, Any] | None, established: bool
+) -> None:
+    assert cluster.crd_established(crd) is established
