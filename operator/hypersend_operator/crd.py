@@ -111,9 +111,16 @@ class _NoAliasDumper(yaml.SafeDumper):
         return True
 
 
+UNOBSERVED_STATUS: dict[str, Any] = {"observedGeneration": 0}
+
+
 def build_crd() -> dict[str, Any]:
     spec = schema_of(api.HypersendClusterSpec)
     status = schema_of(api.HypersendClusterStatus)
+    # The API server defaults a missing status on every read, so a CR the operator has not seen
+    # yet says "generation 1 not observed": kstatus reads InProgress from the first instant
+    # instead of Current (what it concludes from no status at all).
+    status["default"] = UNOBSERVED_STATUS
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

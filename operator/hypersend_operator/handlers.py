@@ -144,8 +144,9 @@ class Runner:
             if cr is None or cr["metadata"].get("deletionTimestamp"):
                 metrics.forget_cluster(namespace, name)
                 return
-            if not cr.get("status"):
-                # A brand-new CR says at once that work is under way (kstatus: InProgress).
+            if not (cr.get("status") or {}).get("conditions"):
+                # A brand-new CR (its status only the CRD's default) says at once, with
+                # conditions, that work is under way (kstatus: InProgress).
                 initial = reconcile.initial_status(cr)
                 await reconcile.write_status(self.kube, cr, initial)
                 cr = {**cr, "status": initial}

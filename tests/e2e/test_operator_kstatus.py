@@ -52,7 +52,8 @@ def until(hsc: ClusterHelper, wanted: str, what: str, seen: list[str]) -> dict[s
 
 
 def test_kstatus_follows_the_cluster(hsc: ClusterHelper) -> None:
-    # Brand new: from the first status the operator writes, kstatus says InProgress until Ready.
+    # Brand new: from the first read (the CRD's default status, before the operator has seen the
+    # CR) kstatus says InProgress until Ready.
     started = time.monotonic()
     hsc.apply(hsc.manifest())
     seen: list[str] = []

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypersend_operator import crd
 from hypersend_operator import status as st
 
 from tests.unit.delivery import kstatus
@@ -57,10 +58,18 @@ def test_a_brand_new_cluster_is_in_progress() -> None:
 
 
 def test_without_any_status_kstatus_reads_current() -> None:
-    """Why the operator writes a status at once: before it, kstatus has nothing to go on."""
+    """Why the CRD defaults the status and the operator writes one at once: without, kstatus
+    has nothing to go on."""
     bare: dict[str, Any] = cluster(st.initial_summary(), 1, None)
     del bare["status"]
     assert kstatus.compute(bare)["status"] == "Current"
+
+
+def test_the_crds_default_status_is_in_progress_before_the_operator_writes() -> None:
+    unseen: dict[str, Any] = cluster(st.initial_summary(), 1, None)
+    unseen["status"] = dict(crd.UNOBSERVED_STATUS)
+    result = kstatus.compute(unseen)
+    assert result["status"] == "InProgress", result
 
 
 RECORDED = Path(__file__).resolve().parent / "recorded_statuses"
