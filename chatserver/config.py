@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     ws_idle_timeout_seconds: float = Field(default=300, gt=0)
     ws_max_connections: int = Field(default=5000, ge=1)
     ws_send_queue_size: int = Field(default=256, ge=1)
+    # A socket that takes no frame for this long while history waits to be queued for it is a
+    # slow consumer (chatserver/realtime.py, Session.push_wait).
+    ws_send_stall_seconds: float = Field(default=10, gt=0)
     max_message_bytes: int = Field(default=16_384, ge=1)
     rate_limit_per_minute: int = Field(default=100, ge=1)
     drain_delay_seconds: float = Field(default=5, ge=0)

@@ -171,12 +171,23 @@ class Session:
         self.push(outgoing(frame))
 
     async def push_wait(self, item: Outgoing) -> None:
-        """Queue a history frame, waiting while the queue is over half full (back-pressure)."""
+        """Queue a history frame, waiting while the queue is over half full (back-pressure).
+
+        The wait is bounded: a replay to a socket that stopped reading used to wait forever, and
+        when no live event followed (pub/sub down, a quiet room) nothing else noticed it."""
         while self.queue.space <= self.queue.maxsize // 2:
             if self.close_code is not None:
                 raise SessionClosed
             self._space.clear()
-            await self._space.wait()
+            try:
+                async with asyncio.timeout(self.hub.settings.ws_send_stall_seconds):
+                    await self._space.wait()
+            except TimeoutError:
+                metrics.SLOW_CONSUMER_DISCONNECTS.inc()
+                log.info("slow consumer disconnected user=%s conn=%s", self.user_id, self.id)
+                reason = "slow consumer: history replay stalled, resume"
+                self.close(Close.SLOW_CONSUMER, reason, flush=False)
+                raise SessionClosed from None
         if self.close_code is not None:
             raise SessionClosed
         self.push(item)

@@ -21,6 +21,7 @@ CONTRACT_DEFAULTS = {
     "ws_idle_timeout_seconds": 300,
     "ws_max_connections": 5000,
     "ws_send_queue_size": 256,
+    "ws_send_stall_seconds": 10,
     "max_message_bytes": 16_384,
     "rate_limit_per_minute": 100,
     "drain_delay_seconds": 5,
