@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -24,14 +25,29 @@ class FrameSocket:
 
     @classmethod
     async def open(
-        cls, url: str, *, open_timeout: float = 10.0, max_size: int | None = 2**22
+        cls,
+        url: str,
+        *,
+        open_timeout: float = 10.0,
+        max_size: int | None = 2**22,
+        max_queue: int | None = 16,
+        sock: socket.socket | None = None,
     ) -> FrameSocket:
+        """Open ``url``. ``max_queue``: frames buffered unread (None: unbounded); ``sock``: an
+        already connected socket to speak over (e.g. one with a tiny receive buffer)."""
+        extra: dict[str, Any] = {} if sock is None else {"sock": sock}
         try:
             # ping_interval=None: the protocol has its own JSON ping/pong (answered by the
             # client), and a library-level ping would only duplicate it. proxy=None: the servers
             # are reached directly; an environment proxy must not capture them.
             ws = await connect(
-                url, proxy=None, open_timeout=open_timeout, ping_interval=None, max_size=max_size
+                url,
+                proxy=None,
+                open_timeout=open_timeout,
+                ping_interval=None,
+                max_size=max_size,
+                max_queue=max_queue,
+                **extra,
             )
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
             raise TransportError(f"{url}: {type(exc).__name__}: {exc}") from exc

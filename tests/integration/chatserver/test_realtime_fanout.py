@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from hypersend_client import CloseError
 from hypersend_devenv.datastores import FerretDBServer
-from websockets.exceptions import ConnectionClosed
 
 from chatserver.bus import envelope
 from chatserver.store import Store
@@ -265,7 +265,7 @@ async def test_kill_9_under_traffic_loses_no_acknowledged_message(
 
     # What the sockets on A received before it died (still buffered client-side) counts as seen.
     for dead in (bob_a, sender_a):
-        with contextlib.suppress(ConnectionClosed, TimeoutError):
+        with contextlib.suppress(CloseError, TimeoutError):
             while True:
                 await dead.recv(wait=2)
 
