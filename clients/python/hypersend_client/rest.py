@@ -51,9 +51,11 @@ class RestClient:
 
     def __init__(self, base_url: str, *, timeout: float = 30.0, trust_env: bool = False) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url + API, timeout=timeout, trust_env=trust_env
-        )
+        self._timeout = timeout
+        self._trust_env = trust_env
+        # Made on first use: a load test holds thousands of clients that never call REST, and
+        # each httpx client builds its own TLS context.
+        self._http: httpx.AsyncClient | None = None
         self._tokens: Tokens | None = None
         # Called with every new pair (sign-in, refresh), e.g. to persist them.
         self.on_tokens: Callable[[Tokens], None] | None = None
@@ -71,7 +73,16 @@ class RestClient:
             self.on_tokens(tokens)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                base_url=self.base_url + API, timeout=self._timeout, trust_env=self._trust_env
+            )
+        return self._http
 
     # accounts
 
@@ -239,7 +250,9 @@ class RestClient:
     ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {await self.access_token()}"} if auth else {}
         try:
-            return await self._http.request(method, path, json=body, params=params, headers=headers)
+            return await self._client().request(
+                method, path, json=body, params=params, headers=headers
+            )
         except httpx.TransportError as exc:
             raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
 
