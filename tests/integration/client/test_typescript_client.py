@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,22 @@ def test_typescript_client_suite_passes_against_real_servers(
     }
     assert summary.get("fail") == 0, output[-3000:]
     assert summary.get("pass", 0) >= 6, output[-3000:]
+
+
+def test_the_served_web_client_is_the_build_of_its_sources(tmp_path: Path) -> None:
+    """chatserver/webclient/js is generated (``npm run build:web``) and committed, so the server
+    image needs no Node.js; it must match its TypeScript sources."""
+    npx = shutil.which("npx")
+    assert npx is not None, "npm is missing: ./dev setup installs Node.js"
+    subprocess.run(
+        [npx, "tsc", "-p", "tsconfig.web.json", "--outDir", str(tmp_path)],
+        cwd=PACKAGE,
+        check=True,
+        timeout=120,
+    )
+    served = REPO_ROOT / "chatserver" / "webclient" / "js"
+    built = {p.relative_to(tmp_path): p.read_text() for p in tmp_path.rglob("*.js")}
+    committed = {p.relative_to(served): p.read_text() for p in served.rglob("*.js")}
+    assert built.keys() == committed.keys()
+    stale = [str(name) for name in built if built[name] != committed[name]]
+    assert not stale, f"run `npm run build:web` in clients/typescript; stale: {stale}"
