@@ -122,7 +122,8 @@ async def test_drain_reconnects_after_the_hint_and_resumes_with_nothing_lost_or_
         await on_b.send(room.id, f"before {i}")
     await alice.until(lambda _: len(alice.texts(room.id)) == 3)
 
-    a.stop()  # SIGTERM: the server sends `reconnect` with a jittered after_ms, then 1012
+    # SIGTERM: the server sends `reconnect` with a jittered after_ms, then closes with 1012.
+    await asyncio.to_thread(a.stop)
     await alice.until(lambda seen: bool(alice.of(events.Reconnecting)))
     first = alice.of(events.Reconnecting)[0]
     assert isinstance(first.error, errors.ServerRestarting)
@@ -132,7 +133,7 @@ async def test_drain_reconnects_after_the_hint_and_resumes_with_nothing_lost_or_
     for i in range(5):
         await on_b.send(room.id, f"while away {i}")
     pending = asyncio.create_task(on_a.send(room.id, "sent while away", client_id="away-1"))
-    a.start()  # the same port: alice's client finds it by itself
+    await asyncio.to_thread(a.start)  # the same port: alice's client finds it by itself
     stored = await asyncio.wait_for(pending, WAIT)
     await alice.until(lambda _: len(alice.texts(room.id)) == 9)
     expected = [f"before {i}" for i in range(3)] + [f"while away {i}" for i in range(5)]

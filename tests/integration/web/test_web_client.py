@@ -7,6 +7,7 @@ chat; a reload shows the history; the server restarts mid-conversation and both 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
@@ -117,7 +118,7 @@ async def test_two_browsers_chat_reload_and_survive_a_server_restart(
     await bob.screenshot(path=screenshots / "4-after-reload.png")
 
     # The server restarts mid-conversation: both pages say so, Alice writes meanwhile.
-    server.stop()
+    await asyncio.to_thread(server.stop)
     for page in (alice, bob):
         await expect(page.get_by_role("status").first).to_have_text(
             "reconnecting…", timeout=WAIT_MS
@@ -125,7 +126,7 @@ async def test_two_browsers_chat_reload_and_survive_a_server_restart(
     await send(alice, "written while the server was down")
     await expect(alice.locator("#messages li.pending")).to_have_count(1)
     await alice.screenshot(path=screenshots / "5-reconnecting.png")
-    server.start()
+    await asyncio.to_thread(server.start)
     for page in (alice, bob):
         await expect(page.get_by_role("status").first).to_have_text("connected", timeout=WAIT_MS)
     await send(bob, "back again")
