@@ -42,7 +42,10 @@ const messages = new Map<string, Map<number, Message>>();
 const hasMore = new Map<string, boolean>();
 const pending = new Map<string, { roomId: string; text: string }>();
 const names = new Map<string, string>();
+// Presence is only announced on changes (docs/protocol.md): a member we heard nothing about
+// is shown without a marker rather than as offline.
 const online = new Set<string>();
+const offline = new Set<string>();
 const typingUntil = new Map<string, number>();
 let loadingOlder = false;
 let lastTypingSent = 0;
@@ -164,7 +167,7 @@ async function loadMembers(roomId: string): Promise<void> {
   $("members").replaceChildren(
     ...members.map((member) => {
       const span = document.createElement("span");
-      span.className = online.has(member.user_id) ? "online" : "offline";
+      span.className = presenceClass(member.user_id);
       span.dataset.userId = member.user_id;
       span.textContent = `${member.display_name} `;
       return span;
@@ -174,8 +177,12 @@ async function loadMembers(roomId: string): Promise<void> {
 
 function renderPresence(): void {
   for (const span of $("members").querySelectorAll<HTMLElement>("span[data-user-id]")) {
-    span.className = online.has(span.dataset.userId ?? "") ? "online" : "offline";
+    span.className = presenceClass(span.dataset.userId ?? "");
   }
+}
+
+function presenceClass(userId: string): string {
+  return online.has(userId) ? "online" : offline.has(userId) ? "offline" : "";
 }
 
 // messages
@@ -297,8 +304,13 @@ function onEvent(event: ClientEvent): void {
       }
       break;
     case "presence":
-      if (event.online) online.add(event.user_id);
-      else online.delete(event.user_id);
+      if (event.online) {
+        online.add(event.user_id);
+        offline.delete(event.user_id);
+      } else {
+        online.delete(event.user_id);
+        offline.add(event.user_id);
+      }
       renderPresence();
       break;
     case "room_added":

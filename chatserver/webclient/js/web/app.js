@@ -23,7 +23,10 @@ const messages = new Map();
 const hasMore = new Map();
 const pending = new Map();
 const names = new Map();
+// Presence is only announced on changes (docs/protocol.md): a member we heard nothing about
+// is shown without a marker rather than as offline.
 const online = new Set();
+const offline = new Set();
 const typingUntil = new Map();
 let loadingOlder = false;
 let lastTypingSent = 0;
@@ -142,7 +145,7 @@ async function loadMembers(roomId) {
         return;
     $("members").replaceChildren(...members.map((member) => {
         const span = document.createElement("span");
-        span.className = online.has(member.user_id) ? "online" : "offline";
+        span.className = presenceClass(member.user_id);
         span.dataset.userId = member.user_id;
         span.textContent = `${member.display_name} `;
         return span;
@@ -150,8 +153,11 @@ async function loadMembers(roomId) {
 }
 function renderPresence() {
     for (const span of $("members").querySelectorAll("span[data-user-id]")) {
-        span.className = online.has(span.dataset.userId ?? "") ? "online" : "offline";
+        span.className = presenceClass(span.dataset.userId ?? "");
     }
+}
+function presenceClass(userId) {
+    return online.has(userId) ? "online" : offline.has(userId) ? "offline" : "";
 }
 // messages
 function renderMessages(options = {}) {
@@ -276,10 +282,14 @@ function onEvent(event) {
             }
             break;
         case "presence":
-            if (event.online)
+            if (event.online) {
                 online.add(event.user_id);
-            else
+                offline.delete(event.user_id);
+            }
+            else {
                 online.delete(event.user_id);
+                offline.add(event.user_id);
+            }
             renderPresence();
             break;
         case "room_added":
