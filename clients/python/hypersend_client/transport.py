@@ -32,19 +32,25 @@ class FrameSocket:
         max_size: int | None = 2**22,
         max_queue: int | None = 16,
         sock: socket.socket | None = None,
+        keepalive: tuple[float, float] | None = None,
+        close_timeout: float = 10.0,
     ) -> FrameSocket:
         """Open ``url``. ``max_queue``: frames buffered unread (None: unbounded); ``sock``: an
-        already connected socket to speak over (e.g. one with a tiny receive buffer)."""
+        already connected socket to speak over (e.g. one with a tiny receive buffer);
+        ``keepalive``: (interval, timeout) of WebSocket-level pings that close the socket when a
+        server stops answering (a frozen process keeps its TCP connections open)."""
         extra: dict[str, Any] = {} if sock is None else {"sock": sock}
         try:
-            # ping_interval=None: the protocol has its own JSON ping/pong (answered by the
-            # client), and a library-level ping would only duplicate it. proxy=None: the servers
-            # are reached directly; an environment proxy must not capture them.
+            # No library-level ping unless asked for: the protocol has its own JSON ping/pong
+            # (answered by the client). proxy=None: the servers are reached directly; an
+            # environment proxy must not capture them.
             ws = await connect(
                 url,
                 proxy=None,
                 open_timeout=open_timeout,
-                ping_interval=None,
+                ping_interval=None if keepalive is None else keepalive[0],
+                ping_timeout=None if keepalive is None else keepalive[1],
+                close_timeout=close_timeout,
                 max_size=max_size,
                 max_queue=max_queue,
                 **extra,
