@@ -101,6 +101,7 @@ class Client:
         backoff: Backoff | None = None,
         ack_timeout: float = 10.0,
         open_timeout: float = 10.0,
+        silence_timeout: float = 75.0,
         on_event: Callable[[ev.Event], None] | None = None,
         trust_env: bool = False,
     ) -> None:
@@ -111,6 +112,10 @@ class Client:
         self.backoff = backoff or Backoff()
         self.ack_timeout = ack_timeout
         self.open_timeout = open_timeout
+        # The server pings every HYPERSEND_WS_PING_INTERVAL_SECONDS (30 s by default): a socket
+        # silent for longer than two and a half of those belongs to a server that froze (its TCP
+        # connection stays open) or a path that died, and is dropped and reconnected.
+        self.silence_timeout = silence_timeout
         self.state: State = "idle"
         self.user_id: str | None = None
         # room -> the last seq delivered (the resume point)
@@ -342,7 +347,12 @@ class Client:
             await socket.send({"type": "ping"})
         ready = False
         while True:
-            frame = await socket.recv()
+            try:
+                async with asyncio.timeout(self.silence_timeout):
+                    frame = await socket.recv()
+            except TimeoutError:
+                socket.abort()
+                raise TransportError(f"no frame for {self.silence_timeout:g} s") from None
             kind = frame.get("type")
             if kind == "ready":
                 ready = True

@@ -15,6 +15,7 @@ import {
   CloseError,
   HypersendError,
   SendError,
+  TransportError,
   closeError,
 } from "./errors.js";
 import { RestClient, newClientId, refreshAt } from "./rest.js";
@@ -51,6 +52,10 @@ export interface ClientOptions {
   backoff?: Backoff;
   /** Repeat a send not answered within this long (ms). */
   ackTimeoutMs?: number;
+  /** Drop a socket that received nothing for this long (ms; default 75 s): the server pings
+   * every HYPERSEND_WS_PING_INTERVAL_SECONDS (30 s by default), so silence means a frozen
+   * server or a dead path. */
+  silenceTimeoutMs?: number;
   /** A WebSocket implementation (default: the global one). */
   WebSocket?: typeof WebSocket;
   rest?: RestClient;
@@ -71,6 +76,7 @@ export class Client {
   readonly startFrom: "latest" | "live";
   readonly backoff: Backoff;
   readonly ackTimeoutMs: number;
+  readonly silenceTimeoutMs: number;
   state: State = "idle";
   userId: string | null = null;
   /** room -> the last seq delivered (the resume point) */
@@ -97,6 +103,7 @@ export class Client {
     this.startFrom = options.startFrom ?? "latest";
     this.backoff = options.backoff ?? { base: 0.5, cap: 15 };
     this.ackTimeoutMs = options.ackTimeoutMs ?? 10_000;
+    this.silenceTimeoutMs = options.silenceTimeoutMs ?? 75_000;
     const ws = options.WebSocket ?? globalThis.WebSocket;
     if (ws === undefined) throw new HypersendError("no WebSocket: pass options.WebSocket");
     this.WS = ws;
@@ -309,6 +316,25 @@ export class Client {
       this.socket = ws;
       const resuming = this.positions.size > 0;
       let ready = false;
+      let silence: ReturnType<typeof setTimeout> | undefined;
+      let ended = false;
+      const end = (error: Error) => {
+        if (ended) return;
+        ended = true;
+        clearTimeout(silence);
+        resolve(error);
+      };
+      // Armed from the start (a server that accepts TCP but never answers counts too) and
+      // re-armed by every frame. A frozen server would not finish a close handshake either:
+      // the session ends at once and the socket is left to the browser.
+      const watch = () => {
+        clearTimeout(silence);
+        silence = setTimeout(() => {
+          ws.close(4000, "silent server");
+          end(new TransportError(`no frame for ${this.silenceTimeoutMs / 1000} s`));
+        }, this.silenceTimeoutMs);
+      };
+      watch();
       ws.onopen = () => {
         ws.send(JSON.stringify({ type: "auth", token }));
         // The first frame after auth ends the server's hold on live events (docs/protocol.md).
@@ -321,7 +347,8 @@ export class Client {
         );
       };
       ws.onmessage = (message: MessageEvent) => {
-        if (typeof message.data !== "string") return;
+        if (ended || typeof message.data !== "string") return;
+        watch();
         const frame = JSON.parse(message.data) as Frame;
         if (frame.type === "ready") ready = true;
         this.dispatch(frame, ws, hint);
@@ -330,7 +357,7 @@ export class Client {
       ws.onerror = () => {
         // the close event follows with the code
       };
-      ws.onclose = (event: CloseEvent) => resolve(closeError(event.code, event.reason));
+      ws.onclose = (event: CloseEvent) => end(closeError(event.code, event.reason));
     });
   }
 

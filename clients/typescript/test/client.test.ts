@@ -12,6 +12,7 @@ import {
   CloseError,
   ServerRestarting,
   SendError,
+  TransportError,
   Unauthorized,
   backoffDelay,
   closeError,
@@ -145,6 +146,24 @@ test("refused sends and logins raise their error types", async () => {
     assert.equal(error.code, "invalid_credentials");
     return true;
   });
+});
+
+test("a frozen server is noticed by its silence, and left", { skip: !DRAIN_PID }, async () => {
+  // The drain server pings every 0.5 s; a stopped process keeps its TCP connections open.
+  const client = new Client(DRAIN_URL, { silenceTimeoutMs: 2000 });
+  opened.push(client);
+  await client.register(`t${randomBytes(5).toString("hex")}`, PASSWORD);
+  await client.start();
+  const reconnecting = client.waitFor("reconnecting");
+  process.kill(DRAIN_PID, "SIGSTOP");
+  try {
+    const event = await reconnecting;
+    assert.ok(event.error instanceof TransportError, String(event.error));
+  } finally {
+    process.kill(DRAIN_PID, "SIGCONT");
+  }
+  await client.waitFor("connected");
+  await client.close();
 });
 
 test("a draining server's reconnect hint sets the delay", { skip: !DRAIN_PID }, async () => {

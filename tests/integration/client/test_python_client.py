@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import signal
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
@@ -19,6 +20,7 @@ from hypersend_client import (
     Client,
     FrameSocket,
     SendError,
+    TransportError,
     errors,
     events,
 )
@@ -172,6 +174,32 @@ async def test_a_dropped_connection_reconnects_with_backoff_and_resumes(
     await bob.until(lambda _: len(bob.texts(room.id)) == 4)
     assert bob.texts(room.id) == ["one", "two", "three", "four"]
     assert b.positions[room.id] == 4
+
+
+async def test_a_frozen_server_is_noticed_by_its_silence_and_left(
+    chat_server_factory: ChatServerFactory, clients: list[Client]
+) -> None:
+    # A stopped process keeps its TCP connections open: only the missing pings tell.
+    a, b = chat_server_factory.start_many(2, ws_ping_interval_seconds=0.5)
+    alice, bob = Recorder(), Recorder()
+    on_a = Client(a.url, on_event=alice, silence_timeout=2.0, open_timeout=2.0)
+    on_b = await signed_up(b, bob)
+    await on_a.register(f"c{secrets.token_hex(5)}", PASSWORD)
+    clients += [on_a, on_b]
+    assert on_b.user_id is not None
+    room = await on_a.rest.create_group("frozen", [on_b.user_id])
+    await asyncio.gather(on_a.start(), on_b.start())
+    assert a.process is not None
+    a.process.send_signal(signal.SIGSTOP)
+    try:
+        await alice.until(lambda _: bool(alice.of(events.Reconnecting)))
+        assert isinstance(alice.of(events.Reconnecting)[0].error, TransportError)
+        await on_b.send(room.id, "while frozen")
+    finally:
+        a.process.send_signal(signal.SIGCONT)
+    # The resume replays what came meanwhile, then the socket is live again.
+    await alice.until(lambda _: len(alice.of(events.Connected)) == 2)
+    assert alice.texts(room.id) == ["while frozen"]
 
 
 async def test_a_full_server_is_retried_until_a_place_frees(

@@ -8,7 +8,7 @@
 // - `send` repeats the same frame (same client_id) until the `ack`: on every reconnect, after
 //   `retry_after` or a short pause for retryable errors, and when no answer came in time;
 // - the access token is refreshed before it expires.
-import { AuthError, ClientClosedError, CloseError, HypersendError, SendError, closeError, } from "./errors.js";
+import { AuthError, ClientClosedError, CloseError, HypersendError, SendError, TransportError, closeError, } from "./errors.js";
 import { RestClient, newClientId, refreshAt } from "./rest.js";
 // docs/protocol.md, "Errors on an open socket": a repeat of the same frame can fix these.
 const RETRYABLE_SEND_ERRORS = new Set(["rate_limited", "try_again", "store_failed", "internal"]);
@@ -25,6 +25,7 @@ export class Client {
     startFrom;
     backoff;
     ackTimeoutMs;
+    silenceTimeoutMs;
     state = "idle";
     userId = null;
     /** room -> the last seq delivered (the resume point) */
@@ -49,6 +50,7 @@ export class Client {
         this.startFrom = options.startFrom ?? "latest";
         this.backoff = options.backoff ?? { base: 0.5, cap: 15 };
         this.ackTimeoutMs = options.ackTimeoutMs ?? 10_000;
+        this.silenceTimeoutMs = options.silenceTimeoutMs ?? 75_000;
         const ws = options.WebSocket ?? globalThis.WebSocket;
         if (ws === undefined)
             throw new HypersendError("no WebSocket: pass options.WebSocket");
@@ -254,6 +256,26 @@ export class Client {
             this.socket = ws;
             const resuming = this.positions.size > 0;
             let ready = false;
+            let silence;
+            let ended = false;
+            const end = (error) => {
+                if (ended)
+                    return;
+                ended = true;
+                clearTimeout(silence);
+                resolve(error);
+            };
+            // Armed from the start (a server that accepts TCP but never answers counts too) and
+            // re-armed by every frame. A frozen server would not finish a close handshake either:
+            // the session ends at once and the socket is left to the browser.
+            const watch = () => {
+                clearTimeout(silence);
+                silence = setTimeout(() => {
+                    ws.close(4000, "silent server");
+                    end(new TransportError(`no frame for ${this.silenceTimeoutMs / 1000} s`));
+                }, this.silenceTimeoutMs);
+            };
+            watch();
             ws.onopen = () => {
                 ws.send(JSON.stringify({ type: "auth", token }));
                 // The first frame after auth ends the server's hold on live events (docs/protocol.md).
@@ -262,8 +284,9 @@ export class Client {
                     : { type: "ping" }));
             };
             ws.onmessage = (message) => {
-                if (typeof message.data !== "string")
+                if (ended || typeof message.data !== "string")
                     return;
+                watch();
                 const frame = JSON.parse(message.data);
                 if (frame.type === "ready")
                     ready = true;
@@ -274,7 +297,7 @@ export class Client {
             ws.onerror = () => {
                 // the close event follows with the code
             };
-            ws.onclose = (event) => resolve(closeError(event.code, event.reason));
+            ws.onclose = (event) => end(closeError(event.code, event.reason));
         });
     }
     goLive() {
