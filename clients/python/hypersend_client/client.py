@@ -28,6 +28,7 @@ from typing import Literal, TypeVar
 
 from hypersend_client import events as ev
 from hypersend_client.errors import (
+    ApiError,
     AuthError,
     ClientClosedError,
     CloseError,
@@ -321,7 +322,9 @@ class Client:
             if isinstance(error, CloseError) and error.refresh:
                 try:
                     await self.rest.refresh()
-                except AuthError as exc:
+                except ApiError as exc:
+                    # Refused (expired, revoked, reused, or no refresh token at all): only a new
+                    # login helps.
                     self._stop(exc)
                     return
                 except HypersendError:
@@ -448,11 +451,11 @@ class Client:
             try:
                 await self.rest.access_token()
                 failures = 0
-            except AuthError:
-                return  # the next reconnect reports it
-            except HypersendError:
+            except TransportError:
                 failures += 1
                 await asyncio.sleep(self.backoff.delay(failures, self._rng))
+            except HypersendError:
+                return  # refused: the next reconnect reports it
 
     def _stop(self, error: Exception | None) -> None:
         if self.state == "closed":

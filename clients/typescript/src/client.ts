@@ -10,6 +10,7 @@
 // - the access token is refreshed before it expires.
 
 import {
+  ApiError,
   AuthError,
   ClientClosedError,
   CloseError,
@@ -285,7 +286,8 @@ export class Client {
         try {
           await this.rest.refresh();
         } catch (caught) {
-          if (caught instanceof AuthError) {
+          if (caught instanceof ApiError) {
+            // refused (expired, revoked, reused, no refresh token): only a new login helps
             this.stop(caught);
             return;
           }
@@ -451,7 +453,7 @@ export class Client {
     this.refreshTimer = setTimeout(
       () => {
         this.rest.accessToken().catch((error: unknown) => {
-          if (!(error instanceof AuthError)) {
+          if (error instanceof TransportError) {
             // unreachable now: try again after a backoff step
             this.refreshTimer = setTimeout(() => this.scheduleRefresh(), backoffDelay(this.backoff, 2) * 1000);
           }

@@ -8,7 +8,7 @@
 // - `send` repeats the same frame (same client_id) until the `ack`: on every reconnect, after
 //   `retry_after` or a short pause for retryable errors, and when no answer came in time;
 // - the access token is refreshed before it expires.
-import { AuthError, ClientClosedError, CloseError, HypersendError, SendError, TransportError, closeError, } from "./errors.js";
+import { ApiError, AuthError, ClientClosedError, CloseError, HypersendError, SendError, TransportError, closeError, } from "./errors.js";
 import { RestClient, newClientId, refreshAt } from "./rest.js";
 // docs/protocol.md, "Errors on an open socket": a repeat of the same frame can fix these.
 const RETRYABLE_SEND_ERRORS = new Set(["rate_limited", "try_again", "store_failed", "internal"]);
@@ -225,7 +225,8 @@ export class Client {
                     await this.rest.refresh();
                 }
                 catch (caught) {
-                    if (caught instanceof AuthError) {
+                    if (caught instanceof ApiError) {
+                        // refused (expired, revoked, reused, no refresh token): only a new login helps
                         this.stop(caught);
                         return;
                     }
@@ -390,7 +391,7 @@ export class Client {
             return;
         this.refreshTimer = setTimeout(() => {
             this.rest.accessToken().catch((error) => {
-                if (!(error instanceof AuthError)) {
+                if (error instanceof TransportError) {
                     // unreachable now: try again after a backoff step
                     this.refreshTimer = setTimeout(() => this.scheduleRefresh(), backoffDelay(this.backoff, 2) * 1000);
                 }
