@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypersend_client import Client
 from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
 from tests.fixtures.chat import ChatServerFactory, ChatServerProcess
@@ -149,3 +150,29 @@ async def test_the_web_client_is_off_by_default(chat_server_factory: ChatServerF
         page = await http.get(f"{on.url}/app/")
         assert page.status_code == 200
         assert '<label for="text">Message</label>' in page.text
+
+
+async def test_history_scrolls_back_page_by_page(
+    chat_server_factory: ChatServerFactory, browser: Browser
+) -> None:
+    # 120 messages stored through the Python client; the page shows the newest 50 and loads
+    # older ones as the list is scrolled to its top (50 per page).
+    server = chat_server_factory.start(web_client=True, rate_limit_per_minute=100_000)
+    writer = Client(server.url)
+    await writer.register(f"w{secrets.token_hex(4)}", PASSWORD)
+    room = await writer.rest.create_group("archive", [])
+    for i in range(1, 121):
+        await writer.rest.post_message(room.id, f"old {i}")
+    await writer.close()
+    assert writer.rest.user is not None
+    page = await open_page(browser, server)
+    await page.get_by_label("Username", exact=True).fill(writer.rest.user.username)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_label("Password").press("Enter")  # the form submits: log in
+    shown = messages(page)
+    await expect(shown).to_have_count(50, timeout=WAIT_MS)
+    await expect(shown.last).to_have_text("old 120")
+    for count in (100, 120):
+        await page.locator("#messages").evaluate("list => { list.scrollTop = 0 }")
+        await expect(shown).to_have_count(count, timeout=WAIT_MS)
+    await expect(shown.first).to_have_text("old 1")
