@@ -19,6 +19,8 @@ throwaway cluster on 127.0.0.1, fsync off; ``./dev setup`` installs it) and Ferr
 stopped at the end. ``--mongo-url`` points the run at an existing MongoDB or FerretDB instead.
 The report separates the two: end-to-end latency (send -> member received) and the server-side
 delivery histogram (publish -> socket write).
+Each user is a ``hypersend_client.Client`` (clients/python), the same code an application uses;
+a socket the server closes reconnects and resumes by itself, and the report counts the closes.
 Users and rooms are seeded through the server's own store layer (registering 4,000 users over
 REST would spend minutes in argon2), tokens are minted with the run's JWT secret.
 """
@@ -28,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import random
 import re
@@ -46,17 +47,20 @@ from pathlib import Path
 
 import httpx
 from pydantic import SecretStr
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
+# The client package (clients/python), also when it is not installed in the venv.
+sys.path.insert(0, str(REPO / "clients" / "python"))
+
+from hypersend_client import Client, CloseError, HypersendError, events  # noqa: E402
 
 from chatserver import auth  # noqa: E402
 from chatserver.config import Settings  # noqa: E402
 from chatserver.store import Store  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
+TOKEN_TTL_SECONDS = 7200
 
 
 def raise_fd_limit() -> int:
@@ -87,10 +91,6 @@ def percentile(values: list[float], q: float) -> float:
 class ServerProcess:
     url: str
     process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://") + "/ws"
 
 
 @dataclass
@@ -213,76 +213,67 @@ async def seed(settings: Settings, users: int, room_size: int) -> tuple[list[str
 
 
 class User:
+    """One connected user: a hypersend_client ``Client`` whose events feed the run's stats."""
+
     def __init__(self, user_id: str, room_id: str, token: str, url: str, stats: Stats) -> None:
         self.user_id = user_id
         self.room_id = room_id
-        self.token = token
-        self.url = url
         self.stats = stats
-        self.ws: ClientConnection | None = None
-        self.reader: asyncio.Task[None] | None = None
-        self.pending: dict[str, float] = {}
+        self.client = Client(
+            url,
+            # No REST call per user before connecting (4,000 of them would crowd the store); the
+            # one room is followed from the first frame on.
+            start_from="live",
+            open_timeout=30,
+            on_event=self.on_event,
+        )
+        self.client.rest.use_tokens(token, "", expires_in=TOKEN_TTL_SECONDS)
+        self.sends: set[asyncio.Task[None]] = set()
 
     async def connect(self) -> None:
-        self.ws = await connect(
-            self.url, proxy=None, open_timeout=30, ping_interval=None, max_size=2**20
-        )
-        await self.ws.send(json.dumps({"type": "auth", "token": self.token}))
-        while True:
-            frame = json.loads(await self.ws.recv())
-            if frame.get("type") == "ready":
-                break
-        # Nothing to resume: any frame tells the server to go live at once (protocol.md).
-        await self.ws.send('{"type":"ping"}')
-        self.reader = asyncio.create_task(self.read())
+        await self.client.start()
 
-    async def read(self) -> None:
-        assert self.ws is not None
+    @property
+    def connected(self) -> bool:
+        return self.client.connects > 0
+
+    def on_event(self, event: events.Event) -> None:
         stats = self.stats
+        if isinstance(event, events.MessageEvent):
+            if stats.measuring:
+                sent_at = float(event.message.text.split(" ", 1)[0])
+                stats.delivered += 1
+                stats.latencies.append(time.time() - sent_at)
+        elif isinstance(event, events.ServerError):
+            stats.errors[event.code] = stats.errors.get(event.code, 0) + 1
+        elif isinstance(event, events.Reconnecting | events.Disconnected):
+            error = event.error
+            code = error.close_code if isinstance(error, CloseError) else 1006
+            if error is not None:
+                stats.closed[code] = stats.closed.get(code, 0) + 1
+
+    async def send_one(self, text: str) -> None:
+        started = time.time()
         try:
-            async for raw in self.ws:
-                now = time.time()
-                frame = json.loads(raw)
-                kind = frame.get("type")
-                if kind == "message":
-                    sent_at = float(frame["message"]["text"].split(" ", 1)[0])
-                    if stats.measuring:
-                        stats.delivered += 1
-                        stats.latencies.append(now - sent_at)
-                elif kind == "ack":
-                    started = self.pending.pop(frame["client_id"], None)
-                    if started is not None and stats.measuring:
-                        stats.acked += 1
-                        stats.ack_latencies.append(now - started)
-                elif kind == "error":
-                    error = str(frame.get("code"))
-                    stats.errors[error] = stats.errors.get(error, 0) + 1
-                elif kind == "ping":
-                    await self.ws.send('{"type":"pong"}')
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd is not None else 1006
-            stats.closed[code] = stats.closed.get(code, 0) + 1
+            await self.client.send(self.room_id, text)
+        except HypersendError as exc:
+            code = getattr(exc, "code", type(exc).__name__)
+            self.stats.errors[str(code)] = self.stats.errors.get(str(code), 0) + 1
+            return
+        if self.stats.measuring:
+            self.stats.acked += 1
+            self.stats.ack_latencies.append(time.time() - started)
 
     async def send_loop(self, per_minute: float, until: float, text_bytes: int) -> None:
-        assert self.ws is not None
         rate = per_minute / 60.0
         padding = "x" * max(0, text_bytes - 20)
         # Random phase so the users do not send in lockstep.
         await asyncio.sleep(min(random.uniform(0, 1 / rate), max(0.0, until - time.monotonic())))
-        while time.monotonic() < until:
-            client_id = secrets.token_hex(8)
-            now = time.time()
-            self.pending[client_id] = now
-            frame = {
-                "type": "send",
-                "room_id": self.room_id,
-                "client_id": client_id,
-                "text": f"{now!r} {padding}",
-            }
-            try:
-                await self.ws.send(json.dumps(frame))
-            except ConnectionClosed:
-                return
+        while time.monotonic() < until and self.client.state != "closed":
+            # The send runs on while the next waits: acks are measured, not waited for.
+            task = asyncio.create_task(self.send_one(f"{time.time()!r} {padding}"))
+            self.sends.add(task)
+            task.add_done_callback(self.sends.discard)
             self.stats.sent += 1
             left = until - time.monotonic()
             if left <= 0:
@@ -290,13 +281,11 @@ class User:
             await asyncio.sleep(min(left, random.expovariate(rate)))
 
     async def close(self) -> None:
-        if self.ws is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.ws.close(), 5)
-        if self.reader is not None:
-            self.reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.reader
+        for task in list(self.sends):
+            task.cancel()
+        await asyncio.gather(*self.sends, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.client.close(), 5)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -323,7 +312,7 @@ async def run(args: argparse.Namespace) -> None:
             "HYPERSEND_MONGO_URL": mongo_url,
             "HYPERSEND_MONGO_DB": mongo_db,
             "HYPERSEND_JWT_SECRET": jwt_secret,
-            "HYPERSEND_ACCESS_TOKEN_TTL_SECONDS": "7200",
+            "HYPERSEND_ACCESS_TOKEN_TTL_SECONDS": str(TOKEN_TTL_SECONDS),
             "HYPERSEND_DRAIN_DELAY_SECONDS": "0",
             "HYPERSEND_DRAIN_SECONDS": "10",
             "HYPERSEND_LOG_LEVEL": "warning",
@@ -332,7 +321,7 @@ async def run(args: argparse.Namespace) -> None:
             jwt_secret=SecretStr(jwt_secret),
             mongo_url=SecretStr(mongo_url),
             mongo_db=mongo_db,
-            access_token_ttl_seconds=7200,
+            access_token_ttl_seconds=TOKEN_TTL_SECONDS,
         )
         print(
             f"# {args.users} users, rooms of {args.room_size}, {args.per_minute} msg/user/min, "
@@ -355,7 +344,7 @@ async def run(args: argparse.Namespace) -> None:
                 uid,
                 room_of[uid],
                 auth.issue_access_token(uid, settings),
-                servers[i % len(servers)].ws_url,
+                servers[i % len(servers)].url,
                 stats,
             )
             for i, uid in enumerate(user_ids)
@@ -379,7 +368,7 @@ async def run(args: argparse.Namespace) -> None:
         if late:
             failures["connect timeout"] = len(late)
         ramp = time.monotonic() - started
-        connected = [u for u in users if u.reader is not None]
+        connected = [u for u in users if u.connected]
         print(
             f"connected {len(connected)}/{len(users)} in {ramp:.1f}s "
             f"({len(connected) / ramp:.0f}/s); failures: {failures or 'none'}"
@@ -400,7 +389,7 @@ async def run(args: argparse.Namespace) -> None:
         elapsed = time.monotonic() - measure_started
         stats.measuring = False
 
-        held = sum(1 for u in connected if u.ws is not None and u.ws.close_code is None)
+        held = sum(1 for u in connected if u.client.live)
         scraped = await asyncio.gather(*(scrape(s) for s in servers))
         expected = stats.acked * args.room_size
         print()

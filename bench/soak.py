@@ -118,7 +118,7 @@ async def run(args: argparse.Namespace) -> None:
                 uid,
                 room_of[uid],
                 auth.issue_access_token(uid, settings),
-                servers[i % len(servers)].ws_url,
+                servers[i % len(servers)].url,
                 stats,
             )
             for i, uid in enumerate(user_ids)
@@ -163,7 +163,7 @@ async def run(args: argparse.Namespace) -> None:
             await asyncio.sleep(max(0.0, min(next_sample, until) - time.monotonic()))
         await sender
         print()
-        held = sum(1 for u in users if u.ws is not None and u.ws.close_code is None)
+        held = sum(1 for u in users if u.client.live)
         print(
             f"sockets held {held}/{len(users)}; sent {stats.sent}, acked {stats.acked}, "
             f"errors {stats.errors or 'none'}, closed by server {stats.closed or 'none'}"

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import random
 import secrets
 import sys
@@ -39,11 +38,13 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
-import httpx
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+# The client package (clients/python), also when it is not installed in the venv.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "clients" / "python"))
+
+from hypersend_client import CloseError, FrameSocket, RestClient, TransportError
 
 # The client's own dead-server detection (a frozen server keeps its TCP connections open).
 WS_PING_INTERVAL_SECONDS: Final = 1.0
@@ -161,7 +162,7 @@ class Member:
         self.reconnect_hints = 0
         self.stopping = False
         self.sending = True
-        self._ws: ClientConnection | None = None
+        self._ws: FrameSocket | None = None
         self._live = asyncio.Event()
         # When the last live socket was lost (None: live now, or never live yet).
         self._lost_at: float | None = None
@@ -203,34 +204,36 @@ class Member:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._ws is not None:
             with contextlib.suppress(Exception):
-                await self._ws.close()
+                await self._ws.close(within=1.0)
 
     # -- connection ------------------------------------------------------------------------
 
     async def _connection_loop(self) -> None:
+        # Not hypersend_client.Client: the checker must see the server's raw delivery (that
+        # client drops duplicates), rotate servers itself and time each step, so it drives
+        # the package's bare FrameSocket.
         backoff = RECONNECT_BACKOFF_SECONDS[0]
         while not self.stopping:
             url = ws_url(self.url)
             wait_ms = 0
             try:
-                async with connect(
+                ws = await FrameSocket.open(
                     url,
-                    proxy=None,
                     open_timeout=OPEN_TIMEOUT_SECONDS,
-                    ping_interval=WS_PING_INTERVAL_SECONDS,
-                    ping_timeout=WS_PING_TIMEOUT_SECONDS,
+                    keepalive=(WS_PING_INTERVAL_SECONDS, WS_PING_TIMEOUT_SECONDS),
                     close_timeout=1.0,
-                    max_size=2**22,
-                ) as ws:
-                    self._ws = ws
+                )
+                self._ws = ws
+                try:
                     wait_ms = await self._session(ws)
-                    if self._live.is_set():
-                        backoff = RECONNECT_BACKOFF_SECONDS[0]
-            except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
-                if isinstance(exc, ConnectionClosed):
-                    self.closes[str(exc.rcvd.code if exc.rcvd else "abnormal")] += 1
-                else:
-                    self.closes[type(exc).__name__] += 1
+                finally:
+                    await ws.close(within=1.0)
+                if self._live.is_set():
+                    backoff = RECONNECT_BACKOFF_SECONDS[0]
+            except TransportError as exc:
+                self.closes[type(exc.__cause__ or exc).__name__] += 1
+            except CloseError as exc:  # closed while authenticating
+                self.closes[_close_key(exc)] += 1
             finally:
                 self._ws = None
                 if self._live.is_set():
@@ -249,16 +252,16 @@ class Member:
             backoff = min(backoff * 2, RECONNECT_BACKOFF_SECONDS[1])
             await asyncio.sleep(pause)
 
-    async def _session(self, ws: ClientConnection) -> int:
+    async def _session(self, ws: FrameSocket) -> int:
         """Authenticate, resume, then read until the socket closes; the reconnect hint (ms)."""
-        await ws.send(json.dumps({"type": "auth", "token": self.account.token}))
-        await ws.send(json.dumps({"type": "resume", "rooms": {self.room_id: self.last_seq}}))
+        await ws.send({"type": "auth", "token": self.account.token})
+        await ws.send({"type": "resume", "rooms": {self.room_id: self.last_seq}})
         wait_ms = 0
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT_SECONDS) as handshake:
-                async for raw in ws:
+                while True:
+                    frame = await ws.recv()
                     self._last_frame = time.monotonic()
-                    frame: dict[str, Any] = json.loads(raw)
                     kind = frame.get("type")
                     if kind == "resumed":
                         handshake.reschedule(None)
@@ -275,14 +278,14 @@ class Member:
                         wait_ms = min(int(frame.get("after_ms", 0)), MAX_RECONNECT_WAIT_MS)
                     else:
                         self._on_frame(ws, frame)
-        except ConnectionClosed as exc:
-            self.closes[str(exc.rcvd.code if exc.rcvd else "abnormal")] += 1
+        except CloseError as exc:
+            self.closes[_close_key(exc)] += 1
             return wait_ms
-        code = ws.close_code
-        self.closes[str(code if code is not None else "abnormal")] += 1
-        return wait_ms
+        except TimeoutError:
+            self.closes["TimeoutError"] += 1
+            return wait_ms
 
-    def _on_frame(self, ws: ClientConnection, frame: dict[str, Any]) -> None:
+    def _on_frame(self, ws: FrameSocket, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
         if kind == "message" and frame.get("room_id") == self.room_id:
             self.received.append(int(frame["seq"]))
@@ -293,7 +296,7 @@ class Member:
             elif kind == "error":
                 self.errors[str(frame.get("code"))] += 1
         elif kind == "ping":
-            task = asyncio.create_task(ws.send('{"type":"pong"}'))
+            task = asyncio.create_task(ws.send({"type": "pong"}))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     # -- sending ---------------------------------------------------------------------------
@@ -321,10 +324,10 @@ class Member:
             self._pending[client_id] = fut
             self.attempts += 1
             try:
-                await ws.send(json.dumps(frame))
+                await ws.send(frame)
                 async with asyncio.timeout(ACK_TIMEOUT_SECONDS):
                     answer = await fut
-            except (ConnectionError, ConnectionClosed, TimeoutError):
+            except (ConnectionError, CloseError, TimeoutError):
                 # Let the connection loop notice the loss (and clear "live") before retrying.
                 await asyncio.sleep(RETRY_PAUSE_SECONDS)
                 continue
@@ -367,28 +370,21 @@ class ZeroLossChecker:
 
     async def setup(self) -> None:
         """Register ``rooms x members`` users and one group room per ``members`` of them."""
-        async with httpx.AsyncClient(base_url=self.urls[0], trust_env=False, timeout=30) as http:
-            index = 0
-            for _ in range(self.rooms):
-                accounts = [await _register(http) for _ in range(self.members_per_room)]
-                owner = accounts[0]
-                response = await http.post(
-                    "/api/v1/rooms",
-                    json={
-                        "kind": "group",
-                        "name": "zero-loss",
-                        "members": [a.id for a in accounts],
-                    },
-                    headers={"Authorization": f"Bearer {owner.token}"},
-                )
-                response.raise_for_status()
-                room_id = str(response.json()["id"])
-                self.room_ids.append(room_id)
-                self._admin = self._admin or owner
-                for account in accounts:
-                    rng = random.Random(self.rng.random())
-                    self.members.append(Member(self, account, room_id, index, rng))
-                    index += 1
+        index = 0
+        for _ in range(self.rooms):
+            accounts = [await _register(self.urls[0]) for _ in range(self.members_per_room)]
+            owner = accounts[0]
+            rest = _rest(self.urls[0], owner)
+            try:
+                room = await rest.create_group("zero-loss", [a.id for a in accounts])
+            finally:
+                await rest.aclose()
+            self.room_ids.append(room.id)
+            self._admin = self._admin or owner
+            for account in accounts:
+                rng = random.Random(self.rng.random())
+                self.members.append(Member(self, account, room.id, index, rng))
+                index += 1
 
     async def start(self, within: float = 60.0) -> None:
         """Connect every member and start sending; return once all are live."""
@@ -439,11 +435,10 @@ class ZeroLossChecker:
         by_room = {m.room_id: m for m in self.members}
         for base in self.urls:  # the first server that answers
             try:
-                async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=30) as http:
-                    for room_id, member in by_room.items():
-                        stored[room_id] = await _history(http, member.account, room_id)
+                for room_id, member in by_room.items():
+                    stored[room_id] = await _history(base, member.account, room_id)
                 return stored
-            except httpx.TransportError:
+            except TransportError:
                 continue
         raise RuntimeError("no server answered the history read")
 
@@ -513,33 +508,32 @@ class ZeroLossChecker:
         )
 
 
-async def _register(http: httpx.AsyncClient) -> Account:
+def _close_key(error: CloseError) -> str:
+    return "abnormal" if error.close_code == 1006 else str(error.close_code)
+
+
+def _rest(base_url: str, account: Account) -> RestClient:
+    rest = RestClient(base_url, timeout=30)
+    rest.use_tokens(account.token, "", expires_in=3600)
+    return rest
+
+
+async def _register(base_url: str) -> Account:
     username = f"zl{secrets.token_hex(5)}"
-    response = await http.post(
-        "/api/v1/auth/register", json={"username": username, "password": "zero loss pass"}
-    )
-    response.raise_for_status()
-    body = response.json()
-    return Account(id=body["user"]["id"], username=username, token=body["access_token"])
+    rest = RestClient(base_url, timeout=30)
+    try:
+        user = await rest.register(username, "zero loss pass")
+        return Account(id=user.id, username=username, token=await rest.access_token())
+    finally:
+        await rest.aclose()
 
 
-async def _history(
-    http: httpx.AsyncClient, account: Account, room_id: str
-) -> list[tuple[int, str, str]]:
-    rows: list[tuple[int, str, str]] = []
-    after = 0
-    while True:
-        response = await http.get(
-            f"/api/v1/rooms/{room_id}/messages",
-            params={"after_seq": after, "limit": 200},
-            headers={"Authorization": f"Bearer {account.token}"},
-        )
-        response.raise_for_status()
-        page = response.json()["messages"]
-        rows.extend((int(m["seq"]), str(m["sender_id"]), str(m["client_id"])) for m in page)
-        if len(page) < 200:
-            return rows
-        after = int(page[-1]["seq"])
+async def _history(base_url: str, account: Account, room_id: str) -> list[tuple[int, str, str]]:
+    rest = _rest(base_url, account)
+    try:
+        return [(m.seq, m.sender_id, m.client_id) for m in await rest.all_messages(room_id)]
+    finally:
+        await rest.aclose()
 
 
 async def run(args: argparse.Namespace) -> Report:

@@ -14,10 +14,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
 from chatserver import api, metrics
 from chatserver.bus import Bus
@@ -104,6 +106,18 @@ async def _sweep_refresh_tokens(store: Store) -> None:
         await asyncio.sleep(TOKEN_SWEEP_INTERVAL_SECONDS)
 
 
+WEB_CLIENT_DIR = Path(__file__).parent / "webclient"
+
+
+def install_web_client(app: FastAPI) -> None:
+    """The web client's files at /app/ (built from clients/typescript; see its README)."""
+    app.mount("/app", StaticFiles(directory=WEB_CLIENT_DIR, html=True), name="web-client")
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/app/")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()  # type: ignore[call-arg]  # jwt_secret comes from env
     lifecycle = Lifecycle()
@@ -148,6 +162,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(realtime_router)
     app.include_router(metrics.router)
+
+    if settings.web_client:
+        install_web_client(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

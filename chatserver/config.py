@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(default=30, gt=0)
     drain_batch_size: int = Field(default=200, ge=1)
     log_level: LogLevel = "info"
+    # Serve the web client (chatserver/webclient) at /app/ and redirect / to it. Off by default:
+    # a deployment that only serves API clients exposes no page.
+    web_client: bool = False
     pod_name: str = Field(default_factory=socket.gethostname)
 
     @field_validator("jwt_secret")

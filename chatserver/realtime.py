@@ -768,7 +768,7 @@ class Hub:
                 else:
                     session.end_resume_window()
             if isinstance(frame, FrameError):
-                session.send(events.error(frame.code, frame.message))
+                session.send(events.error(frame.code, frame.message, **dict(frame.ids)))
                 continue
             session.handling = True
             try:
@@ -779,7 +779,14 @@ class Hub:
                 # One failed frame (e.g. MongoDB or Redis briefly unreachable) is reported to
                 # the client; the socket stays usable.
                 log.exception("handling a %s frame failed", type(frame).__name__)
-                session.send(events.error("internal", "the frame could not be processed; retry"))
+                ids = (
+                    {"room_id": frame.room_id, "client_id": frame.client_id}
+                    if isinstance(frame, SendFrame)
+                    else {}
+                )
+                session.send(
+                    events.error("internal", "the frame could not be processed; retry", **ids)
+                )
             finally:
                 session.handling = False
                 session.last_rx = time.monotonic()

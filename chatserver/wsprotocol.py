@@ -56,6 +56,9 @@ class FrameError:
 
     code: str
     message: str
+    # A refused `send` names its room_id and client_id when those were valid, so the client
+    # can tell which of its pending sends failed (docs/protocol.md, "Errors on an open socket").
+    ids: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,12 +188,13 @@ def _send(body: dict[str, Any], max_message_bytes: int) -> SendFrame | FrameErro
     client_id = body.get("client_id")
     if not isinstance(client_id, str) or not CLIENT_ID_RE.fullmatch(client_id):
         return FrameError("invalid_frame", "`client_id` must match [A-Za-z0-9_.:-]{1,64}")
+    ids = (("room_id", room_id), ("client_id", client_id))
     text = body.get("text")
     if not isinstance(text, str):
-        return FrameError("invalid_frame", "`text` must be a string")
+        return FrameError("invalid_frame", "`text` must be a string", ids)
     problem = message_text_error(text, max_message_bytes)
     if problem == "message_too_large":
-        return FrameError(problem, f"message text is limited to {max_message_bytes} bytes")
+        return FrameError(problem, f"message text is limited to {max_message_bytes} bytes", ids)
     if problem is not None:
-        return FrameError(problem, "message text must not be empty")
+        return FrameError(problem, "message text must not be empty", ids)
     return SendFrame(room_id, client_id, text)

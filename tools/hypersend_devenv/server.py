@@ -52,6 +52,8 @@ def server_env(redis_url: str, mongo_url: str, secret: str, host: str, port: int
             "HYPERSEND_DRAIN_DELAY_SECONDS": env.get("HYPERSEND_DRAIN_DELAY_SECONDS", "0"),
             "HYPERSEND_DRAIN_SECONDS": env.get("HYPERSEND_DRAIN_SECONDS", "10"),
             "HYPERSEND_POD_NAME": env.get("HYPERSEND_POD_NAME", "dev-server"),
+            # A person running a local server wants something to chat with.
+            "HYPERSEND_WEB_CLIENT": env.get("HYPERSEND_WEB_CLIENT", "true"),
         }
     )
     return env
@@ -68,7 +70,8 @@ def run(state_dir: Path, host: str, port: int) -> int:
         print(f"[server] mongodb {mongo.url}", file=sys.stderr, flush=True)
         print(
             f"[server] chat    http://{host}:{port}  (REST /api/v1, WebSocket /ws, "
-            f"/docs, /metrics); Ctrl-C stops",
+            f"/docs, /metrics); Ctrl-C stops\n"
+            f"[server] open http://{host}:{port}/app/  (the web client)",
             file=sys.stderr,
             flush=True,
         )

@@ -9,7 +9,8 @@ metric path (Prometheus, prometheus-adapter, metrics-server as pods) -> apply
 `crds/` -> start the operator in the background (pid and log under `.hypersend/operator/`) ->
 give the dev MongoDB's claim a volume -> `kubectl apply -f examples/dev.yaml` -> wait until it is
 Ready (its chat, Redis and MongoDB-wire pods really run and pass their probes) -> print
-`kubectl get hypersendclusters -A` and how to reach the chat Service from this machine.
+`kubectl get hypersendclusters -A` -> forward a free loopback port to the chat Service
+(`kubectl port-forward` in the background, stopped by `--down`) and end with the web client's URL.
 
 The connection count (CONNECTIONS) is real: the chat pods' `/metrics`, scraped by the cluster's
 Prometheus and served to the HPA by prometheus-adapter (`hypersend_devenv.metrics`).
@@ -27,19 +28,24 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from hypersend_devenv import images, metrics, procs
-from hypersend_devenv.cluster import LocalCluster, NodeImages, free_ports
+from hypersend_devenv.cluster import LocalCluster, NodeImages, free_ports, kubectl_binary
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "dev.yaml"
 CRDS = REPO / "crds"
 OPERATOR = "hypersend-operator"
 CHAT_PORT = 8080  # the chat Service's port (operator/hypersend_operator/builders/service.py)
+# The background `kubectl port-forward` to the chat Service that serves the web client's URL.
+CHAT_FORWARD = "chat-port-forward"
+FORWARD_TIMEOUT_SECONDS = 60.0
 
 
 def say(msg: str) -> None:
@@ -245,11 +251,53 @@ def up(args: argparse.Namespace) -> int:
     print(cluster.kubectl("get", "hypersendclusters", "-A").stdout, end="")
     print(cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide").stdout, end="")
     print(f"export KUBECONFIG={cluster.kubeconfig}")
-    print(
-        f"# chat with it from this machine (REST and WebSocket on http://127.0.0.1:{CHAT_PORT}):\n"
-        f"kubectl port-forward -n {namespace} svc/{name}-chat {CHAT_PORT}:{CHAT_PORT}"
-    )
+    try:
+        url = forward_chat(cluster, namespace, name, env)
+    except TimeoutError as e:
+        say(f"{e}; forward it by hand:")
+        print(f"kubectl port-forward -n {namespace} svc/{name}-chat {CHAT_PORT}:{CHAT_PORT}")
+        return 0
+    # The last line: what to open (examples/dev.yaml turns the web client on).
+    print(f"open {url}  (the web client; REST and WebSocket on the same port; ./dev down stops it)")
     return 0
+
+
+def forward_argv(kubeconfig: Path, namespace: str, name: str, port: int) -> list[str]:
+    """`kubectl port-forward` from 127.0.0.1:`port` to the chat Service."""
+    return [
+        str(kubectl_binary()), "--kubeconfig", str(kubeconfig),
+        "port-forward", "--address", "127.0.0.1", "-n", namespace,
+        f"svc/{name}-chat", f"{port}:{CHAT_PORT}",
+    ]  # fmt: skip
+
+
+def forward_chat(cluster: LocalCluster, namespace: str, name: str, env: dict[str, str]) -> str:
+    """Forward a free local port to the chat Service in the background (recorded like the
+    operator, so `./dev down` stops it) and return the web client's URL once the chat server
+    answers through it. A rerun replaces an earlier forward: its port may be taken by now."""
+    records = _load_records(cluster)
+    old = [r for r in records if r.name == CHAT_FORWARD]
+    if old:
+        procs.stop(old)
+        _save_records(cluster, [r for r in records if r.name != CHAT_FORWARD])
+    (port,) = free_ports(1)
+    _ensure_background(
+        cluster, CHAT_FORWARD, forward_argv(cluster.kubeconfig, namespace, name, port), env
+    )
+    base = f"http://127.0.0.1:{port}"
+    # No proxy from the environment: the forward listens on loopback.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + FORWARD_TIMEOUT_SECONDS
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with opener.open(f"{base}/readyz", timeout=5) as response:
+                if response.status == 200:
+                    return f"{base}/app/"
+        except (OSError, urllib.error.URLError) as e:
+            last = str(e)
+        time.sleep(0.5)
+    raise TimeoutError(f"the chat Service did not answer through {base} ({last})")
 
 
 def down() -> int:

@@ -41,6 +41,7 @@ OPERATOR_ENV_NAMES: tuple[str, ...] = (
     "HYPERSEND_DRAIN_DELAY_SECONDS",
     "HYPERSEND_DRAIN_SECONDS",
     "HYPERSEND_LOG_LEVEL",
+    "HYPERSEND_WEB_CLIENT",
     "HYPERSEND_POD_NAME",
 )
 
@@ -241,6 +242,11 @@ class ChatSpec(ApiModel):
     )
     websocket: WebSocketSettings = _nested(WebSocketSettings, "WebSocket settings.")
     rate_limit: RateLimit = _nested(RateLimit, "Request rate limit per user.")
+    web_client: bool = Field(
+        default=False,
+        description="Serve the web client (a small chat page) at /app/ of the chat Service; "
+        "off by default, so only API clients are served.",
+    )
     env: Annotated[list[EnvVar], Field(max_length=MAX_ENV)] = Field(
         default_factory=list,
         description="Extra environment; HYPERSEND_ names the operator sets are refused.",

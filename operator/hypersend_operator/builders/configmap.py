@@ -33,6 +33,7 @@ def chat_config_data(ctx: BuildContext) -> dict[str, str]:
         "HYPERSEND_DRAIN_DELAY_SECONDS": "0",
         "HYPERSEND_DRAIN_SECONDS": str(ws.drain_seconds),
         "HYPERSEND_LOG_LEVEL": chat.log_level,
+        "HYPERSEND_WEB_CLIENT": "true" if chat.web_client else "false",
     }
     if ctx.spec.redis.mode == "InCluster":
         # Not a secret: the in-cluster Redis is reachable only from inside the namespace.

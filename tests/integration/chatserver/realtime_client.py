@@ -1,23 +1,26 @@
-"""A small protocol-v1 client for the real-time tests: REST setup calls and a WebSocket wrapper.
+"""Frame-level helpers for the real-time tests, built on hypersend_client (clients/python).
 
-It speaks to real server processes over loopback (``httpx`` and the ``websockets`` 17 client).
+The server's protocol tests need the wire itself (bad first frames, exact error frames, close
+codes), so ``Client`` here is a recorder around the package's bare ``FrameSocket``; REST setup
+calls go through its ``RestClient``. Neither speaks the protocol by itself: that is the
+package's job, and the tests use nothing else to reach a server.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from hypersend_client import CloseError, FrameSocket, RestClient
 
 Frame = dict[str, Any]
+PASSWORD = "correct horse 1"
 
 
 @dataclass(frozen=True)
@@ -29,43 +32,36 @@ class Account:
 
 async def register(base_url: str, prefix: str = "u") -> Account:
     username = f"{prefix}{secrets.token_hex(5)}"
-    async with httpx.AsyncClient(base_url=base_url, trust_env=False, timeout=20) as http:
-        response = await http.post(
-            "/api/v1/auth/register", json={"username": username, "password": "correct horse 1"}
-        )
-        response.raise_for_status()
-        body = response.json()
-    return Account(id=body["user"]["id"], username=username, token=body["access_token"])
+    rest = RestClient(base_url, timeout=20)
+    try:
+        user = await rest.register(username, PASSWORD)
+        return Account(id=user.id, username=username, token=await rest.access_token())
+    finally:
+        await rest.aclose()
+
+
+def rest_as(base_url: str, account: Account) -> RestClient:
+    """A RestClient signed in with ``account``'s access token (no refresh token)."""
+    rest = RestClient(base_url, timeout=20)
+    rest.use_tokens(account.token, "", expires_in=3600)
+    return rest
 
 
 async def create_group(base_url: str, owner: Account, members: list[Account]) -> str:
-    async with httpx.AsyncClient(base_url=base_url, trust_env=False, timeout=20) as http:
-        response = await http.post(
-            "/api/v1/rooms",
-            json={"kind": "group", "name": "room", "members": [m.id for m in members]},
-            headers={"Authorization": f"Bearer {owner.token}"},
-        )
-        response.raise_for_status()
-        return str(response.json()["id"])
+    rest = rest_as(base_url, owner)
+    try:
+        return (await rest.create_group("room", [m.id for m in members])).id
+    finally:
+        await rest.aclose()
 
 
 async def history(base_url: str, account: Account, room_id: str) -> list[int]:
     """Every stored seq of a room, read over REST, ascending."""
-    seqs: list[int] = []
-    after = 0
-    async with httpx.AsyncClient(base_url=base_url, trust_env=False, timeout=20) as http:
-        while True:
-            response = await http.get(
-                f"/api/v1/rooms/{room_id}/messages",
-                params={"after_seq": after, "limit": 200},
-                headers={"Authorization": f"Bearer {account.token}"},
-            )
-            response.raise_for_status()
-            page = [int(m["seq"]) for m in response.json()["messages"]]
-            seqs.extend(page)
-            if len(page) < 200:
-                return seqs
-            after = page[-1]
+    rest = rest_as(base_url, account)
+    try:
+        return [m.seq for m in await rest.all_messages(room_id)]
+    finally:
+        await rest.aclose()
 
 
 async def metric(base_url: str, name: str) -> float:
@@ -83,20 +79,19 @@ async def metric(base_url: str, name: str) -> float:
 class Client:
     """One WebSocket with every frame it received kept in ``frames``."""
 
-    ws: ClientConnection
+    ws: FrameSocket
     frames: list[Frame] = field(default_factory=list)
     ready: Frame | None = None
     _taken: set[int] = field(default_factory=set)
 
-    async def send(self, frame: Frame | str) -> None:
-        await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+    async def send(self, frame: Frame | str | bytes) -> None:
+        await self.ws.send(frame)
 
     async def recv(self, wait: float = 10.0) -> Frame:
         # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that races with
         # the frame's arrival, and a cancelled sender then runs on.
         async with asyncio.timeout(wait):
-            raw = await self.ws.recv()
-        frame: Frame = json.loads(raw)
+            frame = await self.ws.recv()
         self.frames.append(frame)
         return frame
 
@@ -137,8 +132,8 @@ class Client:
         try:
             while time.monotonic() < deadline:
                 await self.recv(deadline - time.monotonic())
-        except ConnectionClosed:
-            return self.ws.close_code, self.ws.close_reason
+        except CloseError as exc:
+            return exc.close_code, exc.reason
         raise TimeoutError("the server did not close the socket")
 
     def message_seqs(self, room_id: str) -> list[int]:
@@ -150,18 +145,25 @@ class Client:
 
     async def abort(self) -> None:
         """Drop the TCP connection without a close handshake (a client that vanished)."""
-        transport = self.ws.transport
-        transport.abort()
+        self.ws.abort()
         await asyncio.sleep(0)
 
     async def close(self) -> None:
         await self.ws.close()
 
 
-async def open_socket(ws_url: str, token: str | None = None, *, query: bool = False) -> Client:
+async def open_socket(
+    ws_url: str,
+    token: str | None = None,
+    *,
+    query: bool = False,
+    max_queue: int | None = 16,
+    max_size: int | None = 2**22,
+    sock: socket.socket | None = None,
+) -> Client:
     """Connect; authenticate with a first ``auth`` frame (or ``?token=`` when ``query``)."""
     url = f"{ws_url}?token={token}" if query and token is not None else ws_url
-    ws = await connect(url, proxy=None, open_timeout=10, max_size=2**22)
+    ws = await FrameSocket.open(url, max_queue=max_queue, max_size=max_size, sock=sock)
     client = Client(ws)
     if token is not None and not query:
         await client.send({"type": "auth", "token": token})

@@ -11,8 +11,8 @@ import time
 import httpx
 import jwt
 import pytest
+from hypersend_client import CloseError
 from hypersend_devenv.datastores import FerretDBServer
-from websockets.exceptions import ConnectionClosed
 
 from tests.fixtures.chat import ChatServerFactory
 from tests.integration.chatserver.realtime_client import (
@@ -287,7 +287,7 @@ async def test_other_sockets_survive_a_client_that_vanishes(
     bob_ws = await connect_user(server.ws_url, bob)
     ack = await (await connect_user(server.ws_url, alice)).send_message(room, "hi")
     assert (await bob_ws.until_type("message"))["seq"] == ack["seq"]
-    with pytest.raises(ConnectionClosed):
+    with pytest.raises(CloseError):
         await gone.ws.send("{}")
 
 

@@ -160,3 +160,15 @@ def test_reconnect_hint_is_jittered_within_bounds() -> None:
     values = {reconnect_after_ms(rng) for _ in range(50)}
     assert len(values) > 10
     assert all(250 <= v <= 5000 for v in values)
+
+
+def test_a_refused_send_names_its_room_and_client_id() -> None:
+    # So the client can fail the right pending send (docs/protocol.md).
+    ids = (("room_id", "r1"), ("client_id", "c-1"))
+    empty = parse_client_frame('{"type":"send","room_id":"r1","client_id":"c-1","text":" "}', 10)
+    assert empty == FrameError("empty_message", "message text must not be empty", ids)
+    large = parse_client_frame(
+        '{"type":"send","room_id":"r1","client_id":"c-1","text":"' + "x" * 11 + '"}', 10
+    )
+    assert isinstance(large, FrameError)
+    assert (large.code, large.ids) == ("message_too_large", ids)

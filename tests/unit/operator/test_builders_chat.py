@@ -169,8 +169,11 @@ def test_config_map_carries_the_env_contract() -> None:
         "HYPERSEND_WS_IDLE_TIMEOUT_SECONDS": "300",
         "HYPERSEND_WS_MAX_CONNECTIONS": "3000",
         "HYPERSEND_WS_PING_INTERVAL_SECONDS": "20",
+        "HYPERSEND_WEB_CLIENT": "false",
     }
     assert all(isinstance(v, str) for v in cm["data"].values())
+    web = chat_config_map(ctx(chat={"webClient": True}))
+    assert web["data"]["HYPERSEND_WEB_CLIENT"] == "true"
 
 
 def test_config_hash_is_stable_and_on_the_pod_template() -> None:
