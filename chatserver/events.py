@@ -12,6 +12,11 @@ from typing import Any, Final, Protocol
 # Ephemeral frames may be dropped under back-pressure; everything else must be delivered or the
 # socket closed (the client then resumes from history).
 EPHEMERAL_TYPES: Final = frozenset({"typing", "presence"})
+# What servers publish on a room's channel with that room's ``room_id`` (``presence`` goes there
+# too, without a ``room_id``); a server delivers nothing else from a room channel.
+ROOM_CHANNEL_TYPES: Final = frozenset(
+    {"message", "message_edited", "message_deleted", "reaction", "read", "typing"}
+)
 
 
 class WireMessage(Protocol):

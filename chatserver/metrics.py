@@ -51,6 +51,14 @@ MONGO_POOL_CHECKED_OUT: Final = Gauge(
     "MongoDB connections checked out of the pool (in use by an operation), by server address.",
     ["address"],
 )
+# Pub/sub events a server refused to act on: not what servers publish on that channel, or a
+# membership change MongoDB does not confirm (forged, or stale). docs/configuration.md.
+BUS_EVENTS_REFUSED: Final = Counter(
+    "hypersend_bus_events_refused_total",
+    "Pub/sub events refused: not a room event of the channel's room, or a membership change "
+    "MongoDB does not confirm (by channel kind: room, user).",
+    ["channel"],
+)
 MESSAGES_RECEIVED: Final = Counter(
     "hypersend_messages_received_total",
     "Chat messages stored from clients (REST and WebSocket; idempotent retries excluded).",

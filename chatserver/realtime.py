@@ -34,7 +34,7 @@ from chatserver import events, metrics
 from chatserver.auth import AuthError, decode_access_token
 from chatserver.bus import Bus, BusUnavailable, Delivery
 from chatserver.config import Settings
-from chatserver.models import Message
+from chatserver.models import Message, Room
 from chatserver.resume import Outgoing, RoomCursor, SendQueue
 from chatserver.store import RoomNotFound, SeqContention, Store
 from chatserver.wsprotocol import (
@@ -149,6 +149,8 @@ class Session:
         self._close_reason = ""
         self._flush_before_close = False
         self._writer: asyncio.Task[None] | None = None
+        # Membership events of this socket, checked against the store one at a time.
+        self.user_events = asyncio.Lock()
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -469,6 +471,11 @@ class Hub:
             sessions = self._room_sessions.get(delivery.target)
             if not sessions:
                 return
+            if not _fits_room_channel(delivery.target, delivery.event):
+                # Only room events of this very room travel on its channel: anything else was
+                # forged by whoever can publish to Redis (issue #11), so it reaches nobody.
+                metrics.BUS_EVENTS_REFUSED.labels("room").inc()
+                return
             item = outgoing(delivery.event, delivery.published_at)
             if item.seq is not None and item.seq > self._room_seq.get(delivery.target, 0):
                 self._room_seq[delivery.target] = item.seq
@@ -481,31 +488,65 @@ class Hub:
                 )
 
     async def _on_user_event(self, session: Session, event: dict[str, Any]) -> None:
+        """Follow or drop a room as MongoDB says, never as the event says.
+
+        A user channel carries only ``room_added`` / ``room_removed``, and either is a hint:
+        membership is read from the store before the socket follows a room, and the room sent
+        to the client is the stored one. Whoever can publish to Redis can therefore not make a
+        socket follow a room its user is not a member of (issue #11). Events of one session are
+        handled one at a time, in the order they arrived, so a quick remove + add ends as the
+        store says.
+        """
         kind, room_id = event.get("type"), event.get("room_id")
-        if not isinstance(room_id, str):
-            session.send(event)
+        if kind not in ("room_added", "room_removed") or not isinstance(room_id, str):
+            metrics.BUS_EVENTS_REFUSED.labels("user").inc()
             return
-        if kind == "room_added" and room_id not in session.rooms:
-            room = event.get("room")
-            last_seq = room.get("last_seq") if isinstance(room, dict) else None
-            # Known baseline: anything newer that pub/sub missed is filled from history.
-            session.rooms[room_id] = RoomCursor(last_seq if isinstance(last_seq, int) else None)
-            session.send(event)
-            try:
-                await self._follow(session, [room_id])
-                # Messages stored between the membership change and the subscription.
-                await session.replay(room_id, None)
-            except SessionClosed:
+        async with session.user_events:
+            if session.close_code is not None:
                 return
+            try:
+                room = await self.store.get_room(room_id)
+                member = room is not None and await self.store.is_member(room_id, session.user_id)
             except Exception:
-                log.exception("following room %s failed", room_id)
-                session.close(Close.INTERNAL_ERROR, "subscription failed, resume", flush=True)
-        elif kind == "room_removed":
-            session.send(event)
-            if session.rooms.pop(room_id, None) is not None:
-                await self._unfollow(session, [room_id])
-        else:
-            session.send(event)
+                log.exception("membership check of room %s failed", room_id)
+                session.close(Close.INTERNAL_ERROR, "membership check failed, resume", flush=True)
+                return
+            if member and room is not None:
+                if kind == "room_removed" or room_id in session.rooms:
+                    if kind == "room_removed":
+                        metrics.BUS_EVENTS_REFUSED.labels("user").inc()
+                    return
+                await self._add_room(session, room, event)
+            elif room_id in session.rooms or kind == "room_removed":
+                # Whatever the event says: the user is no longer a member.
+                session.send(events.room_removed(room_id))
+                if session.rooms.pop(room_id, None) is not None:
+                    await self._unfollow(session, [room_id])
+            else:
+                metrics.BUS_EVENTS_REFUSED.labels("user").inc()
+
+    async def _add_room(self, session: Session, room: Room, event: dict[str, Any]) -> None:
+        """Follow a room the store says the user is a member of."""
+        hinted = event.get("room")
+        hinted_seq = hinted.get("last_seq") if isinstance(hinted, dict) else None
+        # The baseline: the room's last seq when the user joined (the event's, which cannot be
+        # beyond the stored one); anything newer that pub/sub missed is filled from history.
+        # A member may read the whole history (GET /rooms/{id}/messages), so a low baseline
+        # from a forged event shows nothing the user could not read anyway.
+        baseline = room.last_seq
+        if isinstance(hinted_seq, int) and not isinstance(hinted_seq, bool):
+            baseline = max(0, min(hinted_seq, room.last_seq))
+        session.rooms[room.id] = RoomCursor(baseline)
+        session.send(events.room_added(room))
+        try:
+            await self._follow(session, [room.id])
+            # Messages stored between the membership change and the subscription.
+            await session.replay(room.id, None)
+        except SessionClosed:
+            return
+        except Exception:
+            log.exception("following room %s failed", room.id)
+            session.close(Close.INTERNAL_ERROR, "subscription failed, resume", flush=True)
 
     async def _on_bus_resync(self) -> None:
         """Pub/sub is back after missing events: catch every local room up from MongoDB."""
@@ -909,6 +950,14 @@ class Hub:
             last = await session.replay(room_id, last_seq)
             done[room_id] = last if last is not None else last_seq
         return done
+
+
+def _fits_room_channel(room_id: str, event: dict[str, Any]) -> bool:
+    """Whether ``event`` is a room event of ``room_id``, as servers publish on its channel."""
+    kind = event.get("type")
+    if kind == "presence":
+        return "room_id" not in event
+    return kind in events.ROOM_CHANNEL_TYPES and event.get("room_id") == room_id
 
 
 def _not_member(room_id: str, **extra: Any) -> dict[str, Any]:
