@@ -187,7 +187,7 @@ async def seed(settings: Settings, users: int, room_size: int) -> tuple[list[str
     store = Store(settings)
     await store.connect()
     await store.ensure_indexes()
-    password_hash = await auth.hash_password(secrets.token_urlsafe(16))
+    password_hash = await auth.Passwords(settings, slots=1).hash(secrets.token_urlsafe(16))
     gate = asyncio.Semaphore(32)
     run = secrets.token_hex(3)
 

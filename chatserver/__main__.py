@@ -143,7 +143,9 @@ def main() -> None:
         lifespan="on",
         log_config=None,
         access_log=False,
-        proxy_headers=True,
+        # The peer address stays the TCP peer: chatserver.clientip reads X-Forwarded-For, and
+        # only from HYPERSEND_TRUSTED_PROXIES (uvicorn's default would trust any local peer).
+        proxy_headers=False,
         server_header=False,
         # Pings and idle timeouts are the hub's (HYPERSEND_WS_PING_INTERVAL_SECONDS etc.).
         ws_ping_interval=None,

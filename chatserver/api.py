@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import re
-from typing import Annotated, Any, Final, Literal
+from collections.abc import Awaitable
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -23,8 +24,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatserver import auth, events
 from chatserver.bus import Bus
-from chatserver.config import Settings
-from chatserver.metrics import MESSAGES_RECEIVED, RATE_LIMITED
+from chatserver.clientip import client_address, limit_key
+from chatserver.config import Settings, trusted_networks
+from chatserver.metrics import MESSAGES_RECEIVED, PASSWORD_HASHING_BUSY, RATE_LIMITED
 from chatserver.models import (
     MANAGER_ROLES,
     Member,
@@ -37,6 +39,7 @@ from chatserver.models import Message as ChatMessage  # starlette's Message is t
 from chatserver.store import UNAVAILABLE_ERRORS, SeqContention, Store, UsernameTaken
 
 log = logging.getLogger("chatserver.api")
+T = TypeVar("T")
 
 API_PREFIX: Final = "/api/v1"
 MAX_GROUP_MEMBERS: Final = 256
@@ -239,14 +242,49 @@ def get_bus(request: Request) -> Bus:
     return bus
 
 
+def get_passwords(request: Request) -> auth.Passwords:
+    passwords: auth.Passwords = request.app.state.passwords
+    return passwords
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 BusDep = Annotated[Bus, Depends(get_bus)]
+PasswordsDep = Annotated[auth.Passwords, Depends(get_passwords)]
 
 
-async def enforce_rate(bus: Bus, key: str) -> None:
+def request_client(request: Request, settings: Settings) -> str:
+    """The client's address (X-Forwarded-For only from a trusted proxy, chatserver.clientip)."""
+    return client_address(
+        request.client.host if request.client else None,
+        request.headers.getlist("x-forwarded-for"),
+        trusted_networks(settings.trusted_proxies),
+    )
+
+
+async def enforce_client_rate(request: Request, settings: Settings, bus: Bus, what: str) -> None:
+    """The per-client-address limit of an unauthenticated call (register, login, refresh)."""
+    key = limit_key(request_client(request, settings))
+    await enforce_rate(bus, f"ip:{what}:{key}", settings.auth_ip_rate_limit_per_minute)
+
+
+async def hashing(work: Awaitable[T]) -> T:
+    """Await a password hash; 503 try_again when too many already wait (auth.Passwords)."""
+    try:
+        return await work
+    except auth.HashingBusy as exc:
+        PASSWORD_HASHING_BUSY.inc()
+        raise ApiError(
+            503,
+            "try_again",
+            "the server is busy checking passwords; retry shortly",
+            headers={"Retry-After": "1"},
+        ) from exc
+
+
+async def enforce_rate(bus: Bus, key: str, limit: int | None = None) -> None:
     # Without Redis the bus decides with a per-process limit: never an outage for everyone.
-    decision = await bus.check_rate(key)
+    decision = await bus.check_rate(key, limit)
     if not decision.allowed:
         RATE_LIMITED.inc()
         retry_after = max(1, math.ceil(decision.retry_after))
@@ -399,13 +437,20 @@ def check_text(text: str, settings: Settings) -> None:
 
 
 @router.post("/auth/register", status_code=201, tags=["auth"])
-async def register(body: RegisterBody, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+async def register(
+    body: RegisterBody,
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    bus: BusDep,
+    passwords: PasswordsDep,
+) -> dict[str, Any]:
     """Create an account; returns the user and a first token pair."""
+    await enforce_client_rate(request, settings, bus, "register")
+    password_hash = await hashing(passwords.hash(body.password))
     try:
         user = await store.create_user(
-            body.username,
-            body.display_name or body.username,
-            await auth.hash_password(body.password),
+            body.username, body.display_name or body.username, password_hash
         )
     except UsernameTaken as exc:
         raise ApiError(409, "username_taken", f"username {body.username!r} is taken") from exc
@@ -415,24 +460,33 @@ async def register(body: RegisterBody, store: StoreDep, settings: SettingsDep) -
 
 @router.post("/auth/login", tags=["auth"])
 async def login(
-    body: LoginBody, store: StoreDep, settings: SettingsDep, bus: BusDep
+    body: LoginBody,
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    bus: BusDep,
+    passwords: PasswordsDep,
 ) -> dict[str, Any]:
     """Exchange username and password for an access token and a refresh token."""
     username = body.username.lower()
+    await enforce_client_rate(request, settings, bus, "login")
     # Per-username limit: password guessing is throttled across all processes.
     await enforce_rate(bus, f"login:{username}")
     found = await store.user_with_password_hash(username)
     user, password_hash = found if found is not None else (None, None)
-    if not await auth.verify_password(password_hash, body.password) or user is None:
+    if not await hashing(passwords.verify(password_hash, body.password)) or user is None:
         raise ApiError(401, "invalid_credentials", "wrong username or password")
     tokens = await auth.issue_tokens(store, settings, user.id)
     return {"user": user.to_wire(), **tokens.to_wire()}
 
 
 @router.post("/auth/refresh", tags=["auth"])
-async def refresh(body: RefreshBody, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+async def refresh(
+    body: RefreshBody, request: Request, store: StoreDep, settings: SettingsDep, bus: BusDep
+) -> dict[str, Any]:
     """Rotate a refresh token: it becomes used and the next pair is returned. Presenting a used
     token again revokes every token of that login (it leaked)."""
+    await enforce_client_rate(request, settings, bus, "refresh")
     try:
         tokens = await auth.rotate_refresh_token(store, settings, body.refresh_token)
     except auth.RefreshError as exc:

@@ -13,9 +13,10 @@ import asyncio
 import hashlib
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import jwt
 from argon2 import PasswordHasher
@@ -25,15 +26,19 @@ from chatserver.config import Settings
 from chatserver.models import utcnow
 from chatserver.store import Store
 
+T = TypeVar("T")
+
 JWT_ALGORITHM: Final = "HS256"
 ACCESS_TOKEN_TYPE: Final = "access"
 
 AuthReason = Literal["missing", "expired", "invalid"]
 RefreshReason = Literal["invalid", "expired", "reused", "revoked"]
 
-_HASHER: Final = PasswordHasher()
-# Verified against when the username is unknown, so the response time does not reveal it.
-_DUMMY_HASH: Final = _HASHER.hash("hypersend-dummy-password")
+# The share of the process's memory limit argon2 may use at once (docs/configuration.md, "Abuse
+# limits"); the rest is the server's: sockets, queues, MongoDB and Redis buffers.
+ARGON2_MEMORY_SHARE: Final = 0.25
+# Without a known memory limit (no cgroup limit, nothing configured): this many hashes at once.
+ARGON2_DEFAULT_CONCURRENT: Final = 2
 
 
 class AuthError(Exception):
@@ -70,22 +75,69 @@ class TokenPair:
         }
 
 
-# -- passwords (argon2 is CPU-bound: run it off the event loop) ---------------------------------
+class HashingBusy(Exception):
+    """Too many requests already wait for a password hash; the caller should retry shortly."""
 
 
-async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_HASHER.hash, password)
+def argon2_slots(settings: Settings, memory_limit_bytes: int | None) -> int:
+    """How many argon2 hashes may run at once: HYPERSEND_ARGON2_MAX_CONCURRENT, else as many
+    as fit in ARGON2_MEMORY_SHARE of the memory limit (at least one)."""
+    if settings.argon2_max_concurrent > 0:
+        return settings.argon2_max_concurrent
+    if not memory_limit_bytes:
+        return ARGON2_DEFAULT_CONCURRENT
+    per_hash = settings.argon2_memory_kib * 1024
+    return max(1, int(memory_limit_bytes * ARGON2_MEMORY_SHARE) // per_hash)
 
 
-async def verify_password(password_hash: str | None, password: str) -> bool:
-    def verify() -> bool:
+class Passwords:
+    """argon2id hashing and verification, at most ``slots`` at a time.
+
+    Each hash holds ``argon2_memory_kib`` for its whole run, so the number running at once, not
+    the request rate, decides the memory a burst of registrations or logins takes. At most
+    ``argon2_max_waiting`` callers queue for a slot; more get :class:`HashingBusy` at once, so a
+    flood neither exhausts memory nor builds a queue nobody lives to see answered.
+    """
+
+    def __init__(self, settings: Settings, slots: int) -> None:
+        self.slots = slots
+        self.max_waiting = settings.argon2_max_waiting
+        self._hasher = PasswordHasher(
+            time_cost=settings.argon2_time_cost,
+            memory_cost=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
+        )
+        self._semaphore = asyncio.Semaphore(slots)
+        self._waiting = 0
+        # Verified against when the username is unknown, so the response time does not reveal it.
+        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+
+    async def _run(self, work: Callable[[], T]) -> T:
+        if self._semaphore.locked() and self._waiting >= self.max_waiting:
+            raise HashingBusy
+        self._waiting += 1
         try:
-            return bool(_HASHER.verify(password_hash or _DUMMY_HASH, password))
-        except (VerificationError, InvalidHashError):
-            return False
+            await self._semaphore.acquire()
+        finally:
+            self._waiting -= 1
+        # argon2 is CPU-bound: off the event loop. The slot is released when the hash is done,
+        # not when the request is: a cancelled caller leaves its thread (and memory) running.
+        done = asyncio.ensure_future(asyncio.to_thread(work))
+        done.add_done_callback(lambda _: self._semaphore.release())
+        return await asyncio.shield(done)
 
-    ok = await asyncio.to_thread(verify)
-    return ok and password_hash is not None
+    async def hash(self, password: str) -> str:
+        return await self._run(lambda: self._hasher.hash(password))
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        def verify() -> bool:
+            try:
+                return bool(self._hasher.verify(password_hash or self._dummy_hash, password))
+            except (VerificationError, InvalidHashError):
+                return False
+
+        ok = await self._run(verify)
+        return ok and password_hash is not None
 
 
 # -- access tokens ------------------------------------------------------------------------------

@@ -215,7 +215,10 @@ class Bus:
         self._rate_script = client.register_script(_RATE_LUA)
         self._presence_add = client.register_script(_PRESENCE_ADD_LUA)
         self._presence_remove = client.register_script(_PRESENCE_REMOVE_LUA)
-        self._local_rate = LocalRateLimiter(rate_limit_per_minute, RATE_WINDOW_MS / 1000)
+        # One per-process window per limit (per user, per client address ...).
+        self._local_rates = {
+            rate_limit_per_minute: LocalRateLimiter(rate_limit_per_minute, RATE_WINDOW_MS / 1000)
+        }
         self._pubsub: PubSub | None = None
         # Bumped for every pub/sub connection; a kill request names the one it means.
         self._generation = 0
@@ -413,16 +416,18 @@ class Bus:
             return False
         return True
 
-    async def check_rate(self, user_id: str) -> RateDecision:
-        """Count one request of ``user_id`` against the shared per-minute limit (atomic).
+    async def check_rate(self, user_id: str, limit: int | None = None) -> RateDecision:
+        """Count one request of ``user_id`` (any key: a user id, ``ip:register:<address>``)
+        against the shared per-minute limit (atomic); ``limit`` overrides the per-user one.
 
         While Redis is unreachable the per-process window decides instead (never raises for it).
         """
+        per_minute = self.rate_limit_per_minute if limit is None else limit
         if self.commands_ok:
             try:
                 allowed, retry_ms = await self._rate_script(
                     keys=[f"{self.prefix}rate:{user_id}"],
-                    args=[self.rate_limit_per_minute, RATE_WINDOW_MS, secrets.token_hex(4)],
+                    args=[per_minute, RATE_WINDOW_MS, secrets.token_hex(4)],
                 )
             except REDIS_ERRORS as exc:
                 self._commands_down(exc)
@@ -431,7 +436,11 @@ class Bus:
                     return RateDecision(allowed=True, retry_after=0.0)
                 return RateDecision(allowed=False, retry_after=int(retry_ms) / 1000)
         metrics.RATE_LIMIT_FALLBACKS.inc()
-        local = self._local_rate.check(user_id, time.monotonic())
+        local_rate = self._local_rates.get(per_minute)
+        if local_rate is None:
+            local_rate = LocalRateLimiter(per_minute, RATE_WINDOW_MS / 1000)
+            self._local_rates[per_minute] = local_rate
+        local = local_rate.check(user_id, time.monotonic())
         return RateDecision(allowed=local.allowed, retry_after=local.retry_after)
 
     async def _command(self, call: Callable[[], Awaitable[Any]]) -> Any:

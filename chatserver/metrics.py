@@ -59,6 +59,19 @@ BUS_EVENTS_REFUSED: Final = Counter(
     "MongoDB does not confirm (by channel kind: room, user).",
     ["channel"],
 )
+PASSWORD_HASHING_BUSY: Final = Counter(
+    "hypersend_password_hashing_busy_total",
+    "Register/login calls refused with 503 because too many already waited for an argon2 slot.",
+)
+WEBSOCKET_UNAUTHENTICATED: Final = Gauge(
+    "hypersend_websocket_unauthenticated_connections",
+    "WebSockets accepted but not authenticated yet (not counted in the connections gauge).",
+)
+WEBSOCKET_OPENS_REFUSED: Final = Counter(
+    "hypersend_websocket_opens_refused_total",
+    "WebSocket opens refused before authentication, by reason (client_rate, unauthenticated).",
+    ["reason"],
+)
 MESSAGES_RECEIVED: Final = Counter(
     "hypersend_messages_received_total",
     "Chat messages stored from clients (REST and WebSocket; idempotent retries excluded).",

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 import secrets
 import time
@@ -33,7 +34,8 @@ from starlette.websockets import WebSocketState
 from chatserver import events, metrics
 from chatserver.auth import AuthError, decode_access_token
 from chatserver.bus import Bus, BusUnavailable, Delivery
-from chatserver.config import Settings
+from chatserver.clientip import client_address, limit_key
+from chatserver.config import Settings, trusted_networks
 from chatserver.models import Message, Room
 from chatserver.resume import Outgoing, RoomCursor, SendQueue
 from chatserver.store import RoomNotFound, SeqContention, Store
@@ -53,7 +55,6 @@ from chatserver.wsprotocol import (
 
 log = logging.getLogger(__name__)
 
-AUTH_TIMEOUT_SECONDS: Final = 10.0
 # After auth, live events are held until the client's next frame or this long, so a ``resume``
 # sent right after ``auth`` never follows live events it must precede. Clients that do not
 # resume send any frame (a ``ping``) to go live at once.
@@ -387,7 +388,8 @@ class Hub:
         self.bus = bus
         self.sessions: set[Session] = set()
         self.draining = False
-        self._open = 0  # accepted sockets, authenticated or not
+        self._open = 0  # authenticated sockets
+        self._unauthenticated = 0  # accepted, not authenticated yet
         self._room_sessions: dict[str, set[Session]] = {}
         self._room_ready: dict[str, asyncio.Future[None]] = {}
         self._user_sessions: dict[str, set[Session]] = {}
@@ -669,10 +671,46 @@ class Hub:
     # -- one socket ----------------------------------------------------------------------------
 
     async def serve(self, websocket: WebSocket) -> None:
-        """Run one WebSocket from accept to close."""
+        """Run one WebSocket from accept to close.
+
+        Until it authenticates a socket counts only in the unauthenticated gauge and cap
+        (HYPERSEND_WS_MAX_UNAUTHENTICATED), never in ``hypersend_websocket_connections``, the
+        autoscaling signal, nor against HYPERSEND_WS_MAX_CONNECTIONS; it is closed 4408 at
+        HYPERSEND_WS_AUTH_TIMEOUT_SECONDS.
+        """
         await websocket.accept()
         if self.draining:
             await websocket.close(Close.SERVICE_RESTART, "server draining, reconnect")
+            return
+        address = limit_key(
+            client_address(
+                websocket.client.host if websocket.client else None,
+                websocket.headers.getlist("x-forwarded-for"),
+                trusted_networks(self.settings.trusted_proxies),
+            )
+        )
+        decision = await self.bus.check_rate(
+            f"ip:ws:{address}", self.settings.ws_ip_opens_per_minute
+        )
+        if not decision.allowed:
+            metrics.WEBSOCKET_OPENS_REFUSED.labels("client_rate").inc()
+            retry = max(1, math.ceil(decision.retry_after))
+            await websocket.close(
+                Close.RATE_LIMITED, f"too many sockets opened from your address; retry in {retry}s"
+            )
+            return
+        if self._unauthenticated >= self.settings.ws_max_unauthenticated:
+            metrics.WEBSOCKET_OPENS_REFUSED.labels("unauthenticated").inc()
+            await websocket.close(Close.TRY_AGAIN_LATER, "too many sockets authenticating")
+            return
+        self._unauthenticated += 1
+        metrics.WEBSOCKET_UNAUTHENTICATED.inc()
+        try:
+            user_id = await self._authenticate(websocket)
+        finally:
+            self._unauthenticated -= 1
+            metrics.WEBSOCKET_UNAUTHENTICATED.dec()
+        if user_id is None:
             return
         if self._open >= self.settings.ws_max_connections:
             await websocket.close(Close.TRY_AGAIN_LATER, "too many connections on this server")
@@ -680,9 +718,7 @@ class Hub:
         self._open += 1
         metrics.WEBSOCKET_CONNECTIONS.inc()
         try:
-            user_id = await self._authenticate(websocket)
-            if user_id is not None:
-                await self._run_session(websocket, user_id)
+            await self._run_session(websocket, user_id)
         finally:
             self._open -= 1
             metrics.WEBSOCKET_CONNECTIONS.dec()
@@ -691,7 +727,7 @@ class Hub:
         token = websocket.query_params.get("token")
         if token is None:
             try:
-                async with asyncio.timeout(AUTH_TIMEOUT_SECONDS):
+                async with asyncio.timeout(self.settings.ws_auth_timeout_seconds):
                     message = await websocket.receive()
             except TimeoutError:
                 await self._refuse(websocket, Close.AUTH_TIMEOUT, "auth_timeout", "auth timeout")

@@ -45,6 +45,8 @@ class Close(IntEnum):
     IDLE_TIMEOUT = 4410
     # The socket's send queue overflowed: reconnect and ``resume`` from the last seq seen.
     SLOW_CONSUMER = 4413
+    # Too many socket opens from the client's address (HYPERSEND_WS_IP_OPENS_PER_MINUTE).
+    RATE_LIMITED = 4429
     # Reserved: earlier servers closed every socket with it when Redis pub/sub was lost; now
     # sockets stay open and are caught up from MongoDB (chatserver/bus.py, degraded mode).
     RESYNC_REQUIRED = 4503

@@ -123,12 +123,14 @@ class Client:
     async def until_type(self, kind: str, wait: float = 10.0) -> Frame:
         return await self.until(lambda f: f.get("type") == kind, wait)
 
-    async def send_message(self, room_id: str, text: str, client_id: str | None = None) -> Frame:
+    async def send_message(
+        self, room_id: str, text: str, client_id: str | None = None, wait: float = 10.0
+    ) -> Frame:
         """Send and wait for this send's ack or error."""
         cid = client_id or secrets.token_hex(8)
         await self.send({"type": "send", "room_id": room_id, "client_id": cid, "text": text})
         return await self.until(
-            lambda f: f.get("type") in ("ack", "error") and f.get("client_id") == cid
+            lambda f: f.get("type") in ("ack", "error") and f.get("client_id") == cid, wait
         )
 
     async def closed(self, wait: float = 10.0) -> tuple[int | None, str | None]:
