@@ -490,14 +490,27 @@ async def refresh(
     try:
         tokens = await auth.rotate_refresh_token(store, settings, body.refresh_token)
     except auth.RefreshError as exc:
+        if exc.revoked is not None:
+            await close_sockets_of(bus, exc.revoked)
         raise ApiError(401, f"refresh_token_{exc.reason}", exc.message) from exc
     return tokens.to_wire()
 
 
+async def close_sockets_of(bus: Bus, revoked: auth.RevokedFamily) -> None:
+    """Tell every server to close the sockets of a revoked login (each checks MongoDB first).
+    Without Redis they are not told: their sockets close when their access token expires."""
+    await publish_user(bus, revoked.user_id, events.sessions_revoked(revoked.family_id))
+
+
 @router.post("/auth/logout", status_code=204, tags=["auth"])
-async def logout(body: RefreshBody, store: StoreDep, settings: SettingsDep) -> Response:
-    """Revoke the refresh token and its family. Access tokens expire on their own."""
-    await auth.revoke_refresh_token(store, settings, body.refresh_token)
+async def logout(
+    body: RefreshBody, store: StoreDep, settings: SettingsDep, bus: BusDep
+) -> Response:
+    """Revoke the refresh token and its family and close the family's sockets on every
+    server. Its access tokens still pass REST calls until they expire."""
+    revoked = await auth.revoke_refresh_token(store, settings, body.refresh_token)
+    if revoked is not None:
+        await close_sockets_of(bus, revoked)
     return Response(status_code=204)
 
 

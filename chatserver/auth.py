@@ -50,13 +50,34 @@ class AuthError(Exception):
         self.message = message
 
 
-class RefreshError(Exception):
-    """A refresh token could not be used."""
+@dataclass(frozen=True, slots=True)
+class RevokedFamily:
+    """A login whose tokens were just revoked: its user's sockets of it must close."""
 
-    def __init__(self, reason: RefreshReason, message: str) -> None:
+    user_id: str
+    family_id: str
+
+
+class RefreshError(Exception):
+    """A refresh token could not be used; ``revoked`` names a family this call revoked."""
+
+    def __init__(
+        self, reason: RefreshReason, message: str, revoked: RevokedFamily | None = None
+    ) -> None:
         super().__init__(message)
         self.reason: RefreshReason = reason
         self.message = message
+        self.revoked = revoked
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    """A verified access token: its user, expiry (unix seconds) and login (refresh family;
+    None for tokens issued before access tokens carried it)."""
+
+    user_id: str
+    expires_at: float
+    family_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,20 +164,28 @@ class Passwords:
 # -- access tokens ------------------------------------------------------------------------------
 
 
-def issue_access_token(user_id: str, settings: Settings, now: datetime | None = None) -> str:
+def issue_access_token(
+    user_id: str,
+    settings: Settings,
+    now: datetime | None = None,
+    family_id: str | None = None,
+) -> str:
     issued = now or utcnow()
-    claims = {
+    claims: dict[str, Any] = {
         "sub": user_id,
         "typ": ACCESS_TOKEN_TYPE,
         "iat": int(issued.timestamp()),
         "exp": int((issued + timedelta(seconds=settings.access_token_ttl_seconds)).timestamp()),
         "jti": uuid.uuid4().hex,
     }
+    if family_id is not None:
+        # The login it belongs to: logging out (revoking the family) closes its sockets.
+        claims["fam"] = family_id
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=JWT_ALGORITHM)
 
 
-def decode_access_token(token: str, settings: Settings) -> str:
-    """The user id of a valid access token; raises AuthError(missing | expired | invalid)."""
+def verify_access_token(token: str, settings: Settings) -> AccessToken:
+    """A valid access token's claims; raises AuthError(missing | expired | invalid)."""
     if not token:
         raise AuthError("missing", "an access token is required")
     try:
@@ -170,10 +199,21 @@ def decode_access_token(token: str, settings: Settings) -> str:
         raise AuthError("expired", "the access token has expired") from exc
     except jwt.InvalidTokenError as exc:
         raise AuthError("invalid", "the access token is invalid") from exc
-    subject = claims.get("sub")
-    if claims.get("typ") != ACCESS_TOKEN_TYPE or not isinstance(subject, str) or not subject:
+    subject, expires, family = claims.get("sub"), claims.get("exp"), claims.get("fam")
+    if (
+        claims.get("typ") != ACCESS_TOKEN_TYPE
+        or not isinstance(subject, str)
+        or not subject
+        or not isinstance(expires, int | float)
+        or not (family is None or isinstance(family, str))
+    ):
         raise AuthError("invalid", "the access token is invalid")
-    return subject
+    return AccessToken(user_id=subject, expires_at=float(expires), family_id=family)
+
+
+def decode_access_token(token: str, settings: Settings) -> str:
+    """The user id of a valid access token; raises AuthError(missing | expired | invalid)."""
+    return verify_access_token(token, settings).user_id
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -199,14 +239,15 @@ async def issue_tokens(
     """A new access token and a new refresh token (in `family_id`, or a new family)."""
     now = utcnow()
     refresh = secrets.token_urlsafe(32)
+    family = family_id or uuid.uuid4().hex
     await store.insert_refresh_token(
         hash_refresh_token(refresh),
         user_id,
-        family_id or uuid.uuid4().hex,
+        family,
         now + timedelta(seconds=settings.refresh_token_ttl_seconds),
     )
     return TokenPair(
-        access_token=issue_access_token(user_id, settings, now),
+        access_token=issue_access_token(user_id, settings, now, family),
         refresh_token=refresh,
         expires_in=settings.access_token_ttl_seconds,
         user_id=user_id,
@@ -227,7 +268,9 @@ async def rotate_refresh_token(store: Store, settings: Settings, token: str) -> 
         # Used before: someone replayed it. Revoke every token of this login.
         await _revoke_family(store, settings, record.family_id)
         raise RefreshError(
-            "reused", "the refresh token was already used; every token of this login is revoked"
+            "reused",
+            "the refresh token was already used; every token of this login is revoked",
+            RevokedFamily(record.user_id, record.family_id),
         )
     pair = await issue_tokens(store, settings, record.user_id, record.family_id)
     # A reuse detected concurrently (another process) revokes the pair just issued too.
@@ -242,8 +285,17 @@ async def _revoke_family(store: Store, settings: Settings, family_id: str) -> No
     await store.revoke_token_family(family_id, until)
 
 
-async def revoke_refresh_token(store: Store, settings: Settings, token: str) -> None:
+async def revoke_refresh_token(
+    store: Store, settings: Settings, token: str
+) -> RevokedFamily | None:
     """Logout: revoke the token's whole family (unknown tokens are ignored)."""
     record = await store.get_refresh_token(hash_refresh_token(token))
-    if record is not None:
-        await _revoke_family(store, settings, record.family_id)
+    if record is None:
+        return None
+    await _revoke_family(store, settings, record.family_id)
+    return RevokedFamily(record.user_id, record.family_id)
+
+
+async def token_revoked(store: Store, token: AccessToken) -> bool:
+    """Whether the login of an access token was revoked (logout, a replayed refresh token)."""
+    return token.family_id is not None and await store.is_family_revoked(token.family_id)

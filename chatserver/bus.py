@@ -6,7 +6,8 @@ only to the channels of rooms and users that have sockets on this process.
 
 Channels (all under the key prefix):
   ``room:<room_id>`` -- events of a room (messages, edits, reactions, read receipts, typing,
-  presence of its members); ``user:<user_id>`` -- events for one user (room_added/room_removed).
+  presence of its members); ``user:<user_id>`` -- events for one user (room_added/room_removed,
+  sessions_revoked).
 
 Every published payload is an envelope ``{"ts": <publish time, unix seconds>, "event": {...}}``
 so receivers can observe pub/sub lag and delivery latency.

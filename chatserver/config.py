@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     auth_ip_rate_limit_per_minute: int = Field(default=30, ge=1)
     ws_ip_opens_per_minute: int = Field(default=120, ge=1)
     ws_auth_timeout_seconds: float = Field(default=10, gt=0)
+    # A socket is told this long before its access token expires (docs/protocol.md).
+    ws_token_warning_seconds: float = Field(default=60, gt=0)
     ws_max_unauthenticated: int = Field(default=500, ge=1)
     # argon2id cost; the defaults are RFC 9106's second recommendation (64 MiB, 3 passes, 4 lanes).
     argon2_memory_kib: int = Field(default=65_536, ge=7_168)

@@ -32,7 +32,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketState
 
 from chatserver import events, metrics
-from chatserver.auth import AuthError, decode_access_token
+from chatserver.auth import AccessToken, AuthError, token_revoked, verify_access_token
 from chatserver.bus import Bus, BusUnavailable, Delivery
 from chatserver.clientip import client_address, limit_key
 from chatserver.config import Settings, trusted_networks
@@ -83,6 +83,8 @@ SHED_BATCH: Final = 100
 SHED_PAUSE_SECONDS: Final = 0.2
 # The store may have failed after the insert went through: the retry (same client_id) is safe.
 STORE_FAILED: Final = "the message may not have been stored; send it again with the same client_id"
+REVOKED: Final = "this login was revoked (logout); log in again"
+EXPIRED: Final = "the access token has expired; reconnect with a fresh one"
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -120,10 +122,14 @@ class SessionClosed(Exception):
 class Session:
     """One authenticated socket: its cursors per room, its send queue and its writer task."""
 
-    def __init__(self, hub: Hub, websocket: WebSocket, user_id: str) -> None:
+    def __init__(self, hub: Hub, websocket: WebSocket, token: AccessToken) -> None:
         self.hub = hub
         self.ws = websocket
-        self.user_id = user_id
+        self.user_id = token.user_id
+        # The access token the socket runs on: replaced by an in-band ``auth``; at its expiry
+        # the socket closes (4401), ``token_expiring`` first (docs/protocol.md).
+        self.token = token
+        self.expiry_warned = False
         self.id = secrets.token_hex(8)
         self.connection_id = f"{hub.settings.pod_name}:{self.id}"
         self.rooms: dict[str, RoomCursor] = {}
@@ -500,6 +506,9 @@ class Hub:
         store says.
         """
         kind, room_id = event.get("type"), event.get("room_id")
+        if kind == "sessions_revoked":
+            await self._revoke(session, event.get("family_id"))
+            return
         if kind not in ("room_added", "room_removed") or not isinstance(room_id, str):
             metrics.BUS_EVENTS_REFUSED.labels("user").inc()
             return
@@ -653,7 +662,17 @@ class Hub:
             lags.append(max(0.0, now - asked - pause))
             metrics.EVENT_LOOP_LAG.set(max(lags))
             ping = outgoing(events.ping())
+            wall = time.time()
+            warning = self.settings.ws_token_warning_seconds
             for session in list(self.sessions):
+                expires_at = session.token.expires_at
+                if wall >= expires_at:
+                    session.send(events.error("unauthorized", EXPIRED))
+                    session.close(Close.UNAUTHORIZED, "token expired", flush=True)
+                    continue
+                if not session.expiry_warned and wall >= expires_at - warning:
+                    session.expiry_warned = True
+                    session.send(events.token_expiring(expires_at, wall))
                 if not session.handling and now - session.last_rx > idle:
                     session.close(Close.IDLE_TIMEOUT, "idle timeout", flush=False)
                 elif now - session.last_ping >= interval:
@@ -706,11 +725,11 @@ class Hub:
         self._unauthenticated += 1
         metrics.WEBSOCKET_UNAUTHENTICATED.inc()
         try:
-            user_id = await self._authenticate(websocket)
+            token = await self._authenticate(websocket)
         finally:
             self._unauthenticated -= 1
             metrics.WEBSOCKET_UNAUTHENTICATED.dec()
-        if user_id is None:
+        if token is None:
             return
         if self._open >= self.settings.ws_max_connections:
             await websocket.close(Close.TRY_AGAIN_LATER, "too many connections on this server")
@@ -718,12 +737,12 @@ class Hub:
         self._open += 1
         metrics.WEBSOCKET_CONNECTIONS.inc()
         try:
-            await self._run_session(websocket, user_id)
+            await self._run_session(websocket, token)
         finally:
             self._open -= 1
             metrics.WEBSOCKET_CONNECTIONS.dec()
 
-    async def _authenticate(self, websocket: WebSocket) -> str | None:
+    async def _authenticate(self, websocket: WebSocket) -> AccessToken | None:
         token = websocket.query_params.get("token")
         if token is None:
             try:
@@ -746,7 +765,7 @@ class Hub:
                 return None
             token = frame.token
         try:
-            return decode_access_token(token, self.settings)
+            return verify_access_token(token, self.settings)
         except AuthError as exc:
             await self._refuse(websocket, Close.UNAUTHORIZED, "unauthorized", exc.message)
             return None
@@ -757,8 +776,9 @@ class Hub:
             async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
                 await websocket.close(code, message[:120])
 
-    async def _run_session(self, websocket: WebSocket, user_id: str) -> None:
-        session = Session(self, websocket, user_id)
+    async def _run_session(self, websocket: WebSocket, token: AccessToken) -> None:
+        user_id = token.user_id
+        session = Session(self, websocket, token)
         self.sessions.add(session)
         session.start_writer()
         room_ids: list[str] = []
@@ -770,8 +790,14 @@ class Hub:
                 cursor.begin_replay()  # hold live events until the resume window ends
                 session.rooms[room_id] = cursor
             await self._follow_user(session)
+            # Checked once the user channel is subscribed: a logout before this is in MongoDB,
+            # one after it reaches this socket as ``sessions_revoked``.
+            if await token_revoked(self.store, token):
+                session.send(events.error("unauthorized", REVOKED))
+                session.close(Close.UNAUTHORIZED, REVOKED, flush=True)
+                return
             await self._follow(session, room_ids)
-            session.send(events.ready(user_id, room_ids))
+            session.send(events.ready(user_id, room_ids, token.expires_at))
             session.spawn(self._resume_window(session), f"ws-resume-window-{session.id}")
             session.spawn(self._announce(session, True), f"ws-presence-{session.id}")
             reader = asyncio.create_task(self._read_loop(session), name=f"ws-reader-{session.id}")
@@ -857,9 +883,6 @@ class Hub:
             return
         if isinstance(frame, PongFrame):
             return
-        if isinstance(frame, AuthFrame):
-            session.send(events.error("already_authenticated", "this socket is authenticated"))
-            return
         if handshake and isinstance(frame, ResumeFrame):
             # The resume that opens a connection counts but is never refused: refusing it would
             # take the rooms live with a gap, and a user who hit the limit just before their
@@ -879,7 +902,9 @@ class Hub:
                 extra.update(room_id=frame.room_id, client_id=frame.client_id)
             session.send(events.error("rate_limited", "too many requests", **extra))
             return
-        if isinstance(frame, SendFrame):
+        if isinstance(frame, AuthFrame):
+            await self._reauthenticate(session, frame)
+        elif isinstance(frame, SendFrame):
             await self._send(session, frame)
         elif isinstance(frame, ResumeFrame):
             await self._resume(session, frame)
@@ -903,6 +928,45 @@ class Hub:
             await self.bus.publish_room(
                 frame.room_id, events.read(frame.room_id, session.user_id, frame.seq)
             )
+
+    async def _reauthenticate(self, session: Session, frame: AuthFrame) -> None:
+        """An ``auth`` frame on a live socket: run on the fresh token from now on. A token that
+        does not verify, or is another user's, is refused and the old one stays (until it
+        expires); a revoked login closes the socket."""
+        try:
+            token = verify_access_token(frame.token, self.settings)
+        except AuthError as exc:
+            session.send(events.error("unauthorized", exc.message))
+            return
+        if token.user_id != session.user_id:
+            session.send(events.error("unauthorized", "the token is another user's"))
+            return
+        if await token_revoked(self.store, token):
+            session.send(events.error("unauthorized", REVOKED))
+            session.close(Close.UNAUTHORIZED, REVOKED, flush=True)
+            return
+        session.token = token
+        session.expiry_warned = False
+        session.send(events.reauthenticated(token.expires_at))
+
+    async def _revoke(self, session: Session, family_id: object) -> None:
+        """``sessions_revoked`` from Redis: close the socket if MongoDB says its login (or, for
+        a token without a login id, the named one) is revoked."""
+        family = session.token.family_id
+        if family is None:
+            if not isinstance(family_id, str):
+                return
+            family = family_id
+        elif family != family_id:
+            return
+        try:
+            revoked = await self.store.is_family_revoked(family)
+        except Exception as exc:
+            log.warning("revocation check failed: %s", type(exc).__name__)
+            return  # the socket still closes when its token expires
+        if revoked:
+            session.send(events.error("unauthorized", REVOKED))
+            session.close(Close.UNAUTHORIZED, REVOKED, flush=True)
 
     async def _send(self, session: Session, frame: SendFrame) -> None:
         ids = {"room_id": frame.room_id, "client_id": frame.client_id}

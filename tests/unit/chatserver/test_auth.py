@@ -18,6 +18,7 @@ from chatserver.auth import (
     decode_access_token,
     hash_refresh_token,
     issue_access_token,
+    verify_access_token,
 )
 from chatserver.config import Settings
 from chatserver.models import utcnow
@@ -138,3 +139,22 @@ def test_refresh_tokens_are_stored_as_hashes() -> None:
     assert len(digest) == 64
     assert digest != "token"
     assert hash_refresh_token("token") == digest
+
+
+def test_access_tokens_carry_their_login(settings: Settings) -> None:
+    token = issue_access_token("u1", settings, family_id="fam-1")
+    verified = verify_access_token(token, settings)
+    assert verified.user_id == "u1"
+    assert verified.family_id == "fam-1"
+    assert verified.expires_at == pytest.approx(time.time() + 60, abs=2)
+    # Tokens issued before the claim existed still verify, without a login.
+    assert verify_access_token(issue_access_token("u1", settings), settings).family_id is None
+
+
+def test_a_login_claim_that_is_not_a_string_is_invalid(settings: Settings) -> None:
+    now = int(time.time())
+    claims = {"sub": "u1", "typ": "access", "iat": now, "exp": now + 60, "fam": 7}
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+    with pytest.raises(AuthError) as caught:
+        verify_access_token(token, settings)
+    assert caught.value.reason == "invalid"
