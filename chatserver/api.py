@@ -15,9 +15,20 @@ import re
 from collections.abc import Awaitable
 from typing import Annotated, Any, Final, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    Security,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -46,12 +57,19 @@ MAX_GROUP_MEMBERS: Final = 256
 MAX_PAGE: Final = 200
 DEFAULT_PAGE: Final = 50
 USERNAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_.-]{2,31}$"
+USERNAME_PATTERN_ANY_CASE: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,31}$"
 CLIENT_ID_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
-# Reaction keys become MongoDB field names: no dots, dollars or whitespace.
-EMOJI_PATTERN: Final = re.compile(r"^[^\s.$]{1,32}$")
+# Whitespace spelled out: Python's `\s` and JSON Schema's (ECMA-262) differ (U+001C-U+001F and
+# U+0085 are whitespace only to Python, U+FEFF only to ECMA-262), so `\s` in a pattern would let
+# the published schema and the server disagree. This is the union of both.
+WHITESPACE: Final = (
+    "\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+# Reaction keys become MongoDB field names: no dots, dollars or whitespace. Literal characters
+# only, so every regex engine reads the class alike; pydantic checks it with Rust's regex, where
+# `$` is the end of the text (Python's `re` would also match before a final newline).
+EMOJI_PATTERN: Final = f"^[^{WHITESPACE}.$]{{1,32}}$"
 CACHE_CONTROL: Final = "private, no-store"
-
-router = APIRouter(prefix=API_PREFIX)
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -68,6 +86,57 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.headers = headers or {}
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="machine-readable, listed in docs/protocol.md")
+    message: str = Field(description="what went wrong and what to do")
+    details: list[dict[str, Any]] | None = Field(
+        default=None, description="422 invalid_request: one entry per refused field"
+    )
+
+
+class ErrorResponse(BaseModel):
+    """Every error: `{"error": {"code", "message"}}` (docs/protocol.md, "Errors")."""
+
+    error: ErrorDetail
+
+
+_ERROR_DESCRIPTIONS: Final = {
+    401: "`missing_token`, `expired_token`, `invalid_token` (a Bearer access token is needed), "
+    "or on the auth calls `invalid_credentials` / `refresh_token_*`",
+    403: "`forbidden`, `not_sender`: the caller's role does not allow it",
+    404: "`room_not_found` (also when the caller is not a member), `message_not_found`, "
+    "`member_not_found`",
+    409: "a conflict: `username_taken`, `direct_room`, `message_deleted`, `use_leave`, "
+    "`owner_role`",
+    413: "`request_too_large` (body above the cap) or `message_too_large`",
+    422: "`invalid_request` (a field is missing, of the wrong type or out of range; `details` "
+    "lists them) or a semantic error (`empty_message`, `invalid_seq`, `invalid_direct_room`, "
+    "`name_required`, `unknown_users`)",
+    429: "`rate_limited`; `Retry-After` says when to retry",
+    503: "`database_unavailable` or `try_again`; `Retry-After` says when to retry",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, each with the error body."""
+    return {
+        status: {"model": ErrorResponse, "description": _ERROR_DESCRIPTIONS[status]}
+        for status in statuses
+    }
+
+
+# Every /api/v1 call may answer these; authenticated ones add AUTHED, room calls IN_ROOM.
+COMMON_ERRORS: Final = errors(413, 422, 503)
+AUTHED: Final = errors(401, 429)
+IN_ROOM: Final = {**AUTHED, **errors(404)}
+
+router = APIRouter(prefix=API_PREFIX, responses=COMMON_ERRORS)
+# Declares the scheme in the OpenAPI document; the header itself is read by current_user_id.
+bearer_scheme = HTTPBearer(
+    auto_error=False, description="an access token from /auth/register, /login or /refresh"
+)
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -110,14 +179,24 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=422,
         )
 
-    async def http_error(_: Request, exc: Exception) -> Response:
+    async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 400:
+            # FastAPI's answer to a body that is not JSON: a validation error like any other.
+            return JSONResponse(
+                error_body("invalid_request", f"body: {exc.detail}", details=[]),
+                status_code=422,
+                headers=headers,
+            )
+        if exc.status_code == 405:
+            # Starlette names only the methods of the one route it tried: list every method
+            # the API documents for the path (RFC 9110 15.5.6).
+            methods = allowed_methods(request)
+            if methods:
+                headers["Allow"] = ", ".join(methods)
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-        return JSONResponse(
-            error_body(code, str(exc.detail)),
-            status_code=exc.status_code,
-            headers=dict(exc.headers or {}),
-        )
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers)
 
     async def contention(_: Request, exc: Exception) -> Response:
         log.warning("seq contention room=%s", exc)
@@ -151,6 +230,22 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SeqContention, contention)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the OpenAPI document lists for the request's path (empty: not in it)."""
+    table: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        request.app.state, "allowed_methods", None
+    )
+    if table is None:
+        table = []
+        for template, operations in request.app.openapi().get("paths", {}).items():
+            parts = re.split(r"\{[^/}]+\}", template)
+            regex = re.compile("^" + "[^/]+".join(re.escape(part) for part in parts) + "$")
+            table.append((regex, sorted(method.upper() for method in operations)))
+        request.app.state.allowed_methods = table
+    path = request.url.path
+    return sorted({m for regex, methods in table if regex.match(path) for m in methods})
 
 
 def room_not_found() -> ApiError:
@@ -296,7 +391,12 @@ async def enforce_rate(bus: Bus, key: str, limit: int | None = None) -> None:
         )
 
 
-async def current_user_id(request: Request, settings: SettingsDep, bus: BusDep) -> str:
+async def current_user_id(
+    request: Request,
+    settings: SettingsDep,
+    bus: BusDep,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+) -> str:
     """The authenticated user (Bearer access token), after the per-user rate limit."""
     try:
         user_id = auth.decode_access_token(
@@ -358,11 +458,14 @@ async def publish_user(bus: Bus, user_id: str, event: dict[str, Any]) -> None:
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    # Strict: a JSON `false`, `"2"` or `3.0` is no integer here, as on the WebSocket
+    # (chatserver/wsprotocol.py).
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, strict=True)
 
 
 class RegisterBody(Body):
-    username: str = Field(min_length=3, max_length=32)
+    # Any case: stored lower-case (the validator below).
+    username: str = Field(min_length=3, max_length=32, pattern=USERNAME_PATTERN_ANY_CASE)
     password: str = Field(min_length=8, max_length=256)
     display_name: str | None = Field(default=None, min_length=1, max_length=64)
 
@@ -413,7 +516,7 @@ class EditBody(Body):
 
 
 class ReactionBody(Body):
-    emoji: str = Field(pattern=EMOJI_PATTERN.pattern)
+    emoji: str = Field(pattern=EMOJI_PATTERN)
 
 
 class ReadBody(Body):
@@ -436,7 +539,7 @@ def check_text(text: str, settings: Settings) -> None:
 # -- accounts -----------------------------------------------------------------------------------
 
 
-@router.post("/auth/register", status_code=201, tags=["auth"])
+@router.post("/auth/register", status_code=201, tags=["auth"], responses=errors(409, 429))
 async def register(
     body: RegisterBody,
     request: Request,
@@ -458,7 +561,7 @@ async def register(
     return {"user": user.to_wire(), **tokens.to_wire()}
 
 
-@router.post("/auth/login", tags=["auth"])
+@router.post("/auth/login", tags=["auth"], responses=errors(401, 429))
 async def login(
     body: LoginBody,
     request: Request,
@@ -480,7 +583,7 @@ async def login(
     return {"user": user.to_wire(), **tokens.to_wire()}
 
 
-@router.post("/auth/refresh", tags=["auth"])
+@router.post("/auth/refresh", tags=["auth"], responses=errors(401, 429))
 async def refresh(
     body: RefreshBody, request: Request, store: StoreDep, settings: SettingsDep, bus: BusDep
 ) -> dict[str, Any]:
@@ -514,7 +617,7 @@ async def logout(
     return Response(status_code=204)
 
 
-@router.get("/users/me", tags=["users"])
+@router.get("/users/me", tags=["users"], responses=AUTHED)
 async def me(user_id: UserIdDep, store: StoreDep) -> dict[str, Any]:
     user = await store.get_user(user_id)
     if user is None:
@@ -522,7 +625,7 @@ async def me(user_id: UserIdDep, store: StoreDep) -> dict[str, Any]:
     return user.to_wire()
 
 
-@router.get("/users", tags=["users"])
+@router.get("/users", tags=["users"], responses=AUTHED)
 async def search_users(
     user_id: UserIdDep,
     store: StoreDep,
@@ -568,7 +671,12 @@ async def _existing_users(store: Store, user_ids: list[str]) -> None:
         raise ApiError(422, "unknown_users", f"no such users: {', '.join(missing)}")
 
 
-@router.post("/rooms", tags=["rooms"])
+@router.post(
+    "/rooms",
+    status_code=201,
+    tags=["rooms"],
+    responses={**AUTHED, 200: {"description": "the direct room of this pair existed already"}},
+)
 async def create_room(
     body: CreateRoomBody, user_id: UserIdDep, store: StoreDep, bus: BusDep, response: Response
 ) -> dict[str, Any]:
@@ -599,14 +707,14 @@ async def create_room(
     return {**room_view(room, member), "members": await members_view(store, room.id)}
 
 
-@router.get("/rooms", tags=["rooms"])
+@router.get("/rooms", tags=["rooms"], responses=AUTHED)
 async def list_rooms(user_id: UserIdDep, store: StoreDep) -> dict[str, Any]:
     """The caller's rooms, newest activity first, each with its last message."""
     rooms = await store.rooms_for_user(user_id)
     return {"rooms": [room_view(room, member) for room, member in rooms]}
 
 
-@router.get("/rooms/{room_id}", tags=["rooms"])
+@router.get("/rooms/{room_id}", tags=["rooms"], responses=IN_ROOM)
 async def get_room(room_id: RoomIdPath, user_id: UserIdDep, store: StoreDep) -> dict[str, Any]:
     member = await require_member(store, room_id, user_id)
     room = await store.get_room(room_id)
@@ -615,7 +723,7 @@ async def get_room(room_id: RoomIdPath, user_id: UserIdDep, store: StoreDep) -> 
     return {**room_view(room, member), "members": await members_view(store, room_id)}
 
 
-@router.get("/rooms/{room_id}/members", tags=["rooms"])
+@router.get("/rooms/{room_id}/members", tags=["rooms"], responses=IN_ROOM)
 async def list_members(room_id: RoomIdPath, user_id: UserIdDep, store: StoreDep) -> dict[str, Any]:
     await require_member(store, room_id, user_id)
     return {"members": await members_view(store, room_id)}
@@ -630,7 +738,12 @@ async def _group_room(store: Store, room_id: str) -> Room:
     return room
 
 
-@router.post("/rooms/{room_id}/members", tags=["rooms"])
+@router.post(
+    "/rooms/{room_id}/members",
+    status_code=201,
+    tags=["rooms"],
+    responses={**IN_ROOM, **errors(403, 409), 200: {"description": "already a member"}},
+)
 async def add_member(
     room_id: RoomIdPath,
     body: AddMemberBody,
@@ -656,7 +769,11 @@ async def add_member(
     return member.to_wire()
 
 
-@router.patch("/rooms/{room_id}/members/{member_id}", tags=["rooms"])
+@router.patch(
+    "/rooms/{room_id}/members/{member_id}",
+    tags=["rooms"],
+    responses={**IN_ROOM, **errors(403, 409)},
+)
 async def set_role(
     room_id: RoomIdPath,
     member_id: Annotated[str, Path(min_length=1, max_length=64)],
@@ -677,7 +794,12 @@ async def set_role(
     return member.to_wire()
 
 
-@router.delete("/rooms/{room_id}/members/{member_id}", status_code=204, tags=["rooms"])
+@router.delete(
+    "/rooms/{room_id}/members/{member_id}",
+    status_code=204,
+    tags=["rooms"],
+    responses={**IN_ROOM, **errors(403, 409)},
+)
 async def remove_member(
     room_id: RoomIdPath,
     member_id: Annotated[str, Path(min_length=1, max_length=64)],
@@ -703,7 +825,7 @@ async def remove_member(
     return Response(status_code=204)
 
 
-@router.post("/rooms/{room_id}/leave", status_code=204, tags=["rooms"])
+@router.post("/rooms/{room_id}/leave", status_code=204, tags=["rooms"], responses=IN_ROOM)
 async def leave_room(
     room_id: RoomIdPath, user_id: UserIdDep, store: StoreDep, bus: BusDep
 ) -> Response:
@@ -726,7 +848,12 @@ async def leave_room(
 # -- messages -----------------------------------------------------------------------------------
 
 
-@router.post("/rooms/{room_id}/messages", tags=["messages"])
+@router.post(
+    "/rooms/{room_id}/messages",
+    status_code=201,
+    tags=["messages"],
+    responses={**IN_ROOM, 200: {"description": "this client_id was stored before (a retry)"}},
+)
 async def send_message(
     room_id: RoomIdPath,
     body: SendBody,
@@ -755,7 +882,7 @@ async def send_message(
     return message.to_wire()
 
 
-@router.get("/rooms/{room_id}/messages", tags=["messages"])
+@router.get("/rooms/{room_id}/messages", tags=["messages"], responses=IN_ROOM)
 async def history(
     room_id: RoomIdPath,
     user_id: UserIdDep,
@@ -780,7 +907,9 @@ async def history(
     return {"messages": [m.to_wire() for m in page], "has_more": has_more}
 
 
-@router.patch("/rooms/{room_id}/messages/{seq}", tags=["messages"])
+@router.patch(
+    "/rooms/{room_id}/messages/{seq}", tags=["messages"], responses={**IN_ROOM, **errors(403, 409)}
+)
 async def edit_message(
     room_id: RoomIdPath,
     seq: SeqPath,
@@ -804,7 +933,9 @@ async def edit_message(
     return edited.to_wire()
 
 
-@router.delete("/rooms/{room_id}/messages/{seq}", tags=["messages"])
+@router.delete(
+    "/rooms/{room_id}/messages/{seq}", tags=["messages"], responses={**IN_ROOM, **errors(403)}
+)
 async def delete_message(
     room_id: RoomIdPath, seq: SeqPath, user_id: UserIdDep, store: StoreDep, bus: BusDep
 ) -> dict[str, Any]:
@@ -821,7 +952,11 @@ async def delete_message(
     return deleted.to_wire()
 
 
-@router.post("/rooms/{room_id}/messages/{seq}/reactions", tags=["messages"])
+@router.post(
+    "/rooms/{room_id}/messages/{seq}/reactions",
+    tags=["messages"],
+    responses={**IN_ROOM, **errors(409)},
+)
 async def add_reaction(
     room_id: RoomIdPath,
     seq: SeqPath,
@@ -841,11 +976,13 @@ async def add_reaction(
     return updated.to_wire()
 
 
-@router.delete("/rooms/{room_id}/messages/{seq}/reactions/{emoji}", tags=["messages"])
+@router.delete(
+    "/rooms/{room_id}/messages/{seq}/reactions/{emoji}", tags=["messages"], responses=IN_ROOM
+)
 async def remove_reaction(
     room_id: RoomIdPath,
     seq: SeqPath,
-    emoji: Annotated[str, Path(pattern=EMOJI_PATTERN.pattern)],
+    emoji: Annotated[str, Path(pattern=EMOJI_PATTERN)],
     user_id: UserIdDep,
     store: StoreDep,
     bus: BusDep,
@@ -859,7 +996,7 @@ async def remove_reaction(
     return updated.to_wire()
 
 
-@router.post("/rooms/{room_id}/read", status_code=204, tags=["messages"])
+@router.post("/rooms/{room_id}/read", status_code=204, tags=["messages"], responses=IN_ROOM)
 async def mark_read(
     room_id: RoomIdPath, body: ReadBody, user_id: UserIdDep, store: StoreDep, bus: BusDep
 ) -> Response:

@@ -860,7 +860,7 @@ class Hub:
                 else:
                     session.end_resume_window()
             if isinstance(frame, FrameError):
-                session.send(events.error(frame.code, frame.message))
+                session.send(events.error(frame.code, frame.message, **frame.ids))
                 continue
             session.handling = True
             try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Final
 
@@ -58,6 +58,9 @@ class FrameError:
 
     code: str
     message: str
+    # The refused frame's own `room_id` / `client_id` (when strings of a sane length), so a
+    # client with several sends in flight knows which one failed.
+    ids: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +141,20 @@ def parse_client_frame(raw: str | bytes, max_message_bytes: int) -> ClientFrame 
     kind = body.get("type")
     if not isinstance(kind, str):
         return FrameError("invalid_frame", "a frame must have a string `type`")
+    parsed = _parse_object(body, kind, max_message_bytes)
+    if isinstance(parsed, FrameError):
+        ids = {
+            key: value
+            for key in ("room_id", "client_id")
+            if isinstance(value := body.get(key), str) and 0 < len(value) <= MAX_ID_CHARS
+        }
+        return FrameError(parsed.code, parsed.message, ids)
+    return parsed
+
+
+def _parse_object(
+    body: dict[str, Any], kind: str, max_message_bytes: int
+) -> ClientFrame | FrameError:
     if kind == "auth":
         token = body.get("token")
         if not isinstance(token, str):

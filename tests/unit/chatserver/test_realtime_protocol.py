@@ -160,3 +160,30 @@ def test_reconnect_hint_is_jittered_within_bounds() -> None:
     values = {reconnect_after_ms(rng) for _ in range(50)}
     assert len(values) > 10
     assert all(250 <= v <= 5000 for v in values)
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ({"type": "send", "room_id": "r1", "client_id": "c-1", "text": "   "}, "empty_message"),
+        (
+            {"type": "send", "room_id": "r1", "client_id": "c-1", "text": "x" * 20},
+            "message_too_large",
+        ),
+        ({"type": "send", "room_id": "r1", "client_id": "c-1"}, "invalid_frame"),
+        ({"type": "send", "room_id": "r1", "client_id": "c-1", "text": 7}, "invalid_frame"),
+    ],
+)
+def test_a_refused_send_names_its_room_and_client_id(frame: dict[str, object], code: str) -> None:
+    refused = parse_client_frame(json.dumps(frame), 16)
+    assert isinstance(refused, FrameError)
+    assert refused.code == code
+    assert refused.ids == {"room_id": "r1", "client_id": "c-1"}
+
+
+def test_a_refused_frame_echoes_only_sane_ids() -> None:
+    refused = parse_client_frame(
+        json.dumps({"type": "send", "room_id": 5, "client_id": "c" * 500, "text": ""}), 16
+    )
+    assert isinstance(refused, FrameError)
+    assert refused.ids == {}
