@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     auth_ip_rate_limit_per_minute: int = Field(default=30, ge=1)
     ws_ip_opens_per_minute: int = Field(default=120, ge=1)
     ws_auth_timeout_seconds: float = Field(default=10, gt=0)
+    # Comma-separated Origins a browser socket may come from (`https://chat.example.com`);
+    # `*` accepts any. Sockets without an Origin (not a browser) are always accepted.
+    ws_allowed_origins: str = "*"
     # A socket is told this long before its access token expires (docs/protocol.md).
     ws_token_warning_seconds: float = Field(default=60, gt=0)
     ws_max_unauthenticated: int = Field(default=500, ge=1)
@@ -82,6 +85,12 @@ class Settings(BaseSettings):
     @classmethod
     def _trusted_proxies_parse(cls, value: str) -> str:
         trusted_networks(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("ws_allowed_origins")
+    @classmethod
+    def _origins_parse(cls, value: str) -> str:
+        allowed_origins(value)  # raises ValueError naming the bad entry
         return value
 
     @field_validator("argon2_time_cost")
@@ -118,3 +127,24 @@ def trusted_networks(value: str) -> tuple[Network, ...]:
         except ValueError as exc:
             raise ValueError(f"{entry!r} is not an IP address or network") from exc
     return tuple(networks)
+
+
+@functools.cache
+def allowed_origins(value: str) -> frozenset[str] | None:
+    """``"https://a.example, http://localhost:3000"`` -> the origins, None for ``*`` (any)."""
+    origins: set[str] = set()
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return None
+        scheme, sep, host = entry.partition("://")
+        if (
+            not sep
+            or scheme.lower() not in ("http", "https")
+            or not host
+            or "/" in host.rstrip("/")
+        ):
+            raise ValueError(f"{entry!r} is not an origin (scheme://host[:port]) or *")
+        origins.add(f"{scheme.lower()}://{host.lower()}")
+    return frozenset(origins)

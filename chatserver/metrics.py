@@ -69,7 +69,8 @@ WEBSOCKET_UNAUTHENTICATED: Final = Gauge(
 )
 WEBSOCKET_OPENS_REFUSED: Final = Counter(
     "hypersend_websocket_opens_refused_total",
-    "WebSocket opens refused before authentication, by reason (client_rate, unauthenticated).",
+    "WebSocket opens refused before authentication, by reason (origin, client_rate, "
+    "unauthenticated).",
     ["reason"],
 )
 MESSAGES_RECEIVED: Final = Counter(

@@ -35,7 +35,7 @@ from chatserver import events, metrics
 from chatserver.auth import AccessToken, AuthError, token_revoked, verify_access_token
 from chatserver.bus import Bus, BusUnavailable, Delivery
 from chatserver.clientip import client_address, limit_key
-from chatserver.config import Settings, trusted_networks
+from chatserver.config import Settings, allowed_origins, trusted_networks
 from chatserver.models import Message, Room
 from chatserver.resume import Outgoing, RoomCursor, SendQueue
 from chatserver.store import RoomNotFound, SeqContention, Store
@@ -697,6 +697,14 @@ class Hub:
         autoscaling signal, nor against HYPERSEND_WS_MAX_CONNECTIONS; it is closed 4408 at
         HYPERSEND_WS_AUTH_TIMEOUT_SECONDS.
         """
+        origin = websocket.headers.get("origin")
+        allowed = allowed_origins(self.settings.ws_allowed_origins)
+        if origin is not None and allowed is not None and origin.lower() not in allowed:
+            # A page of another site (cross-site WebSocket hijacking): refused in the handshake
+            # (HTTP 403), before anything of the socket runs.
+            metrics.WEBSOCKET_OPENS_REFUSED.labels("origin").inc()
+            await websocket.close(Close.POLICY_VIOLATION)
+            return
         await websocket.accept()
         if self.draining:
             await websocket.close(Close.SERVICE_RESTART, "server draining, reconnect")

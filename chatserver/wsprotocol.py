@@ -30,6 +30,8 @@ class Close(IntEnum):
     """Close codes the server uses (RFC 6455 1xxx, application 4xxx)."""
 
     NORMAL = 1000
+    # Refused in the handshake: an Origin not in HYPERSEND_WS_ALLOWED_ORIGINS (HTTP 403).
+    POLICY_VIOLATION = 1008
     INTERNAL_ERROR = 1011
     # Draining (pod shutdown/rollout): reconnect after the ``reconnect`` frame's ``after_ms``.
     SERVICE_RESTART = 1012
