@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import pytest
@@ -180,6 +181,28 @@ def test_config_hash_is_stable_and_on_the_pod_template() -> None:
     annotations = chat_deployment(first)["spec"]["template"]["metadata"]["annotations"]
     assert annotations[CONFIG_HASH_ANNOTATION] == config_hash(first)
     assert build_all(first) == build_all(second)
+
+
+def test_config_hash_follows_secret_values() -> None:
+    """Issue #11: a rotated Secret rolls the pods; the values never show in a manifest."""
+    replace = dataclasses.replace
+    base = ctx()
+    rotated_jwt = replace(base, secrets=replace(base.secrets, jwt_key="j" * 43))
+    rotated_mongo = replace(base, secrets=replace(base.secrets, mongo_root_password="other"))
+    assert config_hash(rotated_jwt) != config_hash(base)
+    assert config_hash(rotated_mongo) != config_hash(base)
+
+    ref = {"urlSecretRef": {"name": "r", "key": "u"}}
+    external = ctx(redis={"mode": "External", "external": ref})
+    one, two = "redis://:one@redis:6379/0", "redis://:two@redis:6379/0"
+    first = replace(external, user_secret_values={"r/u": one})
+    assert config_hash(first) == config_hash(replace(external, user_secret_values={"r/u": one}))
+    assert config_hash(first) != config_hash(replace(external, user_secret_values={"r/u": two}))
+    # An unrelated Secret's value does not matter.
+    other = replace(external, user_secret_values={"r/u": one, "x/y": "z"})
+    assert config_hash(other) == config_hash(first)
+    # The user's value is in no manifest (the generated ones are, in their own Secrets).
+    assert one not in json.dumps(build_all(first))
 
 
 def test_config_hash_ignores_what_pods_do_not_read() -> None:
