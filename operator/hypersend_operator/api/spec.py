@@ -605,9 +605,17 @@ class IngressSpec(ApiModel):
 
 
 class NetworkPolicySpec(ApiModel):
-    """When enabled: chat pods accept only port 8080; Redis and MongoDB only chat pods."""
+    """On by default: in-cluster Redis and MongoDB accept only this cluster's chat pods (no
+    other pod of the cluster reaches them); chat pods accept only port 8080."""
 
-    enabled: bool = Field(default=False, description="Create the NetworkPolicies.")
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Create the NetworkPolicies (on by default: in-cluster Redis and MongoDB accept only "
+            "the chat pods; chat pods only port 8080). Enforced only where the cluster's network "
+            "plugin enforces NetworkPolicies."
+        ),
+    )
 
 
 class MonitoringSpec(ApiModel):

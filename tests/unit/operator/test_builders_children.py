@@ -53,6 +53,9 @@ def test_default_children_in_reconcile_order() -> None:
         ("Deployment", "demo-chat"),
         ("HorizontalPodAutoscaler", "demo-chat"),
         ("PodDisruptionBudget", "demo-chat"),
+        ("NetworkPolicy", "demo-chat"),
+        ("NetworkPolicy", "demo-redis"),
+        ("NetworkPolicy", "demo-mongo"),
     ]
 
 
@@ -385,8 +388,13 @@ def test_network_policies_skip_external_datastores() -> None:
     assert [n for k, n in kinds(c) if k == "NetworkPolicy"] == ["demo-chat"]
 
 
-def test_no_network_policies_by_default() -> None:
-    assert not [k for k, _ in kinds(ctx()) if k == "NetworkPolicy"]
+def test_network_policies_by_default() -> None:
+    """Issue #11: the in-cluster datastores are closed to every pod but the chat pods unless
+    the spec opts out."""
+    names = [n for k, n in kinds(ctx()) if k == "NetworkPolicy"]
+    assert names == ["demo-chat", "demo-redis", "demo-mongo"]
+    off = kinds(ctx(networkPolicy={"enabled": False}))
+    assert not [k for k, _ in off if k == "NetworkPolicy"]
 
 
 # --- monitoring
