@@ -69,6 +69,10 @@ COMMAND_POOL_WAIT_SECONDS: Final = 10.0
 # A command (publish, rate check, presence) to a Redis that stopped answering fails after this
 # instead of hanging: a publish runs inside a room's send turn (see Store.append_message).
 COMMAND_SOCKET_TIMEOUT_SECONDS: Final = 5.0
+# redis-py announces itself with CLIENT SETINFO on every connection; an ACL user limited to the
+# commands the server uses (the operator's in-cluster Redis, operator/hypersend_operator/
+# builders/secrets.py) would refuse it, and Redis before 7.2 does not know it at all.
+NO_CLIENT_SETINFO: Final[dict[str, Any]] = {"lib_name": None, "lib_version": None}
 # Application health check of both connections (see the module docstring).
 HEALTH_INTERVAL_SECONDS: Final = 1.0
 HEALTH_TIMEOUT_SECONDS: Final = 3.0
@@ -257,6 +261,7 @@ class Bus:
             socket_keepalive=True,
             socket_keepalive_options=TCP_KEEPALIVE,
             health_check_interval=30,
+            **NO_CLIENT_SETINFO,
         )
         client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         # The pub/sub connection must never reconnect silently: redis-py would resubscribe, but
@@ -269,6 +274,7 @@ class Bus:
             socket_connect_timeout=COMMAND_SOCKET_TIMEOUT_SECONDS,
             socket_keepalive=True,
             socket_keepalive_options=TCP_KEEPALIVE,
+            **NO_CLIENT_SETINFO,
         )
         bus = cls(
             client,

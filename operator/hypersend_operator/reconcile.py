@@ -35,6 +35,7 @@ from hypersend_operator.api import (
 from hypersend_operator.builders import (
     JWT_SECRET_KEY,
     MONGO_PASSWORD_KEY,
+    REDIS_PASSWORD_KEY,
     BuildContext,
     GeneratedSecrets,
     OwnedKind,
@@ -43,6 +44,7 @@ from hypersend_operator.builders import (
     mongo_credentials_secret_name,
     mongo_pvc_names,
     owned_kinds,
+    redis_credentials_secret_name,
     user_secret_refs,
 )
 from hypersend_operator.builders import labels as lb
@@ -147,7 +149,10 @@ async def read_or_generate_secrets(
     mongo = await _read_or_generate(
         kube, namespace, mongo_credentials_secret_name(name), MONGO_PASSWORD_KEY, seen
     )
-    return GeneratedSecrets(jwt_key=jwt, mongo_root_password=mongo)
+    redis = await _read_or_generate(
+        kube, namespace, redis_credentials_secret_name(name), REDIS_PASSWORD_KEY, seen
+    )
+    return GeneratedSecrets(jwt_key=jwt, mongo_root_password=mongo, redis_password=redis)
 
 
 async def read_secret_ref(

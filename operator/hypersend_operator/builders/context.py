@@ -23,6 +23,7 @@ class GeneratedSecrets:
 
     jwt_key: str = field(repr=False)
     mongo_root_password: str = field(repr=False)
+    redis_password: str = field(repr=False)
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,10 @@ from hypersend_operator.builders.labels import (
 from hypersend_operator.builders.secrets import (
     JWT_SECRET_KEY,
     MONGO_URL_KEY,
+    REDIS_URL_KEY,
     jwt_secret_name,
     mongo_credentials_secret_name,
+    redis_credentials_secret_name,
 )
 from hypersend_operator.builders.security import (
     container_security_context,
@@ -59,6 +61,10 @@ def secret_refs(ctx: BuildContext) -> dict[str, SecretKeyRef]:
         )
     if redis.mode == "External" and redis.external is not None:
         refs["HYPERSEND_REDIS_URL"] = redis.external.url_secret_ref
+    else:
+        refs["HYPERSEND_REDIS_URL"] = SecretKeyRef(
+            name=redis_credentials_secret_name(ctx.name), key=REDIS_URL_KEY
+        )
     return refs
 
 
@@ -79,6 +85,7 @@ def config_hash(ctx: BuildContext) -> str:
         "secretValues": {
             "jwt": ctx.secrets.jwt_key,
             "mongo": ctx.secrets.mongo_root_password,
+            "redis": ctx.secrets.redis_password,
             **values,
         },
         "env": [[e.name, e.value] for e in ctx.spec.chat.env],

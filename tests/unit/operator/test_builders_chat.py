@@ -119,9 +119,11 @@ def test_in_cluster_env_wiring() -> None:
         "secretKeyRef": {"name": "demo-mongo-credentials", "key": "url"}
     }
     assert env["HYPERSEND_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    assert "HYPERSEND_REDIS_URL" not in env  # in the ConfigMap instead
-    data = chat_config_data(ctx())
-    assert data["HYPERSEND_REDIS_URL"] == "redis://demo-redis.team-a.svc:6379/0"
+    # Issue #11: the in-cluster Redis has a password, so its URL is a Secret too.
+    assert env["HYPERSEND_REDIS_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": "demo-redis-credentials", "key": "url"}
+    }
+    assert "HYPERSEND_REDIS_URL" not in chat_config_data(ctx())
 
 
 def test_external_redis_and_atlas_env_wiring() -> None:
@@ -166,7 +168,6 @@ def test_config_map_carries_the_env_contract() -> None:
         "HYPERSEND_MONGO_MIN_POOL": "5",
         "HYPERSEND_PORT": "8080",
         "HYPERSEND_RATE_LIMIT_PER_MINUTE": "50",
-        "HYPERSEND_REDIS_URL": "redis://demo-redis.team-a.svc:6379/0",
         "HYPERSEND_WS_IDLE_TIMEOUT_SECONDS": "300",
         "HYPERSEND_WS_MAX_CONNECTIONS": "3000",
         "HYPERSEND_WS_PING_INTERVAL_SECONDS": "20",
