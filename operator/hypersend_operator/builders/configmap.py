@@ -32,6 +32,7 @@ def chat_config_data(ctx: BuildContext) -> dict[str, str]:
         "HYPERSEND_DRAIN_DELAY_SECONDS": "0",
         "HYPERSEND_DRAIN_SECONDS": str(ws.drain_seconds),
         "HYPERSEND_LOG_LEVEL": chat.log_level,
+        "HYPERSEND_TRUSTED_PROXIES": ", ".join(chat.trusted_proxies),
     }
     # HYPERSEND_REDIS_URL comes from a Secret in both Redis modes (deployment.secret_refs).
     return dict(sorted(data.items()))

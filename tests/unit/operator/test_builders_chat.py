@@ -168,6 +168,9 @@ def test_config_map_carries_the_env_contract() -> None:
         "HYPERSEND_MONGO_MIN_POOL": "5",
         "HYPERSEND_PORT": "8080",
         "HYPERSEND_RATE_LIMIT_PER_MINUTE": "50",
+        # Ingress controllers on pod networks: their X-Forwarded-For names the client.
+        "HYPERSEND_TRUSTED_PROXIES": "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, "
+        "fc00::/7",
         "HYPERSEND_WS_IDLE_TIMEOUT_SECONDS": "300",
         "HYPERSEND_WS_MAX_CONNECTIONS": "3000",
         "HYPERSEND_WS_PING_INTERVAL_SECONDS": "20",
@@ -254,3 +257,12 @@ def test_restart_stamp_goes_on_the_chat_pod_template_only() -> None:
     assert stamped == {f"{stamped_ctx.name}-chat"}
     # Without a stamp nothing changes, so an unstamped cluster never rolls.
     assert build_all(ctx()) == build_all(dataclasses.replace(ctx(), restarted_at=None))
+
+
+def test_trusted_proxies_reach_the_chat_server() -> None:
+    """Issue #11: the per-address limits need the client's address from the Ingress."""
+    data = chat_config_data(ctx(chat={"trustedProxies": ["10.42.0.0/16", "2001:db8::1"]}))
+    assert data["HYPERSEND_TRUSTED_PROXIES"] == "10.42.0.0/16, 2001:db8::1"
+    assert chat_config_data(ctx(chat={"trustedProxies": []}))["HYPERSEND_TRUSTED_PROXIES"] == ""
+    with pytest.raises(ValueError, match="not an IP or CIDR"):
+        ctx(chat={"trustedProxies": ["10.0.0.0/99"]})
