@@ -72,7 +72,7 @@ COMMAND_SOCKET_TIMEOUT_SECONDS: Final = 5.0
 # redis-py announces itself with CLIENT SETINFO on every connection; an ACL user limited to the
 # commands the server uses (the operator's in-cluster Redis, operator/hypersend_operator/
 # builders/secrets.py) would refuse it, and Redis before 7.2 does not know it at all.
-NO_CLIENT_SETINFO: Final[dict[str, Any]] = {"lib_name": None, "lib_version": None}
+NO_CLIENT_SETINFO: Final[dict[str, Any]] = {"driver_info": None}
 # Application health check of both connections (see the module docstring).
 HEALTH_INTERVAL_SECONDS: Final = 1.0
 HEALTH_TIMEOUT_SECONDS: Final = 3.0
