@@ -96,6 +96,11 @@ async def run(args: argparse.Namespace) -> None:
             "HYPERSEND_DRAIN_DELAY_SECONDS": "0",
             "HYPERSEND_DRAIN_SECONDS": "10",
             "HYPERSEND_LOG_LEVEL": "warning",
+            # One load generator on loopback stands for many clients: lift the per-address
+            # abuse limits (docs/configuration.md, "Abuse limits").
+            "HYPERSEND_AUTH_IP_RATE_LIMIT_PER_MINUTE": "1000000",
+            "HYPERSEND_WS_IP_OPENS_PER_MINUTE": "1000000",
+            "HYPERSEND_WS_MAX_UNAUTHENTICATED": "100000",
         }
         settings = Settings(
             jwt_secret=SecretStr(jwt_secret),

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -54,9 +55,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+# `token=<anything>` in a logged URL (uvicorn logs every WebSocket handshake's path with its
+# query string, so `/ws?token=<access token>` would land in the logs).
+_TOKEN_IN_URL: Final = re.compile(r"(?i)(token=)[^&\s\"']+")
+
+
+class RedactTokens(logging.Filter):
+    """Replaces the value of every `token=` query parameter in a record with `[redacted]`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "token=" in record.msg.lower():
+            record.msg = _TOKEN_IN_URL.sub(r"\1[redacted]", record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_IN_URL.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
+
+
 def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(settings.pod_name))
+    handler.addFilter(RedactTokens())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
@@ -143,7 +164,9 @@ def main() -> None:
         lifespan="on",
         log_config=None,
         access_log=False,
-        proxy_headers=True,
+        # The peer address stays the TCP peer: chatserver.clientip reads X-Forwarded-For, and
+        # only from HYPERSEND_TRUSTED_PROXIES (uvicorn's default would trust any local peer).
+        proxy_headers=False,
         server_header=False,
         # Pings and idle timeouts are the hub's (HYPERSEND_WS_PING_INTERVAL_SECONDS etc.).
         ws_ping_interval=None,

@@ -12,19 +12,32 @@ from __future__ import annotations
 import logging
 import math
 import re
-from typing import Annotated, Any, Final, Literal
+from collections.abc import Awaitable
+from typing import Annotated, Any, Final, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    Security,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatserver import auth, events
 from chatserver.bus import Bus
-from chatserver.config import Settings
-from chatserver.metrics import MESSAGES_RECEIVED, RATE_LIMITED
+from chatserver.clientip import client_address, limit_key
+from chatserver.config import Settings, trusted_networks
+from chatserver.metrics import MESSAGES_RECEIVED, PASSWORD_HASHING_BUSY, RATE_LIMITED
 from chatserver.models import (
     MANAGER_ROLES,
     Member,
@@ -37,18 +50,26 @@ from chatserver.models import Message as ChatMessage  # starlette's Message is t
 from chatserver.store import UNAVAILABLE_ERRORS, SeqContention, Store, UsernameTaken
 
 log = logging.getLogger("chatserver.api")
+T = TypeVar("T")
 
 API_PREFIX: Final = "/api/v1"
 MAX_GROUP_MEMBERS: Final = 256
 MAX_PAGE: Final = 200
 DEFAULT_PAGE: Final = 50
 USERNAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_.-]{2,31}$"
+USERNAME_PATTERN_ANY_CASE: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,31}$"
 CLIENT_ID_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
-# Reaction keys become MongoDB field names: no dots, dollars or whitespace.
-EMOJI_PATTERN: Final = re.compile(r"^[^\s.$]{1,32}$")
+# Whitespace spelled out: Python's `\s` and JSON Schema's (ECMA-262) differ (U+001C-U+001F and
+# U+0085 are whitespace only to Python, U+FEFF only to ECMA-262), so `\s` in a pattern would let
+# the published schema and the server disagree. This is the union of both.
+WHITESPACE: Final = (
+    "\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+# Reaction keys become MongoDB field names: no dots, dollars or whitespace. Literal characters
+# only, so every regex engine reads the class alike; pydantic checks it with Rust's regex, where
+# `$` is the end of the text (Python's `re` would also match before a final newline).
+EMOJI_PATTERN: Final = f"^[^{WHITESPACE}.$]{{1,32}}$"
 CACHE_CONTROL: Final = "private, no-store"
-
-router = APIRouter(prefix=API_PREFIX)
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -65,6 +86,57 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.headers = headers or {}
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="machine-readable, listed in docs/protocol.md")
+    message: str = Field(description="what went wrong and what to do")
+    details: list[dict[str, Any]] | None = Field(
+        default=None, description="422 invalid_request: one entry per refused field"
+    )
+
+
+class ErrorResponse(BaseModel):
+    """Every error: `{"error": {"code", "message"}}` (docs/protocol.md, "Errors")."""
+
+    error: ErrorDetail
+
+
+_ERROR_DESCRIPTIONS: Final = {
+    401: "`missing_token`, `expired_token`, `invalid_token` (a Bearer access token is needed), "
+    "or on the auth calls `invalid_credentials` / `refresh_token_*`",
+    403: "`forbidden`, `not_sender`: the caller's role does not allow it",
+    404: "`room_not_found` (also when the caller is not a member), `message_not_found`, "
+    "`member_not_found`",
+    409: "a conflict: `username_taken`, `direct_room`, `message_deleted`, `use_leave`, "
+    "`owner_role`",
+    413: "`request_too_large` (body above the cap) or `message_too_large`",
+    422: "`invalid_request` (a field is missing, of the wrong type or out of range; `details` "
+    "lists them) or a semantic error (`empty_message`, `invalid_seq`, `invalid_direct_room`, "
+    "`name_required`, `unknown_users`)",
+    429: "`rate_limited`; `Retry-After` says when to retry",
+    503: "`database_unavailable` or `try_again`; `Retry-After` says when to retry",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, each with the error body."""
+    return {
+        status: {"model": ErrorResponse, "description": _ERROR_DESCRIPTIONS[status]}
+        for status in statuses
+    }
+
+
+# Every /api/v1 call may answer these; authenticated ones add AUTHED, room calls IN_ROOM.
+COMMON_ERRORS: Final = errors(413, 422, 503)
+AUTHED: Final = errors(401, 429)
+IN_ROOM: Final = {**AUTHED, **errors(404)}
+
+router = APIRouter(prefix=API_PREFIX, responses=COMMON_ERRORS)
+# Declares the scheme in the OpenAPI document; the header itself is read by current_user_id.
+bearer_scheme = HTTPBearer(
+    auto_error=False, description="an access token from /auth/register, /login or /refresh"
+)
 
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -107,14 +179,24 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=422,
         )
 
-    async def http_error(_: Request, exc: Exception) -> Response:
+    async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 400:
+            # FastAPI's answer to a body that is not JSON: a validation error like any other.
+            return JSONResponse(
+                error_body("invalid_request", f"body: {exc.detail}", details=[]),
+                status_code=422,
+                headers=headers,
+            )
+        if exc.status_code == 405:
+            # Starlette names only the methods of the one route it tried: list every method
+            # the API documents for the path (RFC 9110 15.5.6).
+            methods = allowed_methods(request)
+            if methods:
+                headers["Allow"] = ", ".join(methods)
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-        return JSONResponse(
-            error_body(code, str(exc.detail)),
-            status_code=exc.status_code,
-            headers=dict(exc.headers or {}),
-        )
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers)
 
     async def contention(_: Request, exc: Exception) -> Response:
         log.warning("seq contention room=%s", exc)
@@ -148,6 +230,22 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SeqContention, contention)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the OpenAPI document lists for the request's path (empty: not in it)."""
+    table: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        request.app.state, "allowed_methods", None
+    )
+    if table is None:
+        table = []
+        for template, operations in request.app.openapi().get("paths", {}).items():
+            parts = re.split(r"\{[^/}]+\}", template)
+            regex = re.compile("^" + "[^/]+".join(re.escape(part) for part in parts) + "$")
+            table.append((regex, sorted(method.upper() for method in operations)))
+        request.app.state.allowed_methods = table
+    path = request.url.path
+    return sorted({m for regex, methods in table if regex.match(path) for m in methods})
 
 
 def room_not_found() -> ApiError:
@@ -239,14 +337,49 @@ def get_bus(request: Request) -> Bus:
     return bus
 
 
+def get_passwords(request: Request) -> auth.Passwords:
+    passwords: auth.Passwords = request.app.state.passwords
+    return passwords
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[Store, Depends(get_store)]
 BusDep = Annotated[Bus, Depends(get_bus)]
+PasswordsDep = Annotated[auth.Passwords, Depends(get_passwords)]
 
 
-async def enforce_rate(bus: Bus, key: str) -> None:
+def request_client(request: Request, settings: Settings) -> str:
+    """The client's address (X-Forwarded-For only from a trusted proxy, chatserver.clientip)."""
+    return client_address(
+        request.client.host if request.client else None,
+        request.headers.getlist("x-forwarded-for"),
+        trusted_networks(settings.trusted_proxies),
+    )
+
+
+async def enforce_client_rate(request: Request, settings: Settings, bus: Bus, what: str) -> None:
+    """The per-client-address limit of an unauthenticated call (register, login, refresh)."""
+    key = limit_key(request_client(request, settings))
+    await enforce_rate(bus, f"ip:{what}:{key}", settings.auth_ip_rate_limit_per_minute)
+
+
+async def hashing(work: Awaitable[T]) -> T:
+    """Await a password hash; 503 try_again when too many already wait (auth.Passwords)."""
+    try:
+        return await work
+    except auth.HashingBusy as exc:
+        PASSWORD_HASHING_BUSY.inc()
+        raise ApiError(
+            503,
+            "try_again",
+            "the server is busy checking passwords; retry shortly",
+            headers={"Retry-After": "1"},
+        ) from exc
+
+
+async def enforce_rate(bus: Bus, key: str, limit: int | None = None) -> None:
     # Without Redis the bus decides with a per-process limit: never an outage for everyone.
-    decision = await bus.check_rate(key)
+    decision = await bus.check_rate(key, limit)
     if not decision.allowed:
         RATE_LIMITED.inc()
         retry_after = max(1, math.ceil(decision.retry_after))
@@ -258,7 +391,12 @@ async def enforce_rate(bus: Bus, key: str) -> None:
         )
 
 
-async def current_user_id(request: Request, settings: SettingsDep, bus: BusDep) -> str:
+async def current_user_id(
+    request: Request,
+    settings: SettingsDep,
+    bus: BusDep,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+) -> str:
     """The authenticated user (Bearer access token), after the per-user rate limit."""
     try:
         user_id = auth.decode_access_token(
@@ -320,11 +458,14 @@ async def publish_user(bus: Bus, user_id: str, event: dict[str, Any]) -> None:
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    # Strict: a JSON `false`, `"2"` or `3.0` is no integer here, as on the WebSocket
+    # (chatserver/wsprotocol.py).
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, strict=True)
 
 
 class RegisterBody(Body):
-    username: str = Field(min_length=3, max_length=32)
+    # Any case: stored lower-case (the validator below).
+    username: str = Field(min_length=3, max_length=32, pattern=USERNAME_PATTERN_ANY_CASE)
     password: str = Field(min_length=8, max_length=256)
     display_name: str | None = Field(default=None, min_length=1, max_length=64)
 
@@ -375,7 +516,7 @@ class EditBody(Body):
 
 
 class ReactionBody(Body):
-    emoji: str = Field(pattern=EMOJI_PATTERN.pattern)
+    emoji: str = Field(pattern=EMOJI_PATTERN)
 
 
 class ReadBody(Body):
@@ -398,14 +539,21 @@ def check_text(text: str, settings: Settings) -> None:
 # -- accounts -----------------------------------------------------------------------------------
 
 
-@router.post("/auth/register", status_code=201, tags=["auth"])
-async def register(body: RegisterBody, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+@router.post("/auth/register", status_code=201, tags=["auth"], responses=errors(409, 429))
+async def register(
+    body: RegisterBody,
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    bus: BusDep,
+    passwords: PasswordsDep,
+) -> dict[str, Any]:
     """Create an account; returns the user and a first token pair."""
+    await enforce_client_rate(request, settings, bus, "register")
+    password_hash = await hashing(passwords.hash(body.password))
     try:
         user = await store.create_user(
-            body.username,
-            body.display_name or body.username,
-            await auth.hash_password(body.password),
+            body.username, body.display_name or body.username, password_hash
         )
     except UsernameTaken as exc:
         raise ApiError(409, "username_taken", f"username {body.username!r} is taken") from exc
@@ -413,41 +561,63 @@ async def register(body: RegisterBody, store: StoreDep, settings: SettingsDep) -
     return {"user": user.to_wire(), **tokens.to_wire()}
 
 
-@router.post("/auth/login", tags=["auth"])
+@router.post("/auth/login", tags=["auth"], responses=errors(401, 429))
 async def login(
-    body: LoginBody, store: StoreDep, settings: SettingsDep, bus: BusDep
+    body: LoginBody,
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    bus: BusDep,
+    passwords: PasswordsDep,
 ) -> dict[str, Any]:
     """Exchange username and password for an access token and a refresh token."""
     username = body.username.lower()
+    await enforce_client_rate(request, settings, bus, "login")
     # Per-username limit: password guessing is throttled across all processes.
     await enforce_rate(bus, f"login:{username}")
     found = await store.user_with_password_hash(username)
     user, password_hash = found if found is not None else (None, None)
-    if not await auth.verify_password(password_hash, body.password) or user is None:
+    if not await hashing(passwords.verify(password_hash, body.password)) or user is None:
         raise ApiError(401, "invalid_credentials", "wrong username or password")
     tokens = await auth.issue_tokens(store, settings, user.id)
     return {"user": user.to_wire(), **tokens.to_wire()}
 
 
-@router.post("/auth/refresh", tags=["auth"])
-async def refresh(body: RefreshBody, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+@router.post("/auth/refresh", tags=["auth"], responses=errors(401, 429))
+async def refresh(
+    body: RefreshBody, request: Request, store: StoreDep, settings: SettingsDep, bus: BusDep
+) -> dict[str, Any]:
     """Rotate a refresh token: it becomes used and the next pair is returned. Presenting a used
     token again revokes every token of that login (it leaked)."""
+    await enforce_client_rate(request, settings, bus, "refresh")
     try:
         tokens = await auth.rotate_refresh_token(store, settings, body.refresh_token)
     except auth.RefreshError as exc:
+        if exc.revoked is not None:
+            await close_sockets_of(bus, exc.revoked)
         raise ApiError(401, f"refresh_token_{exc.reason}", exc.message) from exc
     return tokens.to_wire()
 
 
+async def close_sockets_of(bus: Bus, revoked: auth.RevokedFamily) -> None:
+    """Tell every server to close the sockets of a revoked login (each checks MongoDB first).
+    Without Redis they are not told: their sockets close when their access token expires."""
+    await publish_user(bus, revoked.user_id, events.sessions_revoked(revoked.family_id))
+
+
 @router.post("/auth/logout", status_code=204, tags=["auth"])
-async def logout(body: RefreshBody, store: StoreDep, settings: SettingsDep) -> Response:
-    """Revoke the refresh token and its family. Access tokens expire on their own."""
-    await auth.revoke_refresh_token(store, settings, body.refresh_token)
+async def logout(
+    body: RefreshBody, store: StoreDep, settings: SettingsDep, bus: BusDep
+) -> Response:
+    """Revoke the refresh token and its family and close the family's sockets on every
+    server. Its access tokens still pass REST calls until they expire."""
+    revoked = await auth.revoke_refresh_token(store, settings, body.refresh_token)
+    if revoked is not None:
+        await close_sockets_of(bus, revoked)
     return Response(status_code=204)
 
 
-@router.get("/users/me", tags=["users"])
+@router.get("/users/me", tags=["users"], responses=AUTHED)
 async def me(user_id: UserIdDep, store: StoreDep) -> dict[str, Any]:
     user = await store.get_user(user_id)
     if user is None:
@@ -455,7 +625,7 @@ async def me(user_id: UserIdDep, store: StoreDep) -> dict[str, Any]:
     return user.to_wire()
 
 
-@router.get("/users", tags=["users"])
+@router.get("/users", tags=["users"], responses=AUTHED)
 async def search_users(
     user_id: UserIdDep,
     store: StoreDep,
@@ -501,7 +671,12 @@ async def _existing_users(store: Store, user_ids: list[str]) -> None:
         raise ApiError(422, "unknown_users", f"no such users: {', '.join(missing)}")
 
 
-@router.post("/rooms", tags=["rooms"])
+@router.post(
+    "/rooms",
+    status_code=201,
+    tags=["rooms"],
+    responses={**AUTHED, 200: {"description": "the direct room of this pair existed already"}},
+)
 async def create_room(
     body: CreateRoomBody, user_id: UserIdDep, store: StoreDep, bus: BusDep, response: Response
 ) -> dict[str, Any]:
@@ -532,14 +707,14 @@ async def create_room(
     return {**room_view(room, member), "members": await members_view(store, room.id)}
 
 
-@router.get("/rooms", tags=["rooms"])
+@router.get("/rooms", tags=["rooms"], responses=AUTHED)
 async def list_rooms(user_id: UserIdDep, store: StoreDep) -> dict[str, Any]:
     """The caller's rooms, newest activity first, each with its last message."""
     rooms = await store.rooms_for_user(user_id)
     return {"rooms": [room_view(room, member) for room, member in rooms]}
 
 
-@router.get("/rooms/{room_id}", tags=["rooms"])
+@router.get("/rooms/{room_id}", tags=["rooms"], responses=IN_ROOM)
 async def get_room(room_id: RoomIdPath, user_id: UserIdDep, store: StoreDep) -> dict[str, Any]:
     member = await require_member(store, room_id, user_id)
     room = await store.get_room(room_id)
@@ -548,7 +723,7 @@ async def get_room(room_id: RoomIdPath, user_id: UserIdDep, store: StoreDep) -> 
     return {**room_view(room, member), "members": await members_view(store, room_id)}
 
 
-@router.get("/rooms/{room_id}/members", tags=["rooms"])
+@router.get("/rooms/{room_id}/members", tags=["rooms"], responses=IN_ROOM)
 async def list_members(room_id: RoomIdPath, user_id: UserIdDep, store: StoreDep) -> dict[str, Any]:
     await require_member(store, room_id, user_id)
     return {"members": await members_view(store, room_id)}
@@ -563,7 +738,12 @@ async def _group_room(store: Store, room_id: str) -> Room:
     return room
 
 
-@router.post("/rooms/{room_id}/members", tags=["rooms"])
+@router.post(
+    "/rooms/{room_id}/members",
+    status_code=201,
+    tags=["rooms"],
+    responses={**IN_ROOM, **errors(403, 409), 200: {"description": "already a member"}},
+)
 async def add_member(
     room_id: RoomIdPath,
     body: AddMemberBody,
@@ -589,7 +769,11 @@ async def add_member(
     return member.to_wire()
 
 
-@router.patch("/rooms/{room_id}/members/{member_id}", tags=["rooms"])
+@router.patch(
+    "/rooms/{room_id}/members/{member_id}",
+    tags=["rooms"],
+    responses={**IN_ROOM, **errors(403, 409)},
+)
 async def set_role(
     room_id: RoomIdPath,
     member_id: Annotated[str, Path(min_length=1, max_length=64)],
@@ -610,7 +794,12 @@ async def set_role(
     return member.to_wire()
 
 
-@router.delete("/rooms/{room_id}/members/{member_id}", status_code=204, tags=["rooms"])
+@router.delete(
+    "/rooms/{room_id}/members/{member_id}",
+    status_code=204,
+    tags=["rooms"],
+    responses={**IN_ROOM, **errors(403, 409)},
+)
 async def remove_member(
     room_id: RoomIdPath,
     member_id: Annotated[str, Path(min_length=1, max_length=64)],
@@ -636,7 +825,7 @@ async def remove_member(
     return Response(status_code=204)
 
 
-@router.post("/rooms/{room_id}/leave", status_code=204, tags=["rooms"])
+@router.post("/rooms/{room_id}/leave", status_code=204, tags=["rooms"], responses=IN_ROOM)
 async def leave_room(
     room_id: RoomIdPath, user_id: UserIdDep, store: StoreDep, bus: BusDep
 ) -> Response:
@@ -659,7 +848,12 @@ async def leave_room(
 # -- messages -----------------------------------------------------------------------------------
 
 
-@router.post("/rooms/{room_id}/messages", tags=["messages"])
+@router.post(
+    "/rooms/{room_id}/messages",
+    status_code=201,
+    tags=["messages"],
+    responses={**IN_ROOM, 200: {"description": "this client_id was stored before (a retry)"}},
+)
 async def send_message(
     room_id: RoomIdPath,
     body: SendBody,
@@ -688,7 +882,7 @@ async def send_message(
     return message.to_wire()
 
 
-@router.get("/rooms/{room_id}/messages", tags=["messages"])
+@router.get("/rooms/{room_id}/messages", tags=["messages"], responses=IN_ROOM)
 async def history(
     room_id: RoomIdPath,
     user_id: UserIdDep,
@@ -713,7 +907,9 @@ async def history(
     return {"messages": [m.to_wire() for m in page], "has_more": has_more}
 
 
-@router.patch("/rooms/{room_id}/messages/{seq}", tags=["messages"])
+@router.patch(
+    "/rooms/{room_id}/messages/{seq}", tags=["messages"], responses={**IN_ROOM, **errors(403, 409)}
+)
 async def edit_message(
     room_id: RoomIdPath,
     seq: SeqPath,
@@ -737,7 +933,9 @@ async def edit_message(
     return edited.to_wire()
 
 
-@router.delete("/rooms/{room_id}/messages/{seq}", tags=["messages"])
+@router.delete(
+    "/rooms/{room_id}/messages/{seq}", tags=["messages"], responses={**IN_ROOM, **errors(403)}
+)
 async def delete_message(
     room_id: RoomIdPath, seq: SeqPath, user_id: UserIdDep, store: StoreDep, bus: BusDep
 ) -> dict[str, Any]:
@@ -754,7 +952,11 @@ async def delete_message(
     return deleted.to_wire()
 
 
-@router.post("/rooms/{room_id}/messages/{seq}/reactions", tags=["messages"])
+@router.post(
+    "/rooms/{room_id}/messages/{seq}/reactions",
+    tags=["messages"],
+    responses={**IN_ROOM, **errors(409)},
+)
 async def add_reaction(
     room_id: RoomIdPath,
     seq: SeqPath,
@@ -774,11 +976,13 @@ async def add_reaction(
     return updated.to_wire()
 
 
-@router.delete("/rooms/{room_id}/messages/{seq}/reactions/{emoji}", tags=["messages"])
+@router.delete(
+    "/rooms/{room_id}/messages/{seq}/reactions/{emoji}", tags=["messages"], responses=IN_ROOM
+)
 async def remove_reaction(
     room_id: RoomIdPath,
     seq: SeqPath,
-    emoji: Annotated[str, Path(pattern=EMOJI_PATTERN.pattern)],
+    emoji: Annotated[str, Path(pattern=EMOJI_PATTERN)],
     user_id: UserIdDep,
     store: StoreDep,
     bus: BusDep,
@@ -792,7 +996,7 @@ async def remove_reaction(
     return updated.to_wire()
 
 
-@router.post("/rooms/{room_id}/read", status_code=204, tags=["messages"])
+@router.post("/rooms/{room_id}/read", status_code=204, tags=["messages"], responses=IN_ROOM)
 async def mark_read(
     room_id: RoomIdPath, body: ReadBody, user_id: UserIdDep, store: StoreDep, bus: BusDep
 ) -> Response:

@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from chatserver import api, metrics
+from chatserver import api, auth, metrics
 from chatserver.bus import Bus
 from chatserver.config import Settings
 from chatserver.models import utcnow
@@ -95,6 +95,53 @@ def settings_summary(settings: Settings) -> dict[str, Any]:
     return settings.model_dump(exclude={"jwt_secret", "mongo_url", "redis_url"})
 
 
+# cgroup files that hold a memory limit: v2 (memory.max), v1 (memory.limit_in_bytes).
+_CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
+# cgroup v1 writes "no limit" as a number near 2^63.
+_NO_LIMIT: Final = 2**60
+
+
+def cgroup_memory_limit(proc_cgroup: str, root: Path = _CGROUP_ROOT) -> int | None:
+    """The memory limit of this process's cgroup (v2 or v1) in bytes, None if none or unknown.
+
+    ``proc_cgroup`` is /proc/self/cgroup's text; in a pod the cgroup namespace makes the
+    container's own cgroup the root, so both the process's path and the root are tried.
+    """
+    candidates: list[Path] = []
+    for line in proc_cgroup.splitlines():
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        relative = path.lstrip("/")
+        if hierarchy == "0" and controllers == "":
+            candidates += [root / relative / "memory.max", root / "memory.max"]
+        elif "memory" in controllers.split(","):
+            v1 = root / "memory"
+            candidates += [v1 / relative / "memory.limit_in_bytes", v1 / "memory.limit_in_bytes"]
+    for candidate in candidates:
+        try:
+            text = candidate.read_text().strip()
+        except OSError:
+            continue
+        if text == "max":
+            return None
+        try:
+            value = int(text)
+        except ValueError:
+            continue
+        return value if 0 < value < _NO_LIMIT else None
+    return None
+
+
+def memory_limit(settings: Settings) -> int | None:
+    """HYPERSEND_MEMORY_LIMIT_BYTES, else the cgroup's limit (the pod's), else None."""
+    if settings.memory_limit_bytes:
+        return settings.memory_limit_bytes
+    try:
+        return cgroup_memory_limit(Path("/proc/self/cgroup").read_text())
+    except OSError:
+        return None
+
+
 async def _sweep_refresh_tokens(store: Store) -> None:
     while True:
         try:
@@ -131,6 +178,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception:
             await store.close()
             raise
+        limit = memory_limit(settings)
+        slots = auth.argon2_slots(settings, limit)
+        # The constructor hashes once (the dummy hash of unknown usernames): off the loop.
+        app.state.passwords = await asyncio.to_thread(auth.Passwords, settings, slots)
+        log.info(
+            "password hashing: %d at once (memory limit %s bytes, %d KiB per hash)",
+            slots,
+            limit if limit is not None else "unknown",
+            settings.argon2_memory_kib,
+        )
         hub = Hub(settings, store, bus)
         await hub.start()
         app.state.store = store

@@ -13,9 +13,10 @@ import asyncio
 import hashlib
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import jwt
 from argon2 import PasswordHasher
@@ -25,15 +26,19 @@ from chatserver.config import Settings
 from chatserver.models import utcnow
 from chatserver.store import Store
 
+T = TypeVar("T")
+
 JWT_ALGORITHM: Final = "HS256"
 ACCESS_TOKEN_TYPE: Final = "access"
 
 AuthReason = Literal["missing", "expired", "invalid"]
 RefreshReason = Literal["invalid", "expired", "reused", "revoked"]
 
-_HASHER: Final = PasswordHasher()
-# Verified against when the username is unknown, so the response time does not reveal it.
-_DUMMY_HASH: Final = _HASHER.hash("hypersend-dummy-password")
+# The share of the process's memory limit argon2 may use at once (docs/configuration.md, "Abuse
+# limits"); the rest is the server's: sockets, queues, MongoDB and Redis buffers.
+ARGON2_MEMORY_SHARE: Final = 0.25
+# Without a known memory limit (no cgroup limit, nothing configured): this many hashes at once.
+ARGON2_DEFAULT_CONCURRENT: Final = 2
 
 
 class AuthError(Exception):
@@ -45,13 +50,34 @@ class AuthError(Exception):
         self.message = message
 
 
-class RefreshError(Exception):
-    """A refresh token could not be used."""
+@dataclass(frozen=True, slots=True)
+class RevokedFamily:
+    """A login whose tokens were just revoked: its user's sockets of it must close."""
 
-    def __init__(self, reason: RefreshReason, message: str) -> None:
+    user_id: str
+    family_id: str
+
+
+class RefreshError(Exception):
+    """A refresh token could not be used; ``revoked`` names a family this call revoked."""
+
+    def __init__(
+        self, reason: RefreshReason, message: str, revoked: RevokedFamily | None = None
+    ) -> None:
         super().__init__(message)
         self.reason: RefreshReason = reason
         self.message = message
+        self.revoked = revoked
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    """A verified access token: its user, expiry (unix seconds) and login (refresh family;
+    None for tokens issued before access tokens carried it)."""
+
+    user_id: str
+    expires_at: float
+    family_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,41 +96,96 @@ class TokenPair:
         }
 
 
-# -- passwords (argon2 is CPU-bound: run it off the event loop) ---------------------------------
+class HashingBusy(Exception):
+    """Too many requests already wait for a password hash; the caller should retry shortly."""
 
 
-async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_HASHER.hash, password)
+def argon2_slots(settings: Settings, memory_limit_bytes: int | None) -> int:
+    """How many argon2 hashes may run at once: HYPERSEND_ARGON2_MAX_CONCURRENT, else as many
+    as fit in ARGON2_MEMORY_SHARE of the memory limit (at least one)."""
+    if settings.argon2_max_concurrent > 0:
+        return settings.argon2_max_concurrent
+    if not memory_limit_bytes:
+        return ARGON2_DEFAULT_CONCURRENT
+    per_hash = settings.argon2_memory_kib * 1024
+    return max(1, int(memory_limit_bytes * ARGON2_MEMORY_SHARE) // per_hash)
 
 
-async def verify_password(password_hash: str | None, password: str) -> bool:
-    def verify() -> bool:
+class Passwords:
+    """argon2id hashing and verification, at most ``slots`` at a time.
+
+    Each hash holds ``argon2_memory_kib`` for its whole run, so the number running at once, not
+    the request rate, decides the memory a burst of registrations or logins takes. At most
+    ``argon2_max_waiting`` callers queue for a slot; more get :class:`HashingBusy` at once, so a
+    flood neither exhausts memory nor builds a queue nobody lives to see answered.
+    """
+
+    def __init__(self, settings: Settings, slots: int) -> None:
+        self.slots = slots
+        self.max_waiting = settings.argon2_max_waiting
+        self._hasher = PasswordHasher(
+            time_cost=settings.argon2_time_cost,
+            memory_cost=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
+        )
+        self._semaphore = asyncio.Semaphore(slots)
+        self._waiting = 0
+        # Verified against when the username is unknown, so the response time does not reveal it.
+        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+
+    async def _run(self, work: Callable[[], T]) -> T:
+        if self._semaphore.locked() and self._waiting >= self.max_waiting:
+            raise HashingBusy
+        self._waiting += 1
         try:
-            return bool(_HASHER.verify(password_hash or _DUMMY_HASH, password))
-        except (VerificationError, InvalidHashError):
-            return False
+            await self._semaphore.acquire()
+        finally:
+            self._waiting -= 1
+        # argon2 is CPU-bound: off the event loop. The slot is released when the hash is done,
+        # not when the request is: a cancelled caller leaves its thread (and memory) running.
+        done = asyncio.ensure_future(asyncio.to_thread(work))
+        done.add_done_callback(lambda _: self._semaphore.release())
+        return await asyncio.shield(done)
 
-    ok = await asyncio.to_thread(verify)
-    return ok and password_hash is not None
+    async def hash(self, password: str) -> str:
+        return await self._run(lambda: self._hasher.hash(password))
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        def verify() -> bool:
+            try:
+                return bool(self._hasher.verify(password_hash or self._dummy_hash, password))
+            except (VerificationError, InvalidHashError):
+                return False
+
+        ok = await self._run(verify)
+        return ok and password_hash is not None
 
 
 # -- access tokens ------------------------------------------------------------------------------
 
 
-def issue_access_token(user_id: str, settings: Settings, now: datetime | None = None) -> str:
+def issue_access_token(
+    user_id: str,
+    settings: Settings,
+    now: datetime | None = None,
+    family_id: str | None = None,
+) -> str:
     issued = now or utcnow()
-    claims = {
+    claims: dict[str, Any] = {
         "sub": user_id,
         "typ": ACCESS_TOKEN_TYPE,
         "iat": int(issued.timestamp()),
         "exp": int((issued + timedelta(seconds=settings.access_token_ttl_seconds)).timestamp()),
         "jti": uuid.uuid4().hex,
     }
+    if family_id is not None:
+        # The login it belongs to: logging out (revoking the family) closes its sockets.
+        claims["fam"] = family_id
     return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=JWT_ALGORITHM)
 
 
-def decode_access_token(token: str, settings: Settings) -> str:
-    """The user id of a valid access token; raises AuthError(missing | expired | invalid)."""
+def verify_access_token(token: str, settings: Settings) -> AccessToken:
+    """A valid access token's claims; raises AuthError(missing | expired | invalid)."""
     if not token:
         raise AuthError("missing", "an access token is required")
     try:
@@ -118,10 +199,21 @@ def decode_access_token(token: str, settings: Settings) -> str:
         raise AuthError("expired", "the access token has expired") from exc
     except jwt.InvalidTokenError as exc:
         raise AuthError("invalid", "the access token is invalid") from exc
-    subject = claims.get("sub")
-    if claims.get("typ") != ACCESS_TOKEN_TYPE or not isinstance(subject, str) or not subject:
+    subject, expires, family = claims.get("sub"), claims.get("exp"), claims.get("fam")
+    if (
+        claims.get("typ") != ACCESS_TOKEN_TYPE
+        or not isinstance(subject, str)
+        or not subject
+        or not isinstance(expires, int | float)
+        or not (family is None or isinstance(family, str))
+    ):
         raise AuthError("invalid", "the access token is invalid")
-    return subject
+    return AccessToken(user_id=subject, expires_at=float(expires), family_id=family)
+
+
+def decode_access_token(token: str, settings: Settings) -> str:
+    """The user id of a valid access token; raises AuthError(missing | expired | invalid)."""
+    return verify_access_token(token, settings).user_id
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -147,14 +239,15 @@ async def issue_tokens(
     """A new access token and a new refresh token (in `family_id`, or a new family)."""
     now = utcnow()
     refresh = secrets.token_urlsafe(32)
+    family = family_id or uuid.uuid4().hex
     await store.insert_refresh_token(
         hash_refresh_token(refresh),
         user_id,
-        family_id or uuid.uuid4().hex,
+        family,
         now + timedelta(seconds=settings.refresh_token_ttl_seconds),
     )
     return TokenPair(
-        access_token=issue_access_token(user_id, settings, now),
+        access_token=issue_access_token(user_id, settings, now, family),
         refresh_token=refresh,
         expires_in=settings.access_token_ttl_seconds,
         user_id=user_id,
@@ -175,7 +268,9 @@ async def rotate_refresh_token(store: Store, settings: Settings, token: str) -> 
         # Used before: someone replayed it. Revoke every token of this login.
         await _revoke_family(store, settings, record.family_id)
         raise RefreshError(
-            "reused", "the refresh token was already used; every token of this login is revoked"
+            "reused",
+            "the refresh token was already used; every token of this login is revoked",
+            RevokedFamily(record.user_id, record.family_id),
         )
     pair = await issue_tokens(store, settings, record.user_id, record.family_id)
     # A reuse detected concurrently (another process) revokes the pair just issued too.
@@ -190,8 +285,17 @@ async def _revoke_family(store: Store, settings: Settings, family_id: str) -> No
     await store.revoke_token_family(family_id, until)
 
 
-async def revoke_refresh_token(store: Store, settings: Settings, token: str) -> None:
+async def revoke_refresh_token(
+    store: Store, settings: Settings, token: str
+) -> RevokedFamily | None:
     """Logout: revoke the token's whole family (unknown tokens are ignored)."""
     record = await store.get_refresh_token(hash_refresh_token(token))
-    if record is not None:
-        await _revoke_family(store, settings, record.family_id)
+    if record is None:
+        return None
+    await _revoke_family(store, settings, record.family_id)
+    return RevokedFamily(record.user_id, record.family_id)
+
+
+async def token_revoked(store: Store, token: AccessToken) -> bool:
+    """Whether the login of an access token was revoked (logout, a replayed refresh token)."""
+    return token.family_id is not None and await store.is_family_revoked(token.family_id)

@@ -6,7 +6,8 @@ only to the channels of rooms and users that have sockets on this process.
 
 Channels (all under the key prefix):
   ``room:<room_id>`` -- events of a room (messages, edits, reactions, read receipts, typing,
-  presence of its members); ``user:<user_id>`` -- events for one user (room_added/room_removed).
+  presence of its members); ``user:<user_id>`` -- events for one user (room_added/room_removed,
+  sessions_revoked).
 
 Every published payload is an envelope ``{"ts": <publish time, unix seconds>, "event": {...}}``
 so receivers can observe pub/sub lag and delivery latency.
@@ -68,6 +69,10 @@ COMMAND_POOL_WAIT_SECONDS: Final = 10.0
 # A command (publish, rate check, presence) to a Redis that stopped answering fails after this
 # instead of hanging: a publish runs inside a room's send turn (see Store.append_message).
 COMMAND_SOCKET_TIMEOUT_SECONDS: Final = 5.0
+# redis-py announces itself with CLIENT SETINFO on every connection; an ACL user limited to the
+# commands the server uses (the operator's in-cluster Redis, operator/hypersend_operator/
+# builders/secrets.py) would refuse it, and Redis before 7.2 does not know it at all.
+NO_CLIENT_SETINFO: Final[dict[str, Any]] = {"driver_info": None}
 # Application health check of both connections (see the module docstring).
 HEALTH_INTERVAL_SECONDS: Final = 1.0
 HEALTH_TIMEOUT_SECONDS: Final = 3.0
@@ -215,7 +220,10 @@ class Bus:
         self._rate_script = client.register_script(_RATE_LUA)
         self._presence_add = client.register_script(_PRESENCE_ADD_LUA)
         self._presence_remove = client.register_script(_PRESENCE_REMOVE_LUA)
-        self._local_rate = LocalRateLimiter(rate_limit_per_minute, RATE_WINDOW_MS / 1000)
+        # One per-process window per limit (per user, per client address ...).
+        self._local_rates = {
+            rate_limit_per_minute: LocalRateLimiter(rate_limit_per_minute, RATE_WINDOW_MS / 1000)
+        }
         self._pubsub: PubSub | None = None
         # Bumped for every pub/sub connection; a kill request names the one it means.
         self._generation = 0
@@ -253,6 +261,7 @@ class Bus:
             socket_keepalive=True,
             socket_keepalive_options=TCP_KEEPALIVE,
             health_check_interval=30,
+            **NO_CLIENT_SETINFO,
         )
         client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         # The pub/sub connection must never reconnect silently: redis-py would resubscribe, but
@@ -265,6 +274,7 @@ class Bus:
             socket_connect_timeout=COMMAND_SOCKET_TIMEOUT_SECONDS,
             socket_keepalive=True,
             socket_keepalive_options=TCP_KEEPALIVE,
+            **NO_CLIENT_SETINFO,
         )
         bus = cls(
             client,
@@ -413,16 +423,18 @@ class Bus:
             return False
         return True
 
-    async def check_rate(self, user_id: str) -> RateDecision:
-        """Count one request of ``user_id`` against the shared per-minute limit (atomic).
+    async def check_rate(self, user_id: str, limit: int | None = None) -> RateDecision:
+        """Count one request of ``user_id`` (any key: a user id, ``ip:register:<address>``)
+        against the shared per-minute limit (atomic); ``limit`` overrides the per-user one.
 
         While Redis is unreachable the per-process window decides instead (never raises for it).
         """
+        per_minute = self.rate_limit_per_minute if limit is None else limit
         if self.commands_ok:
             try:
                 allowed, retry_ms = await self._rate_script(
                     keys=[f"{self.prefix}rate:{user_id}"],
-                    args=[self.rate_limit_per_minute, RATE_WINDOW_MS, secrets.token_hex(4)],
+                    args=[per_minute, RATE_WINDOW_MS, secrets.token_hex(4)],
                 )
             except REDIS_ERRORS as exc:
                 self._commands_down(exc)
@@ -431,7 +443,11 @@ class Bus:
                     return RateDecision(allowed=True, retry_after=0.0)
                 return RateDecision(allowed=False, retry_after=int(retry_ms) / 1000)
         metrics.RATE_LIMIT_FALLBACKS.inc()
-        local = self._local_rate.check(user_id, time.monotonic())
+        local_rate = self._local_rates.get(per_minute)
+        if local_rate is None:
+            local_rate = LocalRateLimiter(per_minute, RATE_WINDOW_MS / 1000)
+            self._local_rates[per_minute] = local_rate
+        local = local_rate.check(user_id, time.monotonic())
         return RateDecision(allowed=local.allowed, retry_after=local.retry_after)
 
     async def _command(self, call: Callable[[], Awaitable[Any]]) -> Any:

@@ -6,13 +6,19 @@ The names are a contract with the operator's ConfigMap/Deployment builders; see
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import socket
-from typing import Literal
+from typing import Final, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+# OWASP's Password Storage Cheat Sheet lists equivalent argon2id settings (memory, iterations):
+# 46 MiB x 1, 19 MiB x 2, 12 MiB x 3, 9 MiB x 4, 7 MiB x 5. A setting must reach one of them.
+OWASP_ARGON2ID_MINIMUMS: Final = ((47_104, 1), (19_456, 2), (12_288, 3), (9_216, 4), (7_168, 5))
 
 
 class Settings(BaseSettings):
@@ -49,6 +55,29 @@ class Settings(BaseSettings):
     # Serve the web client (chatserver/webclient) at /app/ and redirect / to it. Off by default:
     # a deployment that only serves API clients exposes no page.
     web_client: bool = False
+    # Abuse limits (issue #11, docs/configuration.md "Abuse limits").
+    # Comma-separated addresses or networks of reverse proxies whose X-Forwarded-For is believed;
+    # from anyone else the peer address is the client (X-Forwarded-For is ignored).
+    trusted_proxies: str = ""
+    auth_ip_rate_limit_per_minute: int = Field(default=30, ge=1)
+    ws_ip_opens_per_minute: int = Field(default=120, ge=1)
+    ws_auth_timeout_seconds: float = Field(default=10, gt=0)
+    # Comma-separated Origins a browser socket may come from (`https://chat.example.com`);
+    # `*` accepts any. Sockets without an Origin (not a browser) are always accepted.
+    ws_allowed_origins: str = "*"
+    # A socket is told this long before its access token expires (docs/protocol.md).
+    ws_token_warning_seconds: float = Field(default=60, gt=0)
+    ws_max_unauthenticated: int = Field(default=500, ge=1)
+    # argon2id cost; the defaults are RFC 9106's second recommendation (64 MiB, 3 passes, 4 lanes).
+    argon2_memory_kib: int = Field(default=65_536, ge=7_168)
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_parallelism: int = Field(default=4, ge=1, le=64)
+    # Hashes run at once: 0 derives it from the memory limit (a quarter of it for hashing).
+    argon2_max_concurrent: int = Field(default=0, ge=0)
+    # Requests that may wait for a hash slot; more get 503 try_again at once.
+    argon2_max_waiting: int = Field(default=32, ge=0)
+    # The process's memory limit in bytes; 0 reads it from the cgroup (the pod's limit).
+    memory_limit_bytes: int = Field(default=0, ge=0)
     pod_name: str = Field(default_factory=socket.gethostname)
 
     @field_validator("jwt_secret")
@@ -58,7 +87,70 @@ class Settings(BaseSettings):
             raise ValueError("HYPERSEND_JWT_SECRET must be at least 32 characters")
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies_parse(cls, value: str) -> str:
+        trusted_networks(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("ws_allowed_origins")
+    @classmethod
+    def _origins_parse(cls, value: str) -> str:
+        allowed_origins(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("argon2_time_cost")
+    @classmethod
+    def _argon2_owasp(cls, value: int, info: ValidationInfo) -> int:
+        memory = info.data.get("argon2_memory_kib")
+        if isinstance(memory, int) and not any(
+            memory >= m and value >= t for m, t in OWASP_ARGON2ID_MINIMUMS
+        ):
+            raise ValueError(
+                f"argon2id with {memory} KiB and {value} passes is below OWASP's minimums "
+                "(46 MiB x 1, 19 MiB x 2, 12 MiB x 3, 9 MiB x 4 or 7 MiB x 5)"
+            )
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lowercase_log_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.cache
+def trusted_networks(value: str) -> tuple[Network, ...]:
+    """``"10.0.0.0/8, 127.0.0.1"`` -> the networks; ValueError names an entry that is neither."""
+    networks: list[Network] = []
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{entry!r} is not an IP address or network") from exc
+    return tuple(networks)
+
+
+@functools.cache
+def allowed_origins(value: str) -> frozenset[str] | None:
+    """``"https://a.example, http://localhost:3000"`` -> the origins, None for ``*`` (any)."""
+    origins: set[str] = set()
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return None
+        scheme, sep, host = entry.partition("://")
+        if (
+            not sep
+            or scheme.lower() not in ("http", "https")
+            or not host
+            or "/" in host.rstrip("/")
+        ):
+            raise ValueError(f"{entry!r} is not an origin (scheme://host[:port]) or *")
+        origins.add(f"{scheme.lower()}://{host.lower()}")
+    return frozenset(origins)

@@ -12,6 +12,11 @@ from typing import Any, Final, Protocol
 # Ephemeral frames may be dropped under back-pressure; everything else must be delivered or the
 # socket closed (the client then resumes from history).
 EPHEMERAL_TYPES: Final = frozenset({"typing", "presence"})
+# What servers publish on a room's channel with that room's ``room_id`` (``presence`` goes there
+# too, without a ``room_id``); a server delivers nothing else from a room channel.
+ROOM_CHANNEL_TYPES: Final = frozenset(
+    {"message", "message_edited", "message_deleted", "reaction", "read", "typing"}
+)
 
 
 class WireMessage(Protocol):
@@ -113,9 +118,30 @@ def ping() -> dict[str, Any]:
     return {"type": "ping"}
 
 
-def ready(user_id: str, rooms: list[str]) -> dict[str, Any]:
-    """Sent once after authentication: who the socket belongs to and which rooms it follows."""
-    return {"type": "ready", "user_id": user_id, "rooms": rooms}
+def ready(user_id: str, rooms: list[str], expires_at: float) -> dict[str, Any]:
+    """Sent once after authentication: who the socket belongs to, which rooms it follows and
+    when its access token expires (unix seconds)."""
+    return {"type": "ready", "user_id": user_id, "rooms": rooms, "expires_at": int(expires_at)}
+
+
+def token_expiring(expires_at: float, now: float) -> dict[str, Any]:
+    """The socket's access token expires soon: send ``auth`` with a fresh one before it does."""
+    return {
+        "type": "token_expiring",
+        "expires_at": int(expires_at),
+        "expires_in": max(0, int(expires_at - now)),
+    }
+
+
+def reauthenticated(expires_at: float) -> dict[str, Any]:
+    """Answer to an ``auth`` frame on a live socket: the socket now runs on the new token."""
+    return {"type": "reauthenticated", "expires_at": int(expires_at)}
+
+
+def sessions_revoked(family_id: str) -> dict[str, Any]:
+    """Between servers only (a user channel): the login ``family_id`` was revoked (logout, a
+    replayed refresh token); its sockets close with 4401."""
+    return {"type": "sessions_revoked", "family_id": family_id}
 
 
 def resumed(rooms: dict[str, int]) -> dict[str, Any]:

@@ -51,6 +51,28 @@ MONGO_POOL_CHECKED_OUT: Final = Gauge(
     "MongoDB connections checked out of the pool (in use by an operation), by server address.",
     ["address"],
 )
+# Pub/sub events a server refused to act on: not what servers publish on that channel, or a
+# membership change MongoDB does not confirm (forged, or stale). docs/configuration.md.
+BUS_EVENTS_REFUSED: Final = Counter(
+    "hypersend_bus_events_refused_total",
+    "Pub/sub events refused: not a room event of the channel's room, or a membership change "
+    "MongoDB does not confirm (by channel kind: room, user).",
+    ["channel"],
+)
+PASSWORD_HASHING_BUSY: Final = Counter(
+    "hypersend_password_hashing_busy_total",
+    "Register/login calls refused with 503 because too many already waited for an argon2 slot.",
+)
+WEBSOCKET_UNAUTHENTICATED: Final = Gauge(
+    "hypersend_websocket_unauthenticated_connections",
+    "WebSockets accepted but not authenticated yet (not counted in the connections gauge).",
+)
+WEBSOCKET_OPENS_REFUSED: Final = Counter(
+    "hypersend_websocket_opens_refused_total",
+    "WebSocket opens refused before authentication, by reason (origin, client_rate, "
+    "unauthenticated).",
+    ["reason"],
+)
 MESSAGES_RECEIVED: Final = Counter(
     "hypersend_messages_received_total",
     "Chat messages stored from clients (REST and WebSocket; idempotent retries excluded).",

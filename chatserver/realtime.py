@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 import secrets
 import time
@@ -31,10 +32,11 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketState
 
 from chatserver import events, metrics
-from chatserver.auth import AuthError, decode_access_token
+from chatserver.auth import AccessToken, AuthError, token_revoked, verify_access_token
 from chatserver.bus import Bus, BusUnavailable, Delivery
-from chatserver.config import Settings
-from chatserver.models import Message
+from chatserver.clientip import client_address, limit_key
+from chatserver.config import Settings, allowed_origins, trusted_networks
+from chatserver.models import Message, Room
 from chatserver.resume import Outgoing, RoomCursor, SendQueue
 from chatserver.store import RoomNotFound, SeqContention, Store
 from chatserver.wsprotocol import (
@@ -53,7 +55,6 @@ from chatserver.wsprotocol import (
 
 log = logging.getLogger(__name__)
 
-AUTH_TIMEOUT_SECONDS: Final = 10.0
 # After auth, live events are held until the client's next frame or this long, so a ``resume``
 # sent right after ``auth`` never follows live events it must precede. Clients that do not
 # resume send any frame (a ``ping``) to go live at once.
@@ -82,6 +83,8 @@ SHED_BATCH: Final = 100
 SHED_PAUSE_SECONDS: Final = 0.2
 # The store may have failed after the insert went through: the retry (same client_id) is safe.
 STORE_FAILED: Final = "the message may not have been stored; send it again with the same client_id"
+REVOKED: Final = "this login was revoked (logout); log in again"
+EXPIRED: Final = "the access token has expired; reconnect with a fresh one"
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -119,10 +122,14 @@ class SessionClosed(Exception):
 class Session:
     """One authenticated socket: its cursors per room, its send queue and its writer task."""
 
-    def __init__(self, hub: Hub, websocket: WebSocket, user_id: str) -> None:
+    def __init__(self, hub: Hub, websocket: WebSocket, token: AccessToken) -> None:
         self.hub = hub
         self.ws = websocket
-        self.user_id = user_id
+        self.user_id = token.user_id
+        # The access token the socket runs on: replaced by an in-band ``auth``; at its expiry
+        # the socket closes (4401), ``token_expiring`` first (docs/protocol.md).
+        self.token = token
+        self.expiry_warned = False
         self.id = secrets.token_hex(8)
         self.connection_id = f"{hub.settings.pod_name}:{self.id}"
         self.rooms: dict[str, RoomCursor] = {}
@@ -149,6 +156,8 @@ class Session:
         self._close_reason = ""
         self._flush_before_close = False
         self._writer: asyncio.Task[None] | None = None
+        # Membership events of this socket, checked against the store one at a time.
+        self.user_events = asyncio.Lock()
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -396,7 +405,8 @@ class Hub:
         self.bus = bus
         self.sessions: set[Session] = set()
         self.draining = False
-        self._open = 0  # accepted sockets, authenticated or not
+        self._open = 0  # authenticated sockets
+        self._unauthenticated = 0  # accepted, not authenticated yet
         self._room_sessions: dict[str, set[Session]] = {}
         self._room_ready: dict[str, asyncio.Future[None]] = {}
         self._user_sessions: dict[str, set[Session]] = {}
@@ -480,6 +490,11 @@ class Hub:
             sessions = self._room_sessions.get(delivery.target)
             if not sessions:
                 return
+            if not _fits_room_channel(delivery.target, delivery.event):
+                # Only room events of this very room travel on its channel: anything else was
+                # forged by whoever can publish to Redis (issue #11), so it reaches nobody.
+                metrics.BUS_EVENTS_REFUSED.labels("room").inc()
+                return
             item = outgoing(delivery.event, delivery.published_at)
             if item.seq is not None and item.seq > self._room_seq.get(delivery.target, 0):
                 self._room_seq[delivery.target] = item.seq
@@ -492,31 +507,68 @@ class Hub:
                 )
 
     async def _on_user_event(self, session: Session, event: dict[str, Any]) -> None:
+        """Follow or drop a room as MongoDB says, never as the event says.
+
+        A user channel carries only ``room_added`` / ``room_removed``, and either is a hint:
+        membership is read from the store before the socket follows a room, and the room sent
+        to the client is the stored one. Whoever can publish to Redis can therefore not make a
+        socket follow a room its user is not a member of (issue #11). Events of one session are
+        handled one at a time, in the order they arrived, so a quick remove + add ends as the
+        store says.
+        """
         kind, room_id = event.get("type"), event.get("room_id")
-        if not isinstance(room_id, str):
-            session.send(event)
+        if kind == "sessions_revoked":
+            await self._revoke(session, event.get("family_id"))
             return
-        if kind == "room_added" and room_id not in session.rooms:
-            room = event.get("room")
-            last_seq = room.get("last_seq") if isinstance(room, dict) else None
-            # Known baseline: anything newer that pub/sub missed is filled from history.
-            session.rooms[room_id] = RoomCursor(last_seq if isinstance(last_seq, int) else None)
-            session.send(event)
-            try:
-                await self._follow(session, [room_id])
-                # Messages stored between the membership change and the subscription.
-                await session.replay(room_id, None)
-            except SessionClosed:
+        if kind not in ("room_added", "room_removed") or not isinstance(room_id, str):
+            metrics.BUS_EVENTS_REFUSED.labels("user").inc()
+            return
+        async with session.user_events:
+            if session.close_code is not None:
                 return
+            try:
+                room = await self.store.get_room(room_id)
+                member = room is not None and await self.store.is_member(room_id, session.user_id)
             except Exception:
-                log.exception("following room %s failed", room_id)
-                session.close(Close.INTERNAL_ERROR, "subscription failed, resume", flush=True)
-        elif kind == "room_removed":
-            session.send(event)
-            if session.rooms.pop(room_id, None) is not None:
-                await self._unfollow(session, [room_id])
-        else:
-            session.send(event)
+                log.exception("membership check of room %s failed", room_id)
+                session.close(Close.INTERNAL_ERROR, "membership check failed, resume", flush=True)
+                return
+            if member and room is not None:
+                if kind == "room_removed" or room_id in session.rooms:
+                    if kind == "room_removed":
+                        metrics.BUS_EVENTS_REFUSED.labels("user").inc()
+                    return
+                await self._add_room(session, room, event)
+            elif room_id in session.rooms or kind == "room_removed":
+                # Whatever the event says: the user is no longer a member.
+                session.send(events.room_removed(room_id))
+                if session.rooms.pop(room_id, None) is not None:
+                    await self._unfollow(session, [room_id])
+            else:
+                metrics.BUS_EVENTS_REFUSED.labels("user").inc()
+
+    async def _add_room(self, session: Session, room: Room, event: dict[str, Any]) -> None:
+        """Follow a room the store says the user is a member of."""
+        hinted = event.get("room")
+        hinted_seq = hinted.get("last_seq") if isinstance(hinted, dict) else None
+        # The baseline: the room's last seq when the user joined (the event's, which cannot be
+        # beyond the stored one); anything newer that pub/sub missed is filled from history.
+        # A member may read the whole history (GET /rooms/{id}/messages), so a low baseline
+        # from a forged event shows nothing the user could not read anyway.
+        baseline = room.last_seq
+        if isinstance(hinted_seq, int) and not isinstance(hinted_seq, bool):
+            baseline = max(0, min(hinted_seq, room.last_seq))
+        session.rooms[room.id] = RoomCursor(baseline)
+        session.send(events.room_added(room))
+        try:
+            await self._follow(session, [room.id])
+            # Messages stored between the membership change and the subscription.
+            await session.replay(room.id, None)
+        except SessionClosed:
+            return
+        except Exception:
+            log.exception("following room %s failed", room.id)
+            session.close(Close.INTERNAL_ERROR, "subscription failed, resume", flush=True)
 
     async def _on_bus_resync(self) -> None:
         """Pub/sub is back after missing events: catch every local room up from MongoDB."""
@@ -621,7 +673,17 @@ class Hub:
             lags.append(max(0.0, now - asked - pause))
             metrics.EVENT_LOOP_LAG.set(max(lags))
             ping = outgoing(events.ping())
+            wall = time.time()
+            warning = self.settings.ws_token_warning_seconds
             for session in list(self.sessions):
+                expires_at = session.token.expires_at
+                if wall >= expires_at:
+                    session.send(events.error("unauthorized", EXPIRED))
+                    session.close(Close.UNAUTHORIZED, "token expired", flush=True)
+                    continue
+                if not session.expiry_warned and wall >= expires_at - warning:
+                    session.expiry_warned = True
+                    session.send(events.token_expiring(expires_at, wall))
                 if not session.handling and now - session.last_rx > idle:
                     session.close(Close.IDLE_TIMEOUT, "idle timeout", flush=False)
                 elif now - session.last_ping >= interval:
@@ -639,10 +701,54 @@ class Hub:
     # -- one socket ----------------------------------------------------------------------------
 
     async def serve(self, websocket: WebSocket) -> None:
-        """Run one WebSocket from accept to close."""
+        """Run one WebSocket from accept to close.
+
+        Until it authenticates a socket counts only in the unauthenticated gauge and cap
+        (HYPERSEND_WS_MAX_UNAUTHENTICATED), never in ``hypersend_websocket_connections``, the
+        autoscaling signal, nor against HYPERSEND_WS_MAX_CONNECTIONS; it is closed 4408 at
+        HYPERSEND_WS_AUTH_TIMEOUT_SECONDS.
+        """
+        origin = websocket.headers.get("origin")
+        allowed = allowed_origins(self.settings.ws_allowed_origins)
+        if origin is not None and allowed is not None and origin.lower() not in allowed:
+            # A page of another site (cross-site WebSocket hijacking): refused in the handshake
+            # (HTTP 403), before anything of the socket runs.
+            metrics.WEBSOCKET_OPENS_REFUSED.labels("origin").inc()
+            await websocket.close(Close.POLICY_VIOLATION)
+            return
         await websocket.accept()
         if self.draining:
             await websocket.close(Close.SERVICE_RESTART, "server draining, reconnect")
+            return
+        address = limit_key(
+            client_address(
+                websocket.client.host if websocket.client else None,
+                websocket.headers.getlist("x-forwarded-for"),
+                trusted_networks(self.settings.trusted_proxies),
+            )
+        )
+        decision = await self.bus.check_rate(
+            f"ip:ws:{address}", self.settings.ws_ip_opens_per_minute
+        )
+        if not decision.allowed:
+            metrics.WEBSOCKET_OPENS_REFUSED.labels("client_rate").inc()
+            retry = max(1, math.ceil(decision.retry_after))
+            await websocket.close(
+                Close.RATE_LIMITED, f"too many sockets opened from your address; retry in {retry}s"
+            )
+            return
+        if self._unauthenticated >= self.settings.ws_max_unauthenticated:
+            metrics.WEBSOCKET_OPENS_REFUSED.labels("unauthenticated").inc()
+            await websocket.close(Close.TRY_AGAIN_LATER, "too many sockets authenticating")
+            return
+        self._unauthenticated += 1
+        metrics.WEBSOCKET_UNAUTHENTICATED.inc()
+        try:
+            token = await self._authenticate(websocket)
+        finally:
+            self._unauthenticated -= 1
+            metrics.WEBSOCKET_UNAUTHENTICATED.dec()
+        if token is None:
             return
         if self._open >= self.settings.ws_max_connections:
             await websocket.close(Close.TRY_AGAIN_LATER, "too many connections on this server")
@@ -650,18 +756,16 @@ class Hub:
         self._open += 1
         metrics.WEBSOCKET_CONNECTIONS.inc()
         try:
-            user_id = await self._authenticate(websocket)
-            if user_id is not None:
-                await self._run_session(websocket, user_id)
+            await self._run_session(websocket, token)
         finally:
             self._open -= 1
             metrics.WEBSOCKET_CONNECTIONS.dec()
 
-    async def _authenticate(self, websocket: WebSocket) -> str | None:
+    async def _authenticate(self, websocket: WebSocket) -> AccessToken | None:
         token = websocket.query_params.get("token")
         if token is None:
             try:
-                async with asyncio.timeout(AUTH_TIMEOUT_SECONDS):
+                async with asyncio.timeout(self.settings.ws_auth_timeout_seconds):
                     message = await websocket.receive()
             except TimeoutError:
                 await self._refuse(websocket, Close.AUTH_TIMEOUT, "auth_timeout", "auth timeout")
@@ -680,7 +784,7 @@ class Hub:
                 return None
             token = frame.token
         try:
-            return decode_access_token(token, self.settings)
+            return verify_access_token(token, self.settings)
         except AuthError as exc:
             await self._refuse(websocket, Close.UNAUTHORIZED, "unauthorized", exc.message)
             return None
@@ -691,8 +795,9 @@ class Hub:
             async with asyncio.timeout(CLOSE_TIMEOUT_SECONDS):
                 await websocket.close(code, message[:120])
 
-    async def _run_session(self, websocket: WebSocket, user_id: str) -> None:
-        session = Session(self, websocket, user_id)
+    async def _run_session(self, websocket: WebSocket, token: AccessToken) -> None:
+        user_id = token.user_id
+        session = Session(self, websocket, token)
         self.sessions.add(session)
         session.start_writer()
         room_ids: list[str] = []
@@ -704,8 +809,14 @@ class Hub:
                 cursor.begin_replay()  # hold live events until the resume window ends
                 session.rooms[room_id] = cursor
             await self._follow_user(session)
+            # Checked once the user channel is subscribed: a logout before this is in MongoDB,
+            # one after it reaches this socket as ``sessions_revoked``.
+            if await token_revoked(self.store, token):
+                session.send(events.error("unauthorized", REVOKED))
+                session.close(Close.UNAUTHORIZED, REVOKED, flush=True)
+                return
             await self._follow(session, room_ids)
-            session.send(events.ready(user_id, room_ids))
+            session.send(events.ready(user_id, room_ids, token.expires_at))
             session.spawn(self._resume_window(session), f"ws-resume-window-{session.id}")
             session.spawn(self._announce(session, True), f"ws-presence-{session.id}")
             reader = asyncio.create_task(self._read_loop(session), name=f"ws-reader-{session.id}")
@@ -768,7 +879,7 @@ class Hub:
                 else:
                     session.end_resume_window()
             if isinstance(frame, FrameError):
-                session.send(events.error(frame.code, frame.message, **dict(frame.ids)))
+                session.send(events.error(frame.code, frame.message, **frame.ids))
                 continue
             session.handling = True
             try:
@@ -798,9 +909,6 @@ class Hub:
             return
         if isinstance(frame, PongFrame):
             return
-        if isinstance(frame, AuthFrame):
-            session.send(events.error("already_authenticated", "this socket is authenticated"))
-            return
         if handshake and isinstance(frame, ResumeFrame):
             # The resume that opens a connection counts but is never refused: refusing it would
             # take the rooms live with a gap, and a user who hit the limit just before their
@@ -820,7 +928,9 @@ class Hub:
                 extra.update(room_id=frame.room_id, client_id=frame.client_id)
             session.send(events.error("rate_limited", "too many requests", **extra))
             return
-        if isinstance(frame, SendFrame):
+        if isinstance(frame, AuthFrame):
+            await self._reauthenticate(session, frame)
+        elif isinstance(frame, SendFrame):
             await self._send(session, frame)
         elif isinstance(frame, ResumeFrame):
             await self._resume(session, frame)
@@ -844,6 +954,45 @@ class Hub:
             await self.bus.publish_room(
                 frame.room_id, events.read(frame.room_id, session.user_id, frame.seq)
             )
+
+    async def _reauthenticate(self, session: Session, frame: AuthFrame) -> None:
+        """An ``auth`` frame on a live socket: run on the fresh token from now on. A token that
+        does not verify, or is another user's, is refused and the old one stays (until it
+        expires); a revoked login closes the socket."""
+        try:
+            token = verify_access_token(frame.token, self.settings)
+        except AuthError as exc:
+            session.send(events.error("unauthorized", exc.message))
+            return
+        if token.user_id != session.user_id:
+            session.send(events.error("unauthorized", "the token is another user's"))
+            return
+        if await token_revoked(self.store, token):
+            session.send(events.error("unauthorized", REVOKED))
+            session.close(Close.UNAUTHORIZED, REVOKED, flush=True)
+            return
+        session.token = token
+        session.expiry_warned = False
+        session.send(events.reauthenticated(token.expires_at))
+
+    async def _revoke(self, session: Session, family_id: object) -> None:
+        """``sessions_revoked`` from Redis: close the socket if MongoDB says its login (or, for
+        a token without a login id, the named one) is revoked."""
+        family = session.token.family_id
+        if family is None:
+            if not isinstance(family_id, str):
+                return
+            family = family_id
+        elif family != family_id:
+            return
+        try:
+            revoked = await self.store.is_family_revoked(family)
+        except Exception as exc:
+            log.warning("revocation check failed: %s", type(exc).__name__)
+            return  # the socket still closes when its token expires
+        if revoked:
+            session.send(events.error("unauthorized", REVOKED))
+            session.close(Close.UNAUTHORIZED, REVOKED, flush=True)
 
     async def _send(self, session: Session, frame: SendFrame) -> None:
         ids = {"room_id": frame.room_id, "client_id": frame.client_id}
@@ -927,6 +1076,14 @@ class Hub:
             last = await session.replay(room_id, last_seq)
             done[room_id] = last if last is not None else last_seq
         return done
+
+
+def _fits_room_channel(room_id: str, event: dict[str, Any]) -> bool:
+    """Whether ``event`` is a room event of ``room_id``, as servers publish on its channel."""
+    kind = event.get("type")
+    if kind == "presence":
+        return "room_id" not in event
+    return kind in events.ROOM_CHANNEL_TYPES and event.get("room_id") == room_id
 
 
 def _not_member(room_id: str, **extra: Any) -> dict[str, Any]:

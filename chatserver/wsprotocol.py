@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Final
 
@@ -30,6 +30,8 @@ class Close(IntEnum):
     """Close codes the server uses (RFC 6455 1xxx, application 4xxx)."""
 
     NORMAL = 1000
+    # Refused in the handshake: an Origin not in HYPERSEND_WS_ALLOWED_ORIGINS (HTTP 403).
+    POLICY_VIOLATION = 1008
     INTERNAL_ERROR = 1011
     # Draining (pod shutdown/rollout): reconnect after the ``reconnect`` frame's ``after_ms``.
     SERVICE_RESTART = 1012
@@ -45,6 +47,8 @@ class Close(IntEnum):
     IDLE_TIMEOUT = 4410
     # The socket's send queue overflowed: reconnect and ``resume`` from the last seq seen.
     SLOW_CONSUMER = 4413
+    # Too many socket opens from the client's address (HYPERSEND_WS_IP_OPENS_PER_MINUTE).
+    RATE_LIMITED = 4429
     # Reserved: earlier servers closed every socket with it when Redis pub/sub was lost; now
     # sockets stay open and are caught up from MongoDB (chatserver/bus.py, degraded mode).
     RESYNC_REQUIRED = 4503
@@ -56,9 +60,9 @@ class FrameError:
 
     code: str
     message: str
-    # A refused `send` names its room_id and client_id when those were valid, so the client
-    # can tell which of its pending sends failed (docs/protocol.md, "Errors on an open socket").
-    ids: tuple[tuple[str, str], ...] = ()
+    # The refused frame's own `room_id` / `client_id` (when strings of a sane length), so a
+    # client with several sends in flight knows which one failed.
+    ids: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +143,20 @@ def parse_client_frame(raw: str | bytes, max_message_bytes: int) -> ClientFrame 
     kind = body.get("type")
     if not isinstance(kind, str):
         return FrameError("invalid_frame", "a frame must have a string `type`")
+    parsed = _parse_object(body, kind, max_message_bytes)
+    if isinstance(parsed, FrameError):
+        ids = {
+            key: value
+            for key in ("room_id", "client_id")
+            if isinstance(value := body.get(key), str) and 0 < len(value) <= MAX_ID_CHARS
+        }
+        return FrameError(parsed.code, parsed.message, ids)
+    return parsed
+
+
+def _parse_object(
+    body: dict[str, Any], kind: str, max_message_bytes: int
+) -> ClientFrame | FrameError:
     if kind == "auth":
         token = body.get("token")
         if not isinstance(token, str):
@@ -188,13 +206,12 @@ def _send(body: dict[str, Any], max_message_bytes: int) -> SendFrame | FrameErro
     client_id = body.get("client_id")
     if not isinstance(client_id, str) or not CLIENT_ID_RE.fullmatch(client_id):
         return FrameError("invalid_frame", "`client_id` must match [A-Za-z0-9_.:-]{1,64}")
-    ids = (("room_id", room_id), ("client_id", client_id))
     text = body.get("text")
     if not isinstance(text, str):
-        return FrameError("invalid_frame", "`text` must be a string", ids)
+        return FrameError("invalid_frame", "`text` must be a string")
     problem = message_text_error(text, max_message_bytes)
     if problem == "message_too_large":
-        return FrameError(problem, f"message text is limited to {max_message_bytes} bytes", ids)
+        return FrameError(problem, f"message text is limited to {max_message_bytes} bytes")
     if problem is not None:
-        return FrameError(problem, "message text must not be empty", ids)
+        return FrameError(problem, "message text must not be empty")
     return SendFrame(room_id, client_id, text)

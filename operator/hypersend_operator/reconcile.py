@@ -35,6 +35,7 @@ from hypersend_operator.api import (
 from hypersend_operator.builders import (
     JWT_SECRET_KEY,
     MONGO_PASSWORD_KEY,
+    REDIS_PASSWORD_KEY,
     BuildContext,
     GeneratedSecrets,
     OwnedKind,
@@ -43,6 +44,7 @@ from hypersend_operator.builders import (
     mongo_credentials_secret_name,
     mongo_pvc_names,
     owned_kinds,
+    redis_credentials_secret_name,
     user_secret_refs,
 )
 from hypersend_operator.builders import labels as lb
@@ -148,14 +150,23 @@ async def read_or_generate_secrets(
     mongo = await _read_or_generate(
         kube, namespace, mongo_credentials_secret_name(name), MONGO_PASSWORD_KEY, seen
     )
-    return GeneratedSecrets(jwt_key=jwt, mongo_root_password=mongo)
+    redis = await _read_or_generate(
+        kube, namespace, redis_credentials_secret_name(name), REDIS_PASSWORD_KEY, seen
+    )
+    return GeneratedSecrets(jwt_key=jwt, mongo_root_password=mongo, redis_password=redis)
 
 
-async def check_secret_ref(kube: Kube, namespace: str, name: str, key: str) -> st.SecretRef:
-    """Existence and key of a user-provided Secret (read only; the values are not looked at)."""
+async def read_secret_ref(
+    kube: Kube, namespace: str, name: str, key: str
+) -> tuple[st.SecretRef, str | None]:
+    """Existence and key of a user-provided Secret, and the key's value as stored (base64;
+    None if absent). It only goes into the chat pod template's hash (deployment.config_hash)."""
     secret = await kube.get("v1", "Secret", namespace, name)
     has_key = secret is not None and key in (secret.get("data") or {})
-    return st.SecretRef(name, key, namespace, secret is not None, has_key)
+    # As stored (base64): compared, never decoded, so binary values cannot trip a pass.
+    raw = (secret.get("data") or {}).get(key) if secret is not None else None
+    value = raw if isinstance(raw, str) else None
+    return st.SecretRef(name, key, namespace, secret is not None, has_key), value
 
 
 # --------------------------------------------------------------------------- applying children
@@ -457,6 +468,15 @@ async def reconcile(
     # Secrets: read what exists, generate only what is missing (never rotate).
     reads: Reads = {}
     secrets = await read_or_generate_secrets(kube, namespace, name, reads)
+    # User-provided Secrets the spec points at: checked, never modified; their values roll
+    # the chat pods when they change.
+    refs: dict[str, st.SecretRef] = {}
+    user_values: dict[str, str | None] = {}
+    for user_ref in user_secret_refs(spec):
+        refs[user_ref.component], value = await read_secret_ref(
+            kube, namespace, user_ref.ref.name, user_ref.ref.key
+        )
+        user_values[f"{user_ref.ref.name}/{user_ref.ref.key}"] = value
     ctx = BuildContext(
         name=name,
         namespace=namespace,
@@ -466,15 +486,9 @@ async def reconcile(
         secrets=secrets,
         capabilities=capabilities,
         restarted_at=(meta.get("annotations") or {}).get(RESTARTED_AT_ANNOTATION),
+        user_secret_values=user_values,
     )
     components = build_components(ctx)
-
-    # User-provided Secrets the spec points at: checked, never modified.
-    refs: dict[str, st.SecretRef] = {}
-    for user_ref in user_secret_refs(spec):
-        refs[user_ref.component] = await check_secret_ref(
-            kube, namespace, user_ref.ref.name, user_ref.ref.key
-        )
 
     if paused:
         live = await observe(kube, [m for c in components for m in c.manifests])

@@ -92,7 +92,9 @@ def dry_run(
         uid="1b4e28ba-2fa1-11d2-883f-0016d3cca427",
         generation=1,
         spec=HypersendClusterSpec.model_validate(spec),
-        secrets=GeneratedSecrets(jwt_key="k" * 43, mongo_root_password="p@ss/w:rd"),
+        secrets=GeneratedSecrets(
+            jwt_key="k" * 43, mongo_root_password="p@ss/w:rd", redis_password="r3d!s/p@ss"
+        ),
         capabilities=capabilities,
     )
     manifests = build_all(ctx)

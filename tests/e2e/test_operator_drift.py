@@ -181,7 +181,9 @@ def test_optional_parts_are_created_and_pruned(ready: ClusterHelper) -> None:
     )
     hsc.wait_phase("Ready", timeout=60)
 
-    hsc.apply(hsc.manifest())  # both off again
+    off = hsc.manifest()  # the Ingress off by default; NetworkPolicies on unless opted out
+    off["spec"]["networkPolicy"] = {"enabled": False}
+    hsc.apply(off)
     hsc.wait_for(lambda: not names("ingress"), "Ingress pruned", timeout=30)
     hsc.wait_for(lambda: not names("networkpolicy"), "NetworkPolicies pruned", timeout=30)
     assert {"demo-jwt", "demo-mongo-credentials"} <= names("secret")

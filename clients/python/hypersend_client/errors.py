@@ -120,6 +120,12 @@ class SlowConsumer(CloseError):
     code = 4413
 
 
+class TooManyOpens(CloseError):
+    """4429: too many sockets opened from this address per minute; reconnect with backoff."""
+
+    code = 4429
+
+
 class ResyncRequired(CloseError):
     code = 4503
 
@@ -138,6 +144,7 @@ _BY_CODE: dict[int, type[CloseError]] = {
         AuthTimeout,
         IdleTimeout,
         SlowConsumer,
+        TooManyOpens,
         ResyncRequired,
     )
 }

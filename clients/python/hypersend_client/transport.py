@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -34,12 +35,16 @@ class FrameSocket:
         sock: socket.socket | None = None,
         keepalive: tuple[float, float] | None = None,
         close_timeout: float = 10.0,
+        headers: Mapping[str, str] | None = None,
     ) -> FrameSocket:
         """Open ``url``. ``max_queue``: frames buffered unread (None: unbounded); ``sock``: an
         already connected socket to speak over (e.g. one with a tiny receive buffer);
         ``keepalive``: (interval, timeout) of WebSocket-level pings that close the socket when a
-        server stops answering (a frozen process keeps its TCP connections open)."""
+        server stops answering (a frozen process keeps its TCP connections open); ``headers``:
+        extra handshake headers (an ``Origin``, or what a proxy in front would add)."""
         extra: dict[str, Any] = {} if sock is None else {"sock": sock}
+        if headers:
+            extra["additional_headers"] = dict(headers)
         try:
             # No library-level ping unless asked for: the protocol has its own JSON ping/pong
             # (answered by the client). proxy=None: the servers are reached directly; an

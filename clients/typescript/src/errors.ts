@@ -106,6 +106,10 @@ export class IdleTimeout extends CloseError {
 export class SlowConsumer extends CloseError {
   override name = "SlowConsumer";
 }
+/** 4429: too many sockets opened from this address per minute: reconnect with backoff. */
+export class TooManyOpens extends CloseError {
+  override name = "TooManyOpens";
+}
 export class ResyncRequired extends CloseError {
   override name = "ResyncRequired";
 }
@@ -123,6 +127,7 @@ const BY_CODE: Record<number, new (code: number, reason?: string) => CloseError>
   4408: AuthTimeout,
   4410: IdleTimeout,
   4413: SlowConsumer,
+  4429: TooManyOpens,
   4503: ResyncRequired,
 };
 

@@ -8,6 +8,7 @@ WebSocket ping 30 s and idle timeout 300 s, 100 requests per user per minute, Mo
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
@@ -43,7 +44,20 @@ OPERATOR_ENV_NAMES: tuple[str, ...] = (
     "HYPERSEND_LOG_LEVEL",
     "HYPERSEND_WEB_CLIENT",
     "HYPERSEND_POD_NAME",
+    "HYPERSEND_TRUSTED_PROXIES",
 )
+
+# Private address space: where in-cluster reverse proxies (Ingress controllers, pod and node
+# networks) live. Their X-Forwarded-For is believed by default (docs/configuration.md, "Abuse
+# limits"); without that, every client behind an Ingress would count as the controller's address.
+PRIVATE_NETWORKS: tuple[str, ...] = (
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+)
+MAX_TRUSTED_PROXIES = 32
 
 MAX_ENV = 64
 MAX_MONITORING_LABELS = 16
@@ -254,6 +268,25 @@ class ChatSpec(ApiModel):
     pod_disruption_budget: PodDisruptionBudgetSpec = _nested(
         PodDisruptionBudgetSpec, "PodDisruptionBudget of the chat pods."
     )
+    trusted_proxies: Annotated[
+        list[Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$")]],
+        Field(max_length=MAX_TRUSTED_PROXIES),
+    ] = Field(
+        default_factory=lambda: list(PRIVATE_NETWORKS),
+        description="Addresses or CIDRs of reverse proxies (the Ingress controller) whose "
+        "X-Forwarded-For names the client for the per-address abuse limits. Default: the "
+        "private ranges, where in-cluster proxies live. [] trusts none.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"chat.trustedProxies: {entry!r} is not an IP or CIDR") from exc
+        return value
 
     rules = (
         Rule(
@@ -611,9 +644,17 @@ class IngressSpec(ApiModel):
 
 
 class NetworkPolicySpec(ApiModel):
-    """When enabled: chat pods accept only port 8080; Redis and MongoDB only chat pods."""
+    """On by default: in-cluster Redis and MongoDB accept only this cluster's chat pods (no
+    other pod of the cluster reaches them); chat pods accept only port 8080."""
 
-    enabled: bool = Field(default=False, description="Create the NetworkPolicies.")
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Create the NetworkPolicies (on by default: in-cluster Redis and MongoDB accept only "
+            "the chat pods; chat pods only port 8080). Enforced only where the cluster's network "
+            "plugin enforces NetworkPolicies."
+        ),
+    )
 
 
 class MonitoringSpec(ApiModel):

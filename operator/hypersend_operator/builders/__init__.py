@@ -40,11 +40,13 @@ from hypersend_operator.builders.redis import build_redis
 from hypersend_operator.builders.secrets import (
     JWT_SECRET_KEY,
     MONGO_PASSWORD_KEY,
+    REDIS_PASSWORD_KEY,
     UserSecretRef,
     build_secrets,
     decode_secret_value,
     jwt_secret_name,
     mongo_credentials_secret_name,
+    redis_credentials_secret_name,
     user_secret_refs,
 )
 from hypersend_operator.builders.service import chat_service
@@ -152,6 +154,7 @@ __all__ = [
     "NETWORK",
     "PROMETHEUS_RULE",
     "REDIS",
+    "REDIS_PASSWORD_KEY",
     "SECRETS",
     "SERVICE_MONITOR",
     "BuildContext",
@@ -172,6 +175,7 @@ __all__ = [
     "mongo_pvc_names",
     "owned_kinds",
     "owner_reference",
+    "redis_credentials_secret_name",
     "selector_labels",
     "user_secret_refs",
 ]

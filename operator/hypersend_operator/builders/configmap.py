@@ -6,7 +6,6 @@ from typing import Any
 
 from hypersend_operator.builders.context import BuildContext
 from hypersend_operator.builders.labels import CHAT, child_name, metadata
-from hypersend_operator.builders.redis import in_cluster_redis_url
 
 CHAT_PORT = 8080
 
@@ -34,10 +33,9 @@ def chat_config_data(ctx: BuildContext) -> dict[str, str]:
         "HYPERSEND_DRAIN_SECONDS": str(ws.drain_seconds),
         "HYPERSEND_LOG_LEVEL": chat.log_level,
         "HYPERSEND_WEB_CLIENT": "true" if chat.web_client else "false",
+        "HYPERSEND_TRUSTED_PROXIES": ", ".join(chat.trusted_proxies),
     }
-    if ctx.spec.redis.mode == "InCluster":
-        # Not a secret: the in-cluster Redis is reachable only from inside the namespace.
-        data["HYPERSEND_REDIS_URL"] = in_cluster_redis_url(ctx)
+    # HYPERSEND_REDIS_URL comes from a Secret in both Redis modes (deployment.secret_refs).
     return dict(sorted(data.items()))
 
 

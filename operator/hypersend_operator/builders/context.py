@@ -4,6 +4,7 @@ and the cluster's optional capabilities. Builders render from this alone (pure f
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from hypersend_operator.api import HypersendClusterSpec
@@ -22,6 +23,7 @@ class GeneratedSecrets:
 
     jwt_key: str = field(repr=False)
     mongo_root_password: str = field(repr=False)
+    redis_password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ class BuildContext:
     capabilities: frozenset[str] = frozenset()
     # The CR's hypersend.io/restartedAt annotation, if any (see deployment.chat_deployment).
     restarted_at: str | None = None
+    # Values of the user Secrets the chat pods read ("<secret>/<key>" -> value, None when
+    # absent): only hashed into the pod template (deployment.config_hash), never rendered.
+    user_secret_values: Mapping[str, str | None] = field(default_factory=dict, repr=False)
 
     def has(self, capability: str) -> bool:
         return capability in self.capabilities

@@ -26,8 +26,10 @@ from hypersend_operator.builders.labels import (
 from hypersend_operator.builders.secrets import (
     JWT_SECRET_KEY,
     MONGO_URL_KEY,
+    REDIS_URL_KEY,
     jwt_secret_name,
     mongo_credentials_secret_name,
+    redis_credentials_secret_name,
 )
 from hypersend_operator.builders.security import (
     container_security_context,
@@ -59,17 +61,33 @@ def secret_refs(ctx: BuildContext) -> dict[str, SecretKeyRef]:
         )
     if redis.mode == "External" and redis.external is not None:
         refs["HYPERSEND_REDIS_URL"] = redis.external.url_secret_ref
+    else:
+        refs["HYPERSEND_REDIS_URL"] = SecretKeyRef(
+            name=redis_credentials_secret_name(ctx.name), key=REDIS_URL_KEY
+        )
     return refs
 
 
 def config_hash(ctx: BuildContext) -> str:
-    """sha256 over what the pods read at start: ConfigMap data and the Secret keys they reference.
+    """sha256 over what the pods read at start: ConfigMap data, the Secret keys they reference
+    and those Secrets' values, so a changed value (a rotated JWT key, a new Atlas or Redis URL)
+    rolls the pods through the Deployment's normal rollout (issue #11).
 
-    Secret *values* are not hashed (they never appear in manifests or annotations).
+    The values only enter this one-way hash, together with the 256-bit JWT key, so the
+    annotation reveals nothing about any of them; they never appear in a manifest.
     """
+    refs = secret_refs(ctx)
+    # Generated Secrets are not among the user values (None): their values are the two above.
+    values = {env: ctx.user_secret_values.get(f"{ref.name}/{ref.key}") for env, ref in refs.items()}
     material = {
         "config": chat_config_data(ctx),
-        "secretRefs": {k: [v.name, v.key] for k, v in secret_refs(ctx).items()},
+        "secretRefs": {k: [v.name, v.key] for k, v in refs.items()},
+        "secretValues": {
+            "jwt": ctx.secrets.jwt_key,
+            "mongo": ctx.secrets.mongo_root_password,
+            "redis": ctx.secrets.redis_password,
+            **values,
+        },
         "env": [[e.name, e.value] for e in ctx.spec.chat.env],
     }
     encoded = json.dumps(material, sort_keys=True, separators=(",", ":")).encode()

@@ -15,8 +15,7 @@ from hypersend_operator.builders.labels import (
     metadata,
     selector_labels,
 )
-from hypersend_operator.builders.redis import REDIS_PORT
-from hypersend_operator.builders.secrets import MONGO_PORT
+from hypersend_operator.builders.secrets import MONGO_PORT, REDIS_PORT
 
 
 def _policy(ctx: BuildContext, component: str, port: int, from_chat_only: bool) -> dict[str, Any]:

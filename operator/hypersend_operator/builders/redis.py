@@ -10,6 +10,12 @@ a socket or a message (the chat server runs degraded and catches its sockets up 
 Redis is back, see chatserver/bus.py); rate-limit windows and presence restart empty. It is not
 highly available: a node that does not come back takes Redis with it until it is rescheduled.
 
+Access (issue #11): the default user is off and protected mode on; the chat pods log in as
+``hypersend-chat``, a user limited to the commands and the key/channel prefix the chat server
+uses, with a generated password (the ACL file and the chat pods' URL live in the
+``<name>-redis-credentials`` Secret, see secrets.redis_acl; tests/integration/chatserver/
+test_security_redis.py runs the rendered file in a real redis-server).
+
 Probes ask Redis itself (``redis-cli ping`` must answer PONG): an open port is not enough, a Redis
 that stopped answering (frozen, or stuck loading) must leave its Service and, if it stays so, be
 restarted. The PodDisruptionBudget allows one voluntary disruption at a time: with one replica a
@@ -28,27 +34,31 @@ from hypersend_operator.builders.labels import (
     metadata,
     selector_labels,
 )
+from hypersend_operator.builders.secrets import (
+    REDIS_ACL_KEY,
+    REDIS_CHAT_USER,
+    REDIS_PASSWORD_KEY,
+    REDIS_PORT,
+    redis_credentials_secret_name,
+)
 from hypersend_operator.builders.security import (
     container_security_context,
     pod_security_context,
     resources,
 )
 
-REDIS_PORT = 6379
 REDIS_UID = 999  # the `redis` user of the official image
+ACL_DIR = "/etc/hypersend-redis"
 
 
 def redis_name(ctx: BuildContext) -> str:
     return child_name(ctx, REDIS)
 
 
-def in_cluster_redis_url(ctx: BuildContext) -> str:
-    return f"redis://{redis_name(ctx)}.{ctx.namespace}.svc:{REDIS_PORT}/0"
-
-
 def redis_ping_probe(timeout_seconds: int) -> dict[str, Any]:
-    """An exec probe that passes only when Redis answers PING with PONG within the timeout."""
-    command = f"redis-cli -p {REDIS_PORT} ping | grep -qx PONG"
+    """An exec probe that passes only when Redis answers PING with PONG within the timeout (as
+    the chat user: the default user is off; REDISCLI_AUTH holds its password)."""
+    command = f"redis-cli --user {REDIS_CHAT_USER} -p {REDIS_PORT} ping | grep -qx PONG"
     return {
         "exec": {"command": ["sh", "-c", command]},
         "timeoutSeconds": timeout_seconds,
@@ -84,9 +94,24 @@ def redis_deployment(ctx: BuildContext) -> dict[str, Any]:
                                 "",
                                 "--appendonly",
                                 "no",
-                                # No password: reachable only in-namespace (NetworkPolicy when on).
+                                # Users and passwords from the generated Secret: the default
+                                # user is off, the chat user limited to its commands and prefix
+                                # (secrets.redis_acl). Protected mode stays on as a backstop.
                                 "--protected-mode",
-                                "no",
+                                "yes",
+                                "--aclfile",
+                                f"{ACL_DIR}/{REDIS_ACL_KEY}",
+                            ],
+                            "env": [
+                                {
+                                    "name": "REDISCLI_AUTH",
+                                    "valueFrom": {
+                                        "secretKeyRef": {
+                                            "name": redis_credentials_secret_name(ctx.name),
+                                            "key": REDIS_PASSWORD_KEY,
+                                        }
+                                    },
+                                }
                             ],
                             "ports": [
                                 {"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}
@@ -108,10 +133,22 @@ def redis_deployment(ctx: BuildContext) -> dict[str, Any]:
                                 "failureThreshold": 3,
                             },
                             "securityContext": container_security_context(),
-                            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                            "volumeMounts": [
+                                {"name": "data", "mountPath": "/data"},
+                                {"name": "acl", "mountPath": ACL_DIR, "readOnly": True},
+                            ],
                         }
                     ],
-                    "volumes": [{"name": "data", "emptyDir": {}}],
+                    "volumes": [
+                        {"name": "data", "emptyDir": {}},
+                        {
+                            "name": "acl",
+                            "secret": {
+                                "secretName": redis_credentials_secret_name(ctx.name),
+                                "items": [{"key": REDIS_ACL_KEY, "path": REDIS_ACL_KEY}],
+                            },
+                        },
+                    ],
                 },
             },
         },

@@ -1,4 +1,5 @@
-"""Secrets the operator generates once: the JWT signing key and the in-cluster MongoDB credentials.
+"""Secrets the operator generates once: the JWT signing key and the in-cluster MongoDB and Redis
+credentials.
 
 Values come from `ctx.secrets` (read back from the live Secrets, or generated once by the
 reconciler), so rendering is pure and a value never changes by accident. The Atlas and external
@@ -8,6 +9,7 @@ Redis Secrets are the user's: they are referenced, never built.
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +17,7 @@ from urllib.parse import quote
 
 from hypersend_operator.api import HypersendClusterSpec, SecretKeyRef
 from hypersend_operator.builders.context import BuildContext
-from hypersend_operator.builders.labels import CHAT, MONGO, child_name, metadata
+from hypersend_operator.builders.labels import CHAT, MONGO, REDIS, child_name, metadata
 
 JWT_SECRET_SUFFIX = "jwt"
 JWT_SECRET_KEY = "jwt-secret"
@@ -25,6 +27,36 @@ MONGO_PASSWORD_KEY = "password"
 MONGO_URL_KEY = "url"  # full connection URL for the chat pods
 MONGO_ROOT_USER = "root"
 MONGO_PORT = 27017
+REDIS_PORT = 6379
+
+REDIS_CREDENTIALS_SUFFIX = "redis-credentials"
+REDIS_PASSWORD_KEY = "password"
+REDIS_URL_KEY = "url"  # full connection URL for the chat pods
+REDIS_ACL_KEY = "users.acl"  # the in-cluster Redis's ACL file
+REDIS_CHAT_USER = "hypersend-chat"
+# What the chat server uses (chatserver/bus.py): keys and channels under its prefix (the
+# default HYPERSEND_REDIS_PREFIX; the operator never sets another) and these commands. Lua scripts
+# run their commands under the same user, so those are listed too (TIME, Z*, PEXPIRE). The chat
+# server does not send CLIENT SETINFO (chatserver/bus.py), so no CLIENT subcommand is needed.
+REDIS_CHAT_PREFIX = "hypersend:"
+REDIS_CHAT_COMMANDS = (
+    "ping",
+    "publish",
+    "subscribe",
+    "unsubscribe",
+    "evalsha",
+    "eval",
+    "script|load",
+    "script|exists",
+    "time",
+    "zadd",
+    "zrem",
+    "zremrangebyscore",
+    "zcard",
+    "zcount",
+    "zrange",
+    "pexpire",
+)
 
 GENERATED_ANNOTATION = "hypersend.io/generated"
 
@@ -35,6 +67,42 @@ def jwt_secret_name(cluster_name: str) -> str:
 
 def mongo_credentials_secret_name(cluster_name: str) -> str:
     return child_name(cluster_name, MONGO_CREDENTIALS_SUFFIX)
+
+
+def redis_credentials_secret_name(cluster_name: str) -> str:
+    return child_name(cluster_name, REDIS_CREDENTIALS_SUFFIX)
+
+
+def redis_acl(ctx: BuildContext) -> str:
+    """The in-cluster Redis's users: the default user is off (no unauthenticated access, so
+    protected mode never has to decide), the chat user may run only its commands on its prefix.
+    Passwords are stored as SHA-256 (`#`), so the file holds no plain password."""
+    digest = hashlib.sha256(ctx.secrets.redis_password.encode()).hexdigest()
+    commands = " ".join(f"+{command}" for command in REDIS_CHAT_COMMANDS)
+    return (
+        "user default off resetpass resetkeys resetchannels -@all\n"
+        f"user {REDIS_CHAT_USER} on #{digest} resetkeys resetchannels "
+        f"~{REDIS_CHAT_PREFIX}* &{REDIS_CHAT_PREFIX}* -@all {commands}\n"
+    )
+
+
+def in_cluster_redis_url(ctx: BuildContext) -> str:
+    password = quote(ctx.secrets.redis_password, safe="")
+    host = f"{child_name(ctx, REDIS)}.{ctx.namespace}.svc"
+    return f"redis://{REDIS_CHAT_USER}:{password}@{host}:{REDIS_PORT}/0"
+
+
+def redis_credentials_secret(ctx: BuildContext) -> dict[str, Any]:
+    return _secret(
+        ctx,
+        redis_credentials_secret_name(ctx.name),
+        REDIS,
+        {
+            REDIS_PASSWORD_KEY: ctx.secrets.redis_password,
+            REDIS_URL_KEY: in_cluster_redis_url(ctx),
+            REDIS_ACL_KEY: redis_acl(ctx),
+        },
+    )
 
 
 def _b64(value: str) -> str:
@@ -92,6 +160,8 @@ def build_secrets(ctx: BuildContext) -> list[dict[str, Any]]:
     out = [jwt_secret(ctx)]
     if ctx.spec.mongo.mode == "InCluster":
         out.append(mongo_credentials_secret(ctx))
+    if ctx.spec.redis.mode == "InCluster":
+        out.append(redis_credentials_secret(ctx))
     return out
 
 

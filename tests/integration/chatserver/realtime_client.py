@@ -118,12 +118,14 @@ class Client:
     async def until_type(self, kind: str, wait: float = 10.0) -> Frame:
         return await self.until(lambda f: f.get("type") == kind, wait)
 
-    async def send_message(self, room_id: str, text: str, client_id: str | None = None) -> Frame:
+    async def send_message(
+        self, room_id: str, text: str, client_id: str | None = None, wait: float = 10.0
+    ) -> Frame:
         """Send and wait for this send's ack or error."""
         cid = client_id or secrets.token_hex(8)
         await self.send({"type": "send", "room_id": room_id, "client_id": cid, "text": text})
         return await self.until(
-            lambda f: f.get("type") in ("ack", "error") and f.get("client_id") == cid
+            lambda f: f.get("type") in ("ack", "error") and f.get("client_id") == cid, wait
         )
 
     async def closed(self, wait: float = 10.0) -> tuple[int | None, str | None]:
@@ -160,10 +162,13 @@ async def open_socket(
     max_queue: int | None = 16,
     max_size: int | None = 2**22,
     sock: socket.socket | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Client:
     """Connect; authenticate with a first ``auth`` frame (or ``?token=`` when ``query``)."""
     url = f"{ws_url}?token={token}" if query and token is not None else ws_url
-    ws = await FrameSocket.open(url, max_queue=max_queue, max_size=max_size, sock=sock)
+    ws = await FrameSocket.open(
+        url, max_queue=max_queue, max_size=max_size, sock=sock, headers=headers
+    )
     client = Client(ws)
     if token is not None and not query:
         await client.send({"type": "auth", "token": token})

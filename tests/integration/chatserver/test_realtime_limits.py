@@ -20,6 +20,7 @@ from tests.integration.chatserver.realtime_client import (
     connect_user,
     create_group,
     history,
+    metric,
     open_socket,
     register,
 )
@@ -246,10 +247,18 @@ async def test_connections_over_the_per_process_limit_are_refused(
     alice = await register(server.url)
     first = await connect_user(server.ws_url, alice)
     await connect_user(server.ws_url, alice)
-    third = await open_socket(server.ws_url)  # refused before it could authenticate
+    # Only authenticated sockets count (issue #11): an unauthenticated one is let in ...
+    pending = await open_socket(server.ws_url)
+    # ... and the third to authenticate is refused.
+    third = await open_socket(server.ws_url, alice.token)
     assert (await third.closed())[0] == 1013
+    await pending.send({"type": "auth", "token": alice.token})
+    assert (await pending.closed())[0] == 1013
     await first.close()
-    await asyncio.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while await metric(server.url, "hypersend_websocket_connections") != 1:
+        assert time.monotonic() < deadline, "the closed socket stayed counted"
+        await asyncio.sleep(0.05)
     await connect_user(server.ws_url, alice)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 
@@ -10,12 +11,14 @@ import pytest
 
 from chatserver.auth import (
     AuthError,
+    HashingBusy,
+    Passwords,
+    argon2_slots,
     bearer_token,
     decode_access_token,
-    hash_password,
     hash_refresh_token,
     issue_access_token,
-    verify_password,
+    verify_access_token,
 )
 from chatserver.config import Settings
 from chatserver.models import utcnow
@@ -89,13 +92,46 @@ def test_bearer_token_errors(header: str | None, why: str) -> None:
     assert caught.value.reason == why
 
 
-async def test_password_hashing_round_trip() -> None:
-    hashed = await hash_password("correct horse")
-    assert hashed.startswith("$argon2id$")
-    assert await verify_password(hashed, "correct horse")
-    assert not await verify_password(hashed, "wrong horse")
-    assert not await verify_password(None, "correct horse")
-    assert not await verify_password("not-a-hash", "correct horse")
+async def test_password_hashing_round_trip(settings: Settings) -> None:
+    passwords = Passwords(settings, slots=1)
+    hashed = await passwords.hash("correct horse")
+    assert hashed.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    assert await passwords.verify(hashed, "correct horse")
+    assert not await passwords.verify(hashed, "wrong horse")
+    assert not await passwords.verify(None, "correct horse")
+    assert not await passwords.verify("not-a-hash", "correct horse")
+
+
+def test_argon2_slots_fit_a_quarter_of_the_memory_limit(settings: Settings) -> None:
+    # 64 MiB per hash: a 1 GiB pod hashes 4 at once, a 256 MiB one still 1.
+    assert argon2_slots(settings, 1024 * 2**20) == 4
+    assert argon2_slots(settings, 256 * 2**20) == 1
+    assert argon2_slots(settings, 64 * 2**20) == 1
+    assert argon2_slots(settings, None) == 2
+    fixed = settings.model_copy(update={"argon2_max_concurrent": 7})
+    assert argon2_slots(fixed, 1024 * 2**20) == 7
+
+
+@pytest.mark.parametrize(("memory_kib", "passes"), [(19_455, 2), (47_103, 1), (7_168, 4)])
+def test_argon2_below_owasp_minimums_is_refused(memory_kib: int, passes: int) -> None:
+    with pytest.raises(ValueError, match="OWASP"):
+        Settings(
+            jwt_secret=SECRET,  # type: ignore[arg-type]
+            argon2_memory_kib=memory_kib,
+            argon2_time_cost=passes,
+        )
+
+
+async def test_hashing_beyond_the_queue_is_refused_at_once(settings: Settings) -> None:
+    cheap = settings.model_copy(update={"argon2_max_waiting": 1})
+    passwords = Passwords(cheap, slots=1)
+    first = asyncio.ensure_future(passwords.hash("one password"))
+    second = asyncio.ensure_future(passwords.hash("two password"))
+    await asyncio.sleep(0)  # both reached the semaphore: one runs, one waits
+    with pytest.raises(HashingBusy):
+        await passwords.hash("three password")
+    assert (await first).startswith("$argon2id$")
+    assert (await second).startswith("$argon2id$")
 
 
 def test_refresh_tokens_are_stored_as_hashes() -> None:
@@ -103,3 +139,22 @@ def test_refresh_tokens_are_stored_as_hashes() -> None:
     assert len(digest) == 64
     assert digest != "token"
     assert hash_refresh_token("token") == digest
+
+
+def test_access_tokens_carry_their_login(settings: Settings) -> None:
+    token = issue_access_token("u1", settings, family_id="fam-1")
+    verified = verify_access_token(token, settings)
+    assert verified.user_id == "u1"
+    assert verified.family_id == "fam-1"
+    assert verified.expires_at == pytest.approx(time.time() + 60, abs=2)
+    # Tokens issued before the claim existed still verify, without a login.
+    assert verify_access_token(issue_access_token("u1", settings), settings).family_id is None
+
+
+def test_a_login_claim_that_is_not_a_string_is_invalid(settings: Settings) -> None:
+    now = int(time.time())
+    claims = {"sub": "u1", "typ": "access", "iat": now, "exp": now + 60, "fam": 7}
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+    with pytest.raises(AuthError) as caught:
+        verify_access_token(token, settings)
+    assert caught.value.reason == "invalid"

@@ -10,6 +10,7 @@ from hypersend_operator.builders import BuildContext, GeneratedSecrets, build_al
 IMAGE = "ghcr.io/hypersend/chatserver:0.1.0"
 JWT_KEY = "k" * 43
 MONGO_PASSWORD = "p@ss/w:rd"  # characters that must be URL-escaped
+REDIS_PASSWORD = "r3d!s/p@ss"
 
 
 def spec(**blocks: Any) -> HypersendClusterSpec:
@@ -26,7 +27,9 @@ def ctx(
         uid="1b4e28ba-2fa1-11d2-883f-0016d3cca427",
         generation=3,
         spec=spec(**blocks),
-        secrets=GeneratedSecrets(jwt_key=JWT_KEY, mongo_root_password=MONGO_PASSWORD),
+        secrets=GeneratedSecrets(
+            jwt_key=JWT_KEY, mongo_root_password=MONGO_PASSWORD, redis_password=REDIS_PASSWORD
+        ),
         capabilities=capabilities,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any
 
 import pytest
@@ -118,9 +119,11 @@ def test_in_cluster_env_wiring() -> None:
         "secretKeyRef": {"name": "demo-mongo-credentials", "key": "url"}
     }
     assert env["HYPERSEND_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-    assert "HYPERSEND_REDIS_URL" not in env  # in the ConfigMap instead
-    data = chat_config_data(ctx())
-    assert data["HYPERSEND_REDIS_URL"] == "redis://demo-redis.team-a.svc:6379/0"
+    # Issue #11: the in-cluster Redis has a password, so its URL is a Secret too.
+    assert env["HYPERSEND_REDIS_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": "demo-redis-credentials", "key": "url"}
+    }
+    assert "HYPERSEND_REDIS_URL" not in chat_config_data(ctx())
 
 
 def test_external_redis_and_atlas_env_wiring() -> None:
@@ -165,7 +168,9 @@ def test_config_map_carries_the_env_contract() -> None:
         "HYPERSEND_MONGO_MIN_POOL": "5",
         "HYPERSEND_PORT": "8080",
         "HYPERSEND_RATE_LIMIT_PER_MINUTE": "50",
-        "HYPERSEND_REDIS_URL": "redis://demo-redis.team-a.svc:6379/0",
+        # Ingress controllers on pod networks: their X-Forwarded-For names the client.
+        "HYPERSEND_TRUSTED_PROXIES": "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, "
+        "fc00::/7",
         "HYPERSEND_WS_IDLE_TIMEOUT_SECONDS": "300",
         "HYPERSEND_WS_MAX_CONNECTIONS": "3000",
         "HYPERSEND_WS_PING_INTERVAL_SECONDS": "20",
@@ -183,6 +188,28 @@ def test_config_hash_is_stable_and_on_the_pod_template() -> None:
     annotations = chat_deployment(first)["spec"]["template"]["metadata"]["annotations"]
     assert annotations[CONFIG_HASH_ANNOTATION] == config_hash(first)
     assert build_all(first) == build_all(second)
+
+
+def test_config_hash_follows_secret_values() -> None:
+    """Issue #11: a rotated Secret rolls the pods; the values never show in a manifest."""
+    replace = dataclasses.replace
+    base = ctx()
+    rotated_jwt = replace(base, secrets=replace(base.secrets, jwt_key="j" * 43))
+    rotated_mongo = replace(base, secrets=replace(base.secrets, mongo_root_password="other"))
+    assert config_hash(rotated_jwt) != config_hash(base)
+    assert config_hash(rotated_mongo) != config_hash(base)
+
+    ref = {"urlSecretRef": {"name": "r", "key": "u"}}
+    external = ctx(redis={"mode": "External", "external": ref})
+    one, two = "redis://:one@redis:6379/0", "redis://:two@redis:6379/0"
+    first = replace(external, user_secret_values={"r/u": one})
+    assert config_hash(first) == config_hash(replace(external, user_secret_values={"r/u": one}))
+    assert config_hash(first) != config_hash(replace(external, user_secret_values={"r/u": two}))
+    # An unrelated Secret's value does not matter.
+    other = replace(external, user_secret_values={"r/u": one, "x/y": "z"})
+    assert config_hash(other) == config_hash(first)
+    # The user's value is in no manifest (the generated ones are, in their own Secrets).
+    assert one not in json.dumps(build_all(first))
 
 
 def test_config_hash_ignores_what_pods_do_not_read() -> None:
@@ -233,3 +260,12 @@ def test_restart_stamp_goes_on_the_chat_pod_template_only() -> None:
     assert stamped == {f"{stamped_ctx.name}-chat"}
     # Without a stamp nothing changes, so an unstamped cluster never rolls.
     assert build_all(ctx()) == build_all(dataclasses.replace(ctx(), restarted_at=None))
+
+
+def test_trusted_proxies_reach_the_chat_server() -> None:
+    """Issue #11: the per-address limits need the client's address from the Ingress."""
+    data = chat_config_data(ctx(chat={"trustedProxies": ["10.42.0.0/16", "2001:db8::1"]}))
+    assert data["HYPERSEND_TRUSTED_PROXIES"] == "10.42.0.0/16, 2001:db8::1"
+    assert chat_config_data(ctx(chat={"trustedProxies": []}))["HYPERSEND_TRUSTED_PROXIES"] == ""
+    with pytest.raises(ValueError, match="not an IP or CIDR"):
+        ctx(chat={"trustedProxies": ["10.0.0.0/99"]})

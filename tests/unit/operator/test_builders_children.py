@@ -21,7 +21,7 @@ from hypersend_operator.builders import (
     user_secret_refs,
 )
 
-from tests.unit.operator.support import JWT_KEY, MONGO_PASSWORD, ctx, find, kinds
+from tests.unit.operator.support import JWT_KEY, MONGO_PASSWORD, REDIS_PASSWORD, ctx, find, kinds
 
 pytestmark = pytest.mark.unit
 
@@ -43,6 +43,7 @@ def test_default_children_in_reconcile_order() -> None:
     assert kinds(ctx()) == [
         ("Secret", "demo-jwt"),
         ("Secret", "demo-mongo-credentials"),
+        ("Secret", "demo-redis-credentials"),
         ("ConfigMap", "demo-chat"),
         ("Service", "demo-redis"),
         ("Deployment", "demo-redis"),
@@ -53,6 +54,9 @@ def test_default_children_in_reconcile_order() -> None:
         ("Deployment", "demo-chat"),
         ("HorizontalPodAutoscaler", "demo-chat"),
         ("PodDisruptionBudget", "demo-chat"),
+        ("NetworkPolicy", "demo-chat"),
+        ("NetworkPolicy", "demo-redis"),
+        ("NetworkPolicy", "demo-mongo"),
     ]
 
 
@@ -64,7 +68,7 @@ def test_every_child_is_labelled_and_owned_by_the_cluster() -> None:
         capabilities=MONITORING_CAPS,
     )
     manifests = build_all(c)
-    assert len(manifests) == 18
+    assert len(manifests) == 19
     owned = {(k.api_version, k.kind) for k in owned_kinds()}
     for m in manifests:
         meta = m["metadata"]
@@ -165,7 +169,12 @@ def test_in_cluster_redis_probes_ask_redis_and_a_pdb_never_blocks_drains() -> No
         probe = container[name]
         # A frozen Redis keeps its port open: only an answered PING counts.
         assert "tcpSocket" not in probe
-        assert probe["exec"]["command"] == ["sh", "-c", "redis-cli -p 6379 ping | grep -qx PONG"]
+        # As the chat user (the default user is off); REDISCLI_AUTH holds its password.
+        assert probe["exec"]["command"] == [
+            "sh",
+            "-c",
+            "redis-cli --user hypersend-chat -p 6379 ping | grep -qx PONG",
+        ]
     readiness, liveness = container["readinessProbe"], container["livenessProbe"]
     # Out of the Service well before the liveness probe restarts it.
     assert (
@@ -385,8 +394,13 @@ def test_network_policies_skip_external_datastores() -> None:
     assert [n for k, n in kinds(c) if k == "NetworkPolicy"] == ["demo-chat"]
 
 
-def test_no_network_policies_by_default() -> None:
-    assert not [k for k, _ in kinds(ctx()) if k == "NetworkPolicy"]
+def test_network_policies_by_default() -> None:
+    """Issue #11: the in-cluster datastores are closed to every pod but the chat pods unless
+    the spec opts out."""
+    names = [n for k, n in kinds(ctx()) if k == "NetworkPolicy"]
+    assert names == ["demo-chat", "demo-redis", "demo-mongo"]
+    off = kinds(ctx(networkPolicy={"enabled": False}))
+    assert not [k for k, _ in off if k == "NetworkPolicy"]
 
 
 # --- monitoring
@@ -493,3 +507,30 @@ def test_owned_kinds_cover_every_built_kind_and_not_pvcs() -> None:
     assert (sm.group, sm.version) == ("monitoring.coreos.com", "v1")
     core = next(k for k in owned_kinds() if k.kind == "Secret")
     assert (core.group, core.version) == ("", "v1")
+
+
+def test_in_cluster_redis_has_a_password_acl_and_protected_mode() -> None:
+    """Issue #11: no unauthenticated access; the chat user runs only the chat server's commands
+    on its key and channel prefix."""
+    manifests = build_all(ctx())
+    secret = find(manifests, "Secret", "demo-redis-credentials")
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert data["password"] == REDIS_PASSWORD
+    assert data["url"] == ("redis://hypersend-chat:r3d%21s%2Fp%40ss@demo-redis.team-a.svc:6379/0")
+    default, chat = data["users.acl"].splitlines()
+    assert default == "user default off resetpass resetkeys resetchannels -@all"
+    assert REDIS_PASSWORD not in data["users.acl"]
+    assert chat.startswith("user hypersend-chat on #")
+    assert " ~hypersend:* &hypersend:* -@all +ping +publish " in chat
+    dep = find(manifests, "Deployment", "demo-redis")
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert args[args.index("--protected-mode") + 1] == "yes"
+    assert args[args.index("--aclfile") + 1] == "/etc/hypersend-redis/users.acl"
+    assert container["env"] == [
+        {
+            "name": "REDISCLI_AUTH",
+            "valueFrom": {"secretKeyRef": {"name": "demo-redis-credentials", "key": "password"}},
+        }
+    ]
+    assert not [k for k, n in kinds(ctx(redis=EXTERNAL_REDIS)) if n == "demo-redis-credentials"]

@@ -100,6 +100,10 @@ export class IdleTimeout extends CloseError {
 export class SlowConsumer extends CloseError {
     name = "SlowConsumer";
 }
+/** 4429: too many sockets opened from this address per minute: reconnect with backoff. */
+export class TooManyOpens extends CloseError {
+    name = "TooManyOpens";
+}
 export class ResyncRequired extends CloseError {
     name = "ResyncRequired";
 }
@@ -116,6 +120,7 @@ const BY_CODE = {
     4408: AuthTimeout,
     4410: IdleTimeout,
     4413: SlowConsumer,
+    4429: TooManyOpens,
     4503: ResyncRequired,
 };
 /** The error of a close code; codes the protocol does not name are retryable. */
