@@ -272,7 +272,9 @@ class ChatSpec(ApiModel):
         list[Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$")]],
         Field(max_length=MAX_TRUSTED_PROXIES),
     ] = Field(
-        default_factory=lambda: list(PRIVATE_NETWORKS),
+        # A plain default (pydantic copies it per instance), so the generated CRD carries it
+        # and the API server defaults it as the models do (tests/e2e/test_crd_validation.py).
+        default=list(PRIVATE_NETWORKS),
         description="Addresses or CIDRs of reverse proxies (the Ingress controller) whose "
         "X-Forwarded-For names the client for the per-address abuse limits. Default: the "
         "private ranges, where in-cluster proxies live. [] trusts none.",

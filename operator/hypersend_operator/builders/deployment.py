@@ -84,8 +84,11 @@ def config_hash(ctx: BuildContext) -> str:
         "secretRefs": {k: [v.name, v.key] for k, v in refs.items()},
         "secretValues": {
             "jwt": ctx.secrets.jwt_key,
-            "mongo": ctx.secrets.mongo_root_password,
-            "redis": ctx.secrets.redis_password,
+            # Only what the pods use: with Atlas or an external Redis the generated password
+            # has no Secret to live in, so it is new on every pass and would roll the pods on
+            # every pass.
+            "mongo": ctx.secrets.mongo_root_password if ctx.spec.mongo.mode == "InCluster" else "",
+            "redis": ctx.secrets.redis_password if ctx.spec.redis.mode == "InCluster" else "",
             **values,
         },
         "env": [[e.name, e.value] for e in ctx.spec.chat.env],

@@ -212,6 +212,19 @@ def test_config_hash_follows_secret_values() -> None:
     assert one not in json.dumps(build_all(first))
 
 
+def test_config_hash_ignores_generated_passwords_of_datastores_not_in_the_cluster() -> None:
+    """With Atlas and an external Redis no Secret keeps the generated passwords: each pass
+    generates new ones, which must not roll the pods (a rollout on every pass, found in e2e)."""
+    replace = dataclasses.replace
+    ref = {"urlSecretRef": {"name": "r", "key": "u"}}
+    atlas = {"mode": "Atlas", "atlas": {"connectionSecretRef": {"name": "a", "key": "uri"}}}
+    outside = ctx(mongo=atlas, redis={"mode": "External", "external": ref})
+    regenerated = replace(
+        outside, secrets=replace(outside.secrets, mongo_root_password="x", redis_password="y")
+    )
+    assert config_hash(regenerated) == config_hash(outside)
+
+
 def test_config_hash_ignores_what_pods_do_not_read() -> None:
     base = config_hash(ctx())
     assert config_hash(ctx(autoscaling={"maxReplicas": 20})) == base
