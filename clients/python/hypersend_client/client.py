@@ -128,6 +128,7 @@ class Client:
         self._events: asyncio.Queue[ev.Event] = asyncio.Queue()
         self._pending: dict[str, _PendingSend] = {}
         self._socket: FrameSocket | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._live = asyncio.Event()
         self._stopped = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -378,7 +379,14 @@ class Client:
             with contextlib.suppress(CloseError):
                 await socket.send({"type": "pong"})
             return
-        if kind == "pong":
+        if kind in ("pong", "reauthenticated"):
+            return
+        if kind == "token_expiring":
+            # The refresh loop renews a fifth of the lifetime ahead; a server that warns
+            # earlier than that gets a refresh now (which re-authenticates this socket).
+            task = asyncio.get_running_loop().create_task(self._refresh_now())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
             return
         if kind == "reconnect":
             hint.append(max(0.0, float(frame.get("after_ms") or 0) / 1000))
@@ -439,6 +447,23 @@ class Client:
     def _tokens_changed(self, tokens: Tokens) -> None:
         if self.state != "idle":  # signing in is not news
             self._emit(ev.TokensRefreshed(tokens))
+        socket = self._socket
+        if socket is not None and self._live.is_set():
+            # The server closes a socket whose token expires (4401) unless it is given the new
+            # one in-band (docs/protocol.md, "auth" on an open socket): no reconnect needed.
+            task = asyncio.get_running_loop().create_task(
+                self._reauthenticate(socket, tokens.access_token)
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _reauthenticate(self, socket: FrameSocket, token: str) -> None:
+        with contextlib.suppress(CloseError):  # the socket went away: the reconnect uses it
+            await socket.send({"type": "auth", "token": token})
+
+    async def _refresh_now(self) -> None:
+        with contextlib.suppress(HypersendError):  # refused or unreachable: 4401 then reconnect
+            await self.rest.refresh()
 
     async def _refresh_loop(self) -> None:
         """Keep the access token fresh so a reconnect never starts with an expired one."""

@@ -111,6 +111,11 @@ export class Client {
     this.rest.onTokens = () => {
       if (this.state !== "idle") this.emit({ type: "tokens", tokens: this.rest.tokens! });
       this.scheduleRefresh();
+      // The server closes a socket whose token expires (4401) unless it is given the new one
+      // in-band (docs/protocol.md, "auth" on an open socket): no reconnect needed.
+      if (this.isLive && this.socket !== null) {
+        this.socket.send(JSON.stringify({ type: "auth", token: this.rest.tokens!.accessToken }));
+      }
     };
   }
 
@@ -378,6 +383,12 @@ export class Client {
         ws.send('{"type":"pong"}');
         return;
       case "pong":
+      case "reauthenticated":
+        return;
+      case "token_expiring":
+        // A server that warns earlier than our own schedule gets a refresh now (which
+        // re-authenticates this socket); a refused one ends in 4401 and a reconnect.
+        this.rest.refresh().catch(() => undefined);
         return;
       case "reconnect":
         hint.ms = Math.max(0, Number(frame.after_ms ?? 0));
