@@ -2,9 +2,10 @@
 prometheus-adapter serving `custom.metrics.k8s.io` from it, and metrics-server serving
 `metrics.k8s.io` from the kubelets, each a Deployment of pods on the node from images built here.
 
-- Prometheus runs the scrape jobs of `charts/prometheus-scrape-config.yaml`, the file
-  docs/install.md gives users without the Prometheus Operator (pod discovery with the
-  prometheus.io annotations the chat pods carry, and the kubelets' cAdvisor).
+- Prometheus (3.16, built here with only Kubernetes service discovery) runs the scrape jobs of
+  `charts/prometheus-scrape-config.yaml`, the file docs/install.md gives users without the
+  Prometheus Operator (pod discovery with the prometheus.io annotations the chat and operator
+  pods carry, and the kubelets' cAdvisor), and loads the chart's alert rule files.
 - prometheus-adapter runs with `charts/prometheus-adapter-values.yaml`, rendered as the
   prometheus-community chart renders it (its ConfigMap's `config.yaml` and its Deployment's
   arguments), with only `prometheus.url` pointed at this Prometheus, as a user's `--set` would.
