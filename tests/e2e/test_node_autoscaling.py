@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypersend_operator.api.base import parse_quantity
 
 from bench.zero_loss import ZeroLossChecker
 from tests.e2e.test_node_chat import CHAT_PORT, all_ready, finish, is_ready, pod_connections, pods
@@ -88,11 +89,7 @@ def served_connections(cluster: KubeCluster, namespace: str) -> list[float]:
     found = cluster.kubectl("get", "--raw", path, check=False)
     if found.returncode != 0:
         return []
-    return [quantity(item["value"]) for item in json.loads(found.stdout)["items"]]
-
-
-def quantity(value: str) -> float:
-    return float(value[:-1]) / 1000 if value.endswith("m") else float(value)
+    return [parse_quantity(item["value"]) for item in json.loads(found.stdout)["items"]]
 
 
 class Timeline:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from tests.fixtures.chat import ChatServerFactory
+from tests.integration.chatserver.realtime_client import create_group, metric, register
 
 pytestmark = pytest.mark.integration
 
@@ -93,33 +93,11 @@ class StalledReader:
             self.protocol.receive_eof()
 
 
-async def _account(http: httpx.AsyncClient) -> tuple[str, dict[str, str]]:
-    username = f"slow{secrets.token_hex(5)}"
-    response = await http.post(
-        "/api/v1/auth/register", json={"username": username, "password": "correct horse 1"}
-    )
-    response.raise_for_status()
-    body = response.json()
-    return str(body["user"]["id"]), {"Authorization": f"Bearer {body['access_token']}"}
-
-
-async def _disconnects(http: httpx.AsyncClient) -> float:
-    text = (await http.get("/metrics")).text
-    for line in text.splitlines():
-        if line.startswith("hypersend_slow_consumer_disconnects_total "):
-            return float(line.split()[1])
-    return 0.0
-
-
-async def _room_of_two(http: httpx.AsyncClient) -> tuple[str, dict[str, str], str]:
+async def _room_of_two(url: str) -> tuple[str, dict[str, str], str]:
     """A group room: (room id, its owner's auth header, the other member's token)."""
-    _, alice = await _account(http)
-    bob_id, bob = await _account(http)
-    created = await http.post(
-        "/api/v1/rooms", json={"kind": "group", "name": "slow", "members": [bob_id]}, headers=alice
-    )
-    created.raise_for_status()
-    return str(created.json()["id"]), alice, bob["Authorization"].split()[1]
+    alice, bob = await register(url, "slow"), await register(url, "slow")
+    room = await create_group(url, alice, [bob])
+    return room, {"Authorization": f"Bearer {alice.token}"}, bob.token
 
 
 async def _post(http: httpx.AsyncClient, room: str, auth: dict[str, str], client_id: str) -> None:
@@ -129,9 +107,13 @@ async def _post(http: httpx.AsyncClient, room: str, auth: dict[str, str], client
     assert sent.status_code == 201, sent.text
 
 
-async def _wait_for_disconnects(http: httpx.AsyncClient, count: float, within: float) -> None:
+async def _disconnects(url: str) -> float:
+    return await metric(url, "hypersend_slow_consumer_disconnects_total")
+
+
+async def _wait_for_disconnects(url: str, count: float, within: float) -> None:
     deadline = time.monotonic() + within
-    while await _disconnects(http) < count:
+    while await _disconnects(url) < count:
         assert time.monotonic() < deadline, "the server never found the consumer slow"
         await asyncio.sleep(0.2)
 
@@ -149,14 +131,14 @@ async def test_a_history_replay_to_a_socket_that_stopped_reading_ends_it_as_slow
     )
     stored = 60  # 9 MB of history: more than the kernel's buffers on both ends hold
     async with httpx.AsyncClient(base_url=server.url, trust_env=False, timeout=30) as http:
-        room, alice, bob = await _room_of_two(http)
+        room, alice, bob = await _room_of_two(server.url)
         for n in range(stored):
             await _post(http, room, alice, f"h{n}")
         reader = StalledReader(server.ws_url, server.port)
         try:
             reader.send({"type": "auth", "token": bob})
             reader.send({"type": "resume", "rooms": {room: 0}})
-            await _wait_for_disconnects(http, 1, within=30)
+            await _wait_for_disconnects(server.url, 1, within=30)
             code = await asyncio.to_thread(reader.read_until_closed)
         finally:
             reader.close()
@@ -173,7 +155,7 @@ async def test_live_frames_a_socket_does_not_read_overflow_its_queue_and_it_resu
         ws_send_queue_size=8, rate_limit_per_minute=100_000, max_message_bytes=200_000
     )
     async with httpx.AsyncClient(base_url=server.url, trust_env=False, timeout=30) as http:
-        room, alice, bob = await _room_of_two(http)
+        room, alice, bob = await _room_of_two(server.url)
         reader = StalledReader(server.ws_url, server.port)
         try:
             reader.send({"type": "auth", "token": bob})
@@ -181,7 +163,7 @@ async def test_live_frames_a_socket_does_not_read_overflow_its_queue_and_it_resu
             total = 0
             # Bounded: 100 frames of 150 kB are more than the kernel's buffers on both ends
             # (about 4 MB) and the queue's 8 frames hold.
-            while await _disconnects(http) < 1:
+            while await _disconnects(server.url) < 1:
                 assert total < 100, "the server never found the consumer slow"
                 await _post(http, room, alice, f"s{total}")
                 total += 1
