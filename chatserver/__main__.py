@@ -142,7 +142,7 @@ def _start_watchdog(seconds: float) -> None:
 
 def main() -> None:
     try:
-        settings = Settings()  # type: ignore[call-arg]  # jwt_secret comes from the environment
+        settings = Settings()
     except ValidationError as exc:
         problems = "; ".join(
             f"HYPERSEND_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"

@@ -92,7 +92,7 @@ async def _connect_store(settings: Settings) -> Store:
 
 def settings_summary(settings: Settings) -> dict[str, Any]:
     """The settings worth logging at start: everything except secrets and connection strings."""
-    return settings.model_dump(exclude={"jwt_secret", "mongo_url", "redis_url"})
+    return settings.model_dump(exclude={"jwt_secret", "jwt_keys", "mongo_url", "redis_url"})
 
 
 # cgroup files that hold a memory limit: v2 (memory.max), v1 (memory.limit_in_bytes).
@@ -166,7 +166,7 @@ def install_web_client(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()  # type: ignore[call-arg]  # jwt_secret comes from env
+    settings = settings or Settings()
     lifecycle = Lifecycle()
 
     @asynccontextmanager

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -181,24 +182,15 @@ def issue_access_token(
     if family_id is not None:
         # The login it belongs to: logging out (revoking the family) closes its sockets.
         claims["fam"] = family_id
-    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=JWT_ALGORITHM)
+    key = settings.key_ring().signing_key(issued.timestamp())
+    return jwt.encode(claims, key.secret, algorithm=JWT_ALGORITHM, headers={"kid": key.kid})
 
 
 def verify_access_token(token: str, settings: Settings) -> AccessToken:
     """A valid access token's claims; raises AuthError(missing | expired | invalid)."""
     if not token:
         raise AuthError("missing", "an access token is required")
-    try:
-        claims = jwt.decode(
-            token,
-            settings.jwt_secret.get_secret_value(),
-            algorithms=[JWT_ALGORITHM],
-            options={"require": ["exp", "iat", "sub"]},
-        )
-    except jwt.ExpiredSignatureError as exc:
-        raise AuthError("expired", "the access token has expired") from exc
-    except jwt.InvalidTokenError as exc:
-        raise AuthError("invalid", "the access token is invalid") from exc
+    claims = _verified_claims(token, settings)
     subject, expires, family = claims.get("sub"), claims.get("exp"), claims.get("fam")
     if (
         claims.get("typ") != ACCESS_TOKEN_TYPE
@@ -209,6 +201,34 @@ def verify_access_token(token: str, settings: Settings) -> AccessToken:
     ):
         raise AuthError("invalid", "the access token is invalid")
     return AccessToken(user_id=subject, expires_at=float(expires), family_id=family)
+
+
+def _verified_claims(token: str, settings: Settings) -> dict[str, Any]:
+    """The claims of a token signed by a key of the ring that still verifies (by its `kid`)."""
+    try:
+        kid = jwt.get_unverified_header(token).get("kid")
+    except jwt.InvalidTokenError as exc:
+        raise AuthError("invalid", "the access token is invalid") from exc
+    if not (kid is None or isinstance(kid, str)):
+        raise AuthError("invalid", "the access token is invalid")
+    keys = settings.key_ring().verifying_keys(kid, time.time())
+    for key in keys:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.secret,
+                algorithms=[JWT_ALGORITHM],
+                options={"require": ["exp", "iat", "sub"]},
+            )
+            return claims
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthError("expired", "the access token has expired") from exc
+        except jwt.InvalidSignatureError:
+            continue  # a token without kid: try the next key
+        except jwt.InvalidTokenError as exc:
+            raise AuthError("invalid", "the access token is invalid") from exc
+    # An unknown or retired key id, or no key whose signature matches.
+    raise AuthError("invalid", "the access token is invalid")
 
 
 def decode_access_token(token: str, settings: Settings) -> str:

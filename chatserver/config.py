@@ -11,8 +11,10 @@ import ipaddress
 import socket
 from typing import Final, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from chatserver.jwtkeys import MIN_SECRET_LENGTH, KeyRing, parse_key_ring, single_key_ring
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
@@ -36,7 +38,9 @@ class Settings(BaseSettings):
     redis_url: SecretStr = SecretStr("redis://localhost:6379/0")
     # Every Redis key and channel starts with it, so processes sharing a Redis can be kept apart.
     redis_prefix: str = Field(default="hypersend:", min_length=1, max_length=128)
-    jwt_secret: SecretStr
+    # One of the two: a single HS256 secret, or a key ring (chatserver/jwtkeys.py) that rotates.
+    jwt_secret: SecretStr | None = None
+    jwt_keys: SecretStr | None = None
     access_token_ttl_seconds: int = Field(default=900, ge=1)
     refresh_token_ttl_seconds: int = Field(default=2_592_000, ge=1)
     ws_ping_interval_seconds: float = Field(default=30, gt=0)
@@ -82,10 +86,38 @@ class Settings(BaseSettings):
 
     @field_validator("jwt_secret")
     @classmethod
-    def _jwt_secret_long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < 32:
-            raise ValueError("HYPERSEND_JWT_SECRET must be at least 32 characters")
+    def _jwt_secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"HYPERSEND_JWT_SECRET must be at least {MIN_SECRET_LENGTH} characters"
+            )
         return value
+
+    @field_validator("jwt_keys")
+    @classmethod
+    def _jwt_keys_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                jwt_key_ring(value.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"HYPERSEND_JWT_KEYS: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_jwt_source(self) -> Settings:
+        if (self.jwt_secret is None) == (self.jwt_keys is None):
+            raise ValueError(
+                "set exactly one of HYPERSEND_JWT_SECRET (one key) and HYPERSEND_JWT_KEYS "
+                "(a key ring)"
+            )
+        return self
+
+    def key_ring(self) -> KeyRing:
+        """The keys that sign and verify access tokens (parsed once per value)."""
+        if self.jwt_keys is not None:
+            return jwt_key_ring(self.jwt_keys.get_secret_value())
+        assert self.jwt_secret is not None  # _one_jwt_source
+        return _single_key_ring(self.jwt_secret.get_secret_value())
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -116,6 +148,16 @@ class Settings(BaseSettings):
     @classmethod
     def _lowercase_log_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+
+@functools.cache
+def jwt_key_ring(text: str) -> KeyRing:
+    return parse_key_ring(text)
+
+
+@functools.cache
+def _single_key_ring(secret: str) -> KeyRing:
+    return single_key_ring(secret)
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
