@@ -25,6 +25,7 @@ from hypersend_operator.api import (
     PAUSED_ANNOTATION,
     PLURAL,
     RESTARTED_AT_ANNOTATION,
+    ROTATE_JWT_ANNOTATION,
     VERSION,
 )
 from hypersend_operator.builders import OwnedKind, owned_kinds
@@ -33,8 +34,8 @@ from hypersend_operator.kube import ApiError, Kube
 
 log = logging.getLogger(__name__)
 
-# The annotations that steer the operator: a change to either must start a pass at once.
-ACTING_ANNOTATIONS = (PAUSED_ANNOTATION, RESTARTED_AT_ANNOTATION)
+# The annotations that steer the operator: a change to any must start a pass at once.
+ACTING_ANNOTATIONS = (PAUSED_ANNOTATION, RESTARTED_AT_ANNOTATION, ROTATE_JWT_ANNOTATION)
 # kopf's own bookkeeping (handler progress, the last handled essence) lives under a prefix of its
 # own. kopf leaves every annotation under its storages' prefix out of the essence it diffs to fire
 # `on.update`: under `hypersend.io` (as before) that hid `hypersend.io/paused` and

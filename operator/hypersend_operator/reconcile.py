@@ -29,10 +29,12 @@ from hypersend_operator.api import (
     KIND,
     PAUSED_ANNOTATION,
     RESTARTED_AT_ANNOTATION,
+    ROTATE_JWT_ANNOTATION,
     HypersendClusterSpec,
     HypersendClusterStatus,
 )
 from hypersend_operator.builders import (
+    JWT_KEYS_KEY,
     JWT_SECRET_KEY,
     MONGO_PASSWORD_KEY,
     REDIS_PASSWORD_KEY,
@@ -41,6 +43,7 @@ from hypersend_operator.builders import (
     OwnedKind,
     build_components,
     jwt_secret_name,
+    jwtring,
     mongo_credentials_secret_name,
     mongo_pvc_names,
     owned_kinds,
@@ -137,23 +140,81 @@ async def _read_or_generate(
     return value if value else pysecrets.token_urlsafe(32)
 
 
+@dataclass(frozen=True)
+class JwtRotation:
+    """A JWT key rotation asked for on the CR (ROTATE_JWT_ANNOTATION) and its timing."""
+
+    request: str
+    activation_delay: int
+    token_lifetime: int
+
+
+def jwt_rotation(cr: Mapping[str, Any], spec: HypersendClusterSpec) -> JwtRotation | None:
+    request = (cr["metadata"].get("annotations") or {}).get(ROTATE_JWT_ANNOTATION)
+    if not request:
+        return None
+    return JwtRotation(
+        request=request,
+        activation_delay=spec.chat.jwt_key_activation_delay_seconds,
+        token_lifetime=jwtring.access_token_lifetime(spec.chat.env),
+    )
+
+
+def _new_jwt_key() -> tuple[str, str]:
+    return pysecrets.token_hex(8), pysecrets.token_urlsafe(32)
+
+
+async def read_or_rotate_jwt_ring(
+    kube: Kube, namespace: str, name: str, reads: Reads, rotation: JwtRotation | None
+) -> str:
+    """The JWT key ring's JSON: as stored, or moved from a pre-ring single key, or new; then
+    acted on `rotation` if it is a request not acted on before (builders/jwtring.py)."""
+    secret_name = jwt_secret_name(name)
+    live = await kube.get("v1", "Secret", namespace, secret_name)  # raises on a failed read
+    reads[("v1", "Secret", secret_name)] = live
+    stored, legacy = _decode(live, JWT_KEYS_KEY), _decode(live, JWT_SECRET_KEY)
+    if stored:
+        ring = jwtring.parse_ring(stored)  # raises: never replace keys we cannot read
+    elif legacy:
+        ring = jwtring.legacy_ring(legacy)
+    else:
+        # A new ring has nothing to rotate: a request already on the CR counts as acted on.
+        ring = jwtring.new_ring(*_new_jwt_key())
+        ring = jwtring.JwtRing(ring.keys, rotation.request if rotation else None)
+    if rotation is not None:
+        ring = jwtring.rotate(
+            ring,
+            request=rotation.request,
+            now=int(datetime.now(UTC).timestamp()),
+            activation_delay=rotation.activation_delay,
+            token_lifetime=rotation.token_lifetime,
+            new_key=_new_jwt_key(),
+        )
+    return jwtring.ring_json(ring)
+
+
 async def read_or_generate_secrets(
-    kube: Kube, namespace: str, name: str, reads: Reads | None = None
+    kube: Kube,
+    namespace: str,
+    name: str,
+    reads: Reads | None = None,
+    jwt: JwtRotation | None = None,
 ) -> GeneratedSecrets:
-    """The generated secret values: read from their Secrets, generated only where absent.
+    """The generated secret values: read from their Secrets, generated only where absent; the
+    JWT key ring also rotates when `jwt` asks anew.
 
     A failed read raises (never generate over a Secret we merely failed to read: that would
     rotate keys by accident). Values are never logged.
     """
     seen: Reads = {} if reads is None else reads
-    jwt = await _read_or_generate(kube, namespace, jwt_secret_name(name), JWT_SECRET_KEY, seen)
+    ring = await read_or_rotate_jwt_ring(kube, namespace, name, seen, jwt)
     mongo = await _read_or_generate(
         kube, namespace, mongo_credentials_secret_name(name), MONGO_PASSWORD_KEY, seen
     )
     redis = await _read_or_generate(
         kube, namespace, redis_credentials_secret_name(name), REDIS_PASSWORD_KEY, seen
     )
-    return GeneratedSecrets(jwt_key=jwt, mongo_root_password=mongo, redis_password=redis)
+    return GeneratedSecrets(jwt_keys=ring, mongo_root_password=mongo, redis_password=redis)
 
 
 async def read_secret_ref(
@@ -465,9 +526,10 @@ async def reconcile(
             )
         )
 
-    # Secrets: read what exists, generate only what is missing (never rotate).
+    # Secrets: read what exists, generate only what is missing; rotate only the JWT key ring,
+    # once per request.
     reads: Reads = {}
-    secrets = await read_or_generate_secrets(kube, namespace, name, reads)
+    secrets = await read_or_generate_secrets(kube, namespace, name, reads, jwt_rotation(cr, spec))
     # User-provided Secrets the spec points at: checked, never modified; their values roll
     # the chat pods when they change.
     refs: dict[str, st.SecretRef] = {}

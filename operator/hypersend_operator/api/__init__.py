@@ -53,6 +53,9 @@ PAUSED_ANNOTATION = "hypersend.io/paused"
 # Set on the CR (ArgoCD's restart action can only patch the CR); carried onto the chat pod
 # template, so a new value rolls the chat pods once, like `kubectl rollout restart`.
 RESTARTED_AT_ANNOTATION = "hypersend.io/restartedAt"
+# Set on the CR by `kubectl hypersend rotate-jwt`: each new value adds a JWT signing key
+# (builders/jwtring.py).
+ROTATE_JWT_ANNOTATION = "hypersend.io/jwtRotationRequestedAt"
 
 __all__ = [
     "API_VERSION",
@@ -66,6 +69,7 @@ __all__ = [
     "PAUSED_ANNOTATION",
     "PLURAL",
     "RESTARTED_AT_ANNOTATION",
+    "ROTATE_JWT_ANNOTATION",
     "SHORT_NAMES",
     "SINGULAR",
     "VERSION",

@@ -35,6 +35,7 @@ OPERATOR_ENV_NAMES: tuple[str, ...] = (
     "HYPERSEND_MONGO_MAX_POOL",
     "HYPERSEND_REDIS_URL",
     "HYPERSEND_JWT_SECRET",
+    "HYPERSEND_JWT_KEYS",
     "HYPERSEND_WS_PING_INTERVAL_SECONDS",
     "HYPERSEND_WS_IDLE_TIMEOUT_SECONDS",
     "HYPERSEND_WS_MAX_CONNECTIONS",
@@ -267,6 +268,14 @@ class ChatSpec(ApiModel):
     )
     pod_disruption_budget: PodDisruptionBudgetSpec = _nested(
         PodDisruptionBudgetSpec, "PodDisruptionBudget of the chat pods."
+    )
+    jwt_key_activation_delay_seconds: int = Field(
+        default=600,
+        ge=0,
+        le=604_800,
+        description="After `kubectl hypersend rotate-jwt`, seconds until the new JWT key signs; "
+        "until then every pod only learns it. Set it above the time a rollout of the chat "
+        "pods takes, so no pod meets a token signed with a key it does not know yet.",
     )
     trusted_proxies: Annotated[
         list[Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$")]],

@@ -38,6 +38,7 @@ from hypersend_operator.builders.networkpolicy import build_network
 from hypersend_operator.builders.pdb import build_disruption
 from hypersend_operator.builders.redis import build_redis
 from hypersend_operator.builders.secrets import (
+    JWT_KEYS_KEY,
     JWT_SECRET_KEY,
     MONGO_PASSWORD_KEY,
     REDIS_PASSWORD_KEY,
@@ -147,6 +148,7 @@ __all__ = [
     "CONFIG_HASH_ANNOTATION",
     "DISRUPTION",
     "INGRESS",
+    "JWT_KEYS_KEY",
     "JWT_SECRET_KEY",
     "MONGO",
     "MONGO_PASSWORD_KEY",

@@ -21,7 +21,7 @@ class GeneratedSecrets:
     Keep them out of logs, events and status; `repr` is masked for that reason.
     """
 
-    jwt_key: str = field(repr=False)
+    jwt_keys: str = field(repr=False)  # the key ring's JSON (builders/jwtring.py)
     mongo_root_password: str = field(repr=False)
     redis_password: str = field(repr=False)
 

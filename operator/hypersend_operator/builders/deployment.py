@@ -24,7 +24,7 @@ from hypersend_operator.builders.labels import (
     selector_labels,
 )
 from hypersend_operator.builders.secrets import (
-    JWT_SECRET_KEY,
+    JWT_KEYS_KEY,
     MONGO_URL_KEY,
     REDIS_URL_KEY,
     jwt_secret_name,
@@ -49,9 +49,7 @@ def chat_name(ctx: BuildContext) -> str:
 
 def secret_refs(ctx: BuildContext) -> dict[str, SecretKeyRef]:
     """Environment variable → Secret key it is read from."""
-    refs = {
-        "HYPERSEND_JWT_SECRET": SecretKeyRef(name=jwt_secret_name(ctx.name), key=JWT_SECRET_KEY)
-    }
+    refs = {"HYPERSEND_JWT_KEYS": SecretKeyRef(name=jwt_secret_name(ctx.name), key=JWT_KEYS_KEY)}
     mongo, redis = ctx.spec.mongo, ctx.spec.redis
     if mongo.mode == "Atlas" and mongo.atlas is not None:
         refs["HYPERSEND_MONGO_URL"] = mongo.atlas.connection_secret_ref
@@ -73,7 +71,7 @@ def config_hash(ctx: BuildContext) -> str:
     and those Secrets' values, so a changed value (a rotated JWT key, a new Atlas or Redis URL)
     rolls the pods through the Deployment's normal rollout (issue #11).
 
-    The values only enter this one-way hash, together with the 256-bit JWT key, so the
+    The values only enter this one-way hash, together with the JWT key ring, so the
     annotation reveals nothing about any of them; they never appear in a manifest.
     """
     refs = secret_refs(ctx)
@@ -83,7 +81,7 @@ def config_hash(ctx: BuildContext) -> str:
         "config": chat_config_data(ctx),
         "secretRefs": {k: [v.name, v.key] for k, v in refs.items()},
         "secretValues": {
-            "jwt": ctx.secrets.jwt_key,
+            "jwt": ctx.secrets.jwt_keys,
             # Only what the pods use: with Atlas or an external Redis the generated password
             # has no Secret to live in, so it is new on every pass and would roll the pods on
             # every pass.

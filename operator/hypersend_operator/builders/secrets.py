@@ -1,5 +1,5 @@
-"""Secrets the operator generates once: the JWT signing key and the in-cluster MongoDB and Redis
-credentials.
+"""Secrets the operator generates once: the JWT key ring (rotated on request) and the in-cluster
+MongoDB and Redis credentials.
 
 Values come from `ctx.secrets` (read back from the live Secrets, or generated once by the
 reconciler), so rendering is pure and a value never changes by accident. The Atlas and external
@@ -20,7 +20,8 @@ from hypersend_operator.builders.context import BuildContext
 from hypersend_operator.builders.labels import CHAT, MONGO, REDIS, child_name, metadata
 
 JWT_SECRET_SUFFIX = "jwt"
-JWT_SECRET_KEY = "jwt-secret"
+JWT_KEYS_KEY = "jwt-keys"  # the key ring (builders/jwtring.py)
+JWT_SECRET_KEY = "jwt-secret"  # a single key, as written before rings; read once to migrate
 MONGO_CREDENTIALS_SUFFIX = "mongo-credentials"
 MONGO_USERNAME_KEY = "username"
 MONGO_PASSWORD_KEY = "password"
@@ -129,7 +130,7 @@ def _secret(ctx: BuildContext, name: str, component: str, data: dict[str, str]) 
 
 
 def jwt_secret(ctx: BuildContext) -> dict[str, Any]:
-    return _secret(ctx, jwt_secret_name(ctx.name), CHAT, {JWT_SECRET_KEY: ctx.secrets.jwt_key})
+    return _secret(ctx, jwt_secret_name(ctx.name), CHAT, {JWT_KEYS_KEY: ctx.secrets.jwt_keys})
 
 
 def mongo_host(ctx: BuildContext) -> str:

@@ -1,4 +1,4 @@
-"""`kubectl hypersend`: status, pause, resume and restart for HypersendClusters.
+"""`kubectl hypersend`: status, pause, resume, restart and rotate-jwt for HypersendClusters.
 
 kubectl finds this as the `kubectl-hypersend` executable on PATH (installed with the package's
 console scripts). It talks to the API server through kubectl itself (`$KUBECTL` or `kubectl` on
@@ -23,6 +23,9 @@ Obj = Mapping[str, Any]
 
 RESOURCE = "hypersendclusters.hypersend.io"
 PAUSED_ANNOTATION = "hypersend.io/paused"
+# Each new value makes the operator add a JWT signing key (hypersend_operator.builders.jwtring).
+ROTATE_JWT_ANNOTATION = "hypersend.io/jwtRotationRequestedAt"
+DEFAULT_JWT_ACTIVATION_DELAY_SECONDS = 600
 # The annotation `kubectl rollout restart` sets; the operator never reverts it
 # (docs/architecture.md, "How a pass is triggered").
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -168,6 +171,12 @@ def restart_patch(now: datetime) -> dict[str, Any]:
     return {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
 
 
+def rotate_jwt_patch(now: datetime) -> dict[str, Any]:
+    """A new rotation request: the time, to the microsecond, so two requests never look alike."""
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {"metadata": {"annotations": {ROTATE_JWT_ANNOTATION: stamp}}}
+
+
 def owned_by(obj: Obj, uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in obj.get("metadata", {}).get("ownerReferences", []))
 
@@ -266,6 +275,19 @@ def cmd_restart(k: Kubectl, name: str, namespace: str | None) -> str:
     return f"deployment {meta['namespace']}/{deployment} restarted (chat pods roll one by one)\n"
 
 
+def cmd_rotate_jwt(k: Kubectl, name: str, namespace: str | None) -> str:
+    cluster = k.cluster(name, namespace)
+    meta = cluster["metadata"]
+    k.merge_patch(RESOURCE, meta["name"], meta["namespace"], rotate_jwt_patch(datetime.now(UTC)))
+    chat = (cluster.get("spec") or {}).get("chat") or {}
+    delay = chat.get("jwtKeyActivationDelaySeconds", DEFAULT_JWT_ACTIVATION_DELAY_SECONDS)
+    return (
+        f"hypersendcluster {meta['namespace']}/{meta['name']}: JWT key rotation requested. "
+        f"The operator adds a new key now (the chat pods roll to learn it); it signs {delay} s "
+        "later, and the old key keeps verifying until every token it signed has expired.\n"
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kubectl hypersend", description="Inspect and operate HypersendClusters."
@@ -279,6 +301,7 @@ def parser() -> argparse.ArgumentParser:
         ("pause", f"stop reconciliation ({PAUSED_ANNOTATION}=true)"),
         ("resume", "resume reconciliation"),
         ("restart", "roll the chat pods, like `kubectl rollout restart`"),
+        ("rotate-jwt", "add a new JWT signing key; the old one verifies until its tokens expire"),
     ):
         sp = sub.add_parser(command, help=text, description=text)
         sp.add_argument("name", help="HypersendCluster name")
@@ -300,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = cmd_status(k, args.name, namespace)
         elif args.command in ("pause", "resume"):
             out = cmd_pause(k, args.name, namespace, paused=args.command == "pause")
+        elif args.command == "rotate-jwt":
+            out = cmd_rotate_jwt(k, args.name, namespace)
         else:
             out = cmd_restart(k, args.name, namespace)
     except PluginError as exc:

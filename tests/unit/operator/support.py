@@ -28,7 +28,7 @@ def ctx(
         generation=3,
         spec=spec(**blocks),
         secrets=GeneratedSecrets(
-            jwt_key=JWT_KEY, mongo_root_password=MONGO_PASSWORD, redis_password=REDIS_PASSWORD
+            jwt_keys=JWT_KEY, mongo_root_password=MONGO_PASSWORD, redis_password=REDIS_PASSWORD
         ),
         capabilities=capabilities,
     )

@@ -112,8 +112,8 @@ def test_zero_drain_delay_has_no_prestop() -> None:
 
 def test_in_cluster_env_wiring() -> None:
     env = env_of(container_of(ctx()))
-    assert env["HYPERSEND_JWT_SECRET"]["valueFrom"] == {
-        "secretKeyRef": {"name": "demo-jwt", "key": "jwt-secret"}
+    assert env["HYPERSEND_JWT_KEYS"]["valueFrom"] == {
+        "secretKeyRef": {"name": "demo-jwt", "key": "jwt-keys"}
     }
     assert env["HYPERSEND_MONGO_URL"]["valueFrom"] == {
         "secretKeyRef": {"name": "demo-mongo-credentials", "key": "url"}
@@ -194,7 +194,7 @@ def test_config_hash_follows_secret_values() -> None:
     """Issue #11: a rotated Secret rolls the pods; the values never show in a manifest."""
     replace = dataclasses.replace
     base = ctx()
-    rotated_jwt = replace(base, secrets=replace(base.secrets, jwt_key="j" * 43))
+    rotated_jwt = replace(base, secrets=replace(base.secrets, jwt_keys="j" * 43))
     rotated_mongo = replace(base, secrets=replace(base.secrets, mongo_root_password="other"))
     assert config_hash(rotated_jwt) != config_hash(base)
     assert config_hash(rotated_mongo) != config_hash(base)

@@ -108,7 +108,7 @@ def test_builders_are_deterministic_and_do_not_share_state() -> None:
 def test_generated_secrets_render_the_given_values() -> None:
     manifests = build_all(ctx())
     jwt = find(manifests, "Secret", "demo-jwt")
-    assert decode_secret_value(jwt, "jwt-secret") == JWT_KEY
+    assert decode_secret_value(jwt, "jwt-keys") == JWT_KEY
     creds = find(manifests, "Secret", "demo-mongo-credentials")
     assert decode_secret_value(creds, "username") == "root"
     assert decode_secret_value(creds, "password") == MONGO_PASSWORD
@@ -117,7 +117,7 @@ def test_generated_secrets_render_the_given_values() -> None:
         "mongodb://root:p%40ss%2Fw%3Ard@demo-mongo-0.demo-mongo.team-a.svc:27017/?authSource=admin"
     )
     assert decode_secret_value(creds, "missing") is None
-    assert base64.b64decode(jwt["data"]["jwt-secret"]).decode() == JWT_KEY
+    assert base64.b64decode(jwt["data"]["jwt-keys"]).decode() == JWT_KEY
 
 
 def test_atlas_mode_builds_no_mongo_and_never_the_atlas_secret() -> None:
