@@ -13,10 +13,10 @@ One naming scheme, versioned from one place (the project version in pyproject.to
 
 The two Dockerfiles are the files a registry build uses, unchanged: their base image is the build
 argument BASE_IMAGE (default python:3.11-slim-bookworm). Here it is
-localhost/hypersend/python-base:<key>, a bookworm root filesystem with Debian's python3 made by
-mmdebstrap. buildah builds with vfs storage and chroot isolation under ~/.cache/hypersend/buildah
-(never /var/lib/containers); RUN steps reach PyPI and trust the host's CA bundle (bind-mounted for
-the build only, never part of an image).
+localhost/hypersend/python-base@<its manifest digest>, a bookworm root filesystem with Debian's
+python3 made by mmdebstrap (tagged with its key). buildah builds with vfs storage and chroot
+isolation under ~/.cache/hypersend/buildah (never /var/lib/containers); RUN steps reach PyPI and
+trust the host's CA bundle (bind-mounted for the build only, never part of an image).
 
 Each image ends as a docker-archive (what `ctr -n k8s.io images import` reads) at
 ~/.cache/hypersend/images/<name>-<key>.tar. The key hashes every input: the Dockerfile and every
@@ -285,6 +285,14 @@ class Buildah:
             check=False,
         )
         return proc.returncode == 0
+
+    def pinned(self, ref: str) -> str:
+        """`ref` by the digest of its manifest (`repository@sha256:...`): what a FROM line
+        then gets can only be that image, whatever the tag points at later."""
+        digest = self("inspect", "--type", "image", "--format", "{{.FromImageDigest}}", ref)
+        if not digest.startswith("sha256:"):
+            raise BuildError(f"{ref}: no manifest digest ({digest!r})")
+        return f"{ref.rsplit(':', 1)[0]}@{digest}"
 
     def image_config(self, ref: str) -> dict[str, object]:
         """The OCI image configuration's `config` block (User, Entrypoint, Cmd, Env, ...)."""
@@ -587,6 +595,7 @@ class DockerfileImage(ImageSpec):
                 shutil.copy2(path, dest)
             dockerfile = Path(tmp) / self.dockerfile
             shutil.copy2(REPO_ROOT / self.dockerfile, dockerfile)
+            base = buildah.pinned(self.base.ref())
             args = [
                 "bud",
                 "--isolation",
@@ -594,7 +603,7 @@ class DockerfileImage(ImageSpec):
                 "--pull=never",
                 "--layers=false",
                 "--build-arg",
-                f"BASE_IMAGE={self.base.ref()}",
+                f"BASE_IMAGE={base}",
                 "-f",
                 str(dockerfile),
                 "-t",
@@ -604,7 +613,7 @@ class DockerfileImage(ImageSpec):
                 # pip in RUN steps trusts what the host trusts (a proxy's CA, for one); a bind
                 # mount exists only while the step runs, so no image carries it.
                 args += ["--volume", f"{HOST_CA_BUNDLE}:/etc/ssl/certs/ca-certificates.crt:ro"]
-            log(f"{self.name}: buildah bud {self.dockerfile} (BASE_IMAGE={self.base.ref()})")
+            log(f"{self.name}: buildah bud {self.dockerfile} (BASE_IMAGE={base})")
             buildah(*args, str(context))
 
     def check(self, buildah: Buildah, ref: str) -> None:
