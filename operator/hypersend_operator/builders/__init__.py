@@ -39,6 +39,7 @@ from hypersend_operator.builders.pdb import build_disruption
 from hypersend_operator.builders.redis import build_redis
 from hypersend_operator.builders.secrets import (
     JWT_SECRET_KEY,
+    MONGO_APP_PASSWORD_KEY,
     MONGO_PASSWORD_KEY,
     REDIS_PASSWORD_KEY,
     UserSecretRef,
@@ -149,6 +150,7 @@ __all__ = [
     "INGRESS",
     "JWT_SECRET_KEY",
     "MONGO",
+    "MONGO_APP_PASSWORD_KEY",
     "MONGO_PASSWORD_KEY",
     "MONITORING",
     "NETWORK",
