@@ -36,6 +36,7 @@ from hypersend_operator.api import (
 from hypersend_operator.builders import (
     JWT_KEYS_KEY,
     JWT_SECRET_KEY,
+    MONGO_APP_PASSWORD_KEY,
     MONGO_PASSWORD_KEY,
     REDIS_PASSWORD_KEY,
     BuildContext,
@@ -132,12 +133,13 @@ Reads = dict[tuple[str, str, str], Obj | None]
 
 
 async def _read_or_generate(
-    kube: Kube, namespace: str, secret_name: str, key: str, reads: Reads
-) -> str:
+    kube: Kube, namespace: str, secret_name: str, keys: Sequence[str], reads: Reads
+) -> list[str]:
+    """The values of `keys` in one Secret (one read), each generated where absent."""
     live = await kube.get("v1", "Secret", namespace, secret_name)  # raises on a failed read
     reads[("v1", "Secret", secret_name)] = live
-    value = _decode(live, key)
-    return value if value else pysecrets.token_urlsafe(32)
+    values = [_decode(live, key) for key in keys]
+    return [value if value else pysecrets.token_urlsafe(32) for value in values]
 
 
 @dataclass(frozen=True)
@@ -208,13 +210,25 @@ async def read_or_generate_secrets(
     """
     seen: Reads = {} if reads is None else reads
     ring = await read_or_rotate_jwt_ring(kube, namespace, name, seen, jwt)
-    mongo = await _read_or_generate(
-        kube, namespace, mongo_credentials_secret_name(name), MONGO_PASSWORD_KEY, seen
+    # The MongoDB credentials may be older than this CR (kept under deletePolicy Retain, owned by
+    # nobody): they are read back like any other, so a re-created cluster keeps its passwords.
+    # A Secret from before the application user gets its password added, root's kept.
+    mongo, mongo_app = await _read_or_generate(
+        kube,
+        namespace,
+        mongo_credentials_secret_name(name),
+        [MONGO_PASSWORD_KEY, MONGO_APP_PASSWORD_KEY],
+        seen,
     )
-    redis = await _read_or_generate(
-        kube, namespace, redis_credentials_secret_name(name), REDIS_PASSWORD_KEY, seen
+    (redis,) = await _read_or_generate(
+        kube, namespace, redis_credentials_secret_name(name), [REDIS_PASSWORD_KEY], seen
     )
-    return GeneratedSecrets(jwt_keys=ring, mongo_root_password=mongo, redis_password=redis)
+    return GeneratedSecrets(
+        jwt_keys=ring,
+        mongo_root_password=mongo,
+        mongo_app_password=mongo_app,
+        redis_password=redis,
+    )
 
 
 async def read_secret_ref(

@@ -93,7 +93,10 @@ def dry_run(
         generation=1,
         spec=HypersendClusterSpec.model_validate(spec),
         secrets=GeneratedSecrets(
-            jwt_keys="k" * 43, mongo_root_password="p@ss/w:rd", redis_password="r3d!s/p@ss"
+            jwt_keys="k" * 43,
+            mongo_root_password="p@ss/w:rd",
+            mongo_app_password="@pp/p:ss",
+            redis_password="r3d!s/p@ss",
         ),
         capabilities=capabilities,
     )

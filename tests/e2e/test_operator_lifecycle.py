@@ -1,6 +1,7 @@
 """Operator lifecycle against the real API server: examples/dev.yaml reaches Ready with every child
 owned by the CR, a bad spec is refused with the CEL message, a spec change rolls the chat pods once
-while the status walks Progressing -> Ready, and deletion keeps or removes the data by policy."""
+while the status walks Progressing -> Ready, and deletion keeps or removes the data (and the
+MongoDB credentials) by policy."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ CHILDREN = [
     ("service", "demo-redis"),
     ("deployment", "demo-redis"),
     ("poddisruptionbudget", "demo-redis"),
+    ("configmap", "demo-mongo-init"),
     ("service", "demo-mongo"),
     ("statefulset", "demo-mongo"),
     ("service", "demo-chat"),
@@ -151,9 +153,13 @@ def test_delete_keeps_mongo_pvc_by_default(hsc: ClusterHelper) -> None:
     hsc.wait_phase("Ready", timeout=120)
 
     hsc.kube.kubectl("delete", "hypersendcluster", "demo", "-n", hsc.namespace, "--wait=true")
+    # The MongoDB credentials stay with the volume they open (tests/e2e/test_mongo_retain.py).
+    kept = ("secret", "demo-mongo-credentials")
     for kind, name in CHILDREN:
-        hsc.wait_for(lambda k=kind, n=name: not hsc.exists(k, n), f"{kind}/{name} deleted")  # type: ignore[misc]
+        if (kind, name) != kept:
+            hsc.wait_for(lambda k=kind, n=name: not hsc.exists(k, n), f"{kind}/{name} deleted")  # type: ignore[misc]
     assert hsc.exists("pvc", "data-demo-mongo-0")
+    assert hsc.exists(*kept)
 
 
 def test_delete_policy_delete_removes_the_pvc(hsc: ClusterHelper) -> None:

@@ -559,12 +559,19 @@ class MongoSpec(ApiModel):
     )
     database: Annotated[
         str, StringConstraints(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_-]+$")
-    ] = Field(default="hypersend", description="Database name the chat server uses.")
+    ] = Field(
+        default="hypersend",
+        description="Database name the chat server uses. InCluster: the chat pods' MongoDB user "
+        "gets readWrite on this database only, when the volume is first initialised; after a "
+        "change, create the user again (docs/install.md).",
+    )
     pool: MongoPool = _nested(MongoPool, "Connection pool of each chat pod.")
     delete_policy: Literal["Retain", "Delete"] = Field(
         default="Retain",
-        description="What happens to the in-cluster data volumes when the cluster is deleted: "
-        "Retain keeps them, Delete removes them. An Atlas Secret is never deleted.",
+        description="What happens to the in-cluster data volume and its credentials Secret "
+        "(<name>-mongo-credentials) when the cluster is deleted: Retain keeps both, so a cluster "
+        "re-created under the same name reattaches the volume with the same passwords; Delete "
+        "removes them. An Atlas Secret is never deleted.",
     )
     in_cluster: MongoInCluster | None = Field(
         default=None, description="Settings of the in-cluster MongoDB (mode InCluster only)."

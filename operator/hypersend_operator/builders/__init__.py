@@ -40,6 +40,7 @@ from hypersend_operator.builders.redis import build_redis
 from hypersend_operator.builders.secrets import (
     JWT_KEYS_KEY,
     JWT_SECRET_KEY,
+    MONGO_APP_PASSWORD_KEY,
     MONGO_PASSWORD_KEY,
     REDIS_PASSWORD_KEY,
     UserSecretRef,
@@ -151,6 +152,7 @@ __all__ = [
     "JWT_KEYS_KEY",
     "JWT_SECRET_KEY",
     "MONGO",
+    "MONGO_APP_PASSWORD_KEY",
     "MONGO_PASSWORD_KEY",
     "MONITORING",
     "NETWORK",

@@ -23,6 +23,7 @@ class GeneratedSecrets:
 
     jwt_keys: str = field(repr=False)  # the key ring's JSON (builders/jwtring.py)
     mongo_root_password: str = field(repr=False)
+    mongo_app_password: str = field(repr=False)  # the chat pods' MongoDB user
     redis_password: str = field(repr=False)
 
 

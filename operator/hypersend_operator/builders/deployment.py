@@ -85,7 +85,8 @@ def config_hash(ctx: BuildContext) -> str:
             # Only what the pods use: with Atlas or an external Redis the generated password
             # has no Secret to live in, so it is new on every pass and would roll the pods on
             # every pass.
-            "mongo": ctx.secrets.mongo_root_password if ctx.spec.mongo.mode == "InCluster" else "",
+            # The chat pods log in as the application user; root is the MongoDB container's.
+            "mongo": ctx.secrets.mongo_app_password if ctx.spec.mongo.mode == "InCluster" else "",
             "redis": ctx.secrets.redis_password if ctx.spec.redis.mode == "InCluster" else "",
             **values,
         },

@@ -4,6 +4,11 @@ MongoDB and Redis credentials.
 Values come from `ctx.secrets` (read back from the live Secrets, or generated once by the
 reconciler), so rendering is pure and a value never changes by accident. The Atlas and external
 Redis Secrets are the user's: they are referenced, never built.
+
+The MongoDB credentials belong to the data, not to the cluster object: under
+`mongo.deletePolicy: Retain` the Secret carries no owner reference, so it survives the CR with the
+volume and a cluster re-created under the same name reads the same passwords back. Under `Delete`
+it is owned by the CR and the garbage collector removes it with everything else.
 """
 
 from __future__ import annotations
@@ -25,8 +30,12 @@ JWT_SECRET_KEY = "jwt-secret"  # a single key, as written before rings; read onc
 MONGO_CREDENTIALS_SUFFIX = "mongo-credentials"
 MONGO_USERNAME_KEY = "username"
 MONGO_PASSWORD_KEY = "password"
-MONGO_URL_KEY = "url"  # full connection URL for the chat pods
-MONGO_ROOT_USER = "root"
+MONGO_URL_KEY = "url"  # full connection URL for the chat pods (the application user)
+MONGO_APP_USERNAME_KEY = "app-username"
+MONGO_APP_PASSWORD_KEY = "app-password"
+MONGO_ROOT_USER = "root"  # only the MongoDB container logs in as root
+# The chat pods' user: role readWrite on the chat database only (created by mongo.init_script).
+MONGO_APP_USER = "hypersend-chat"
 MONGO_PORT = 27017
 REDIS_PORT = 6379
 
@@ -119,11 +128,15 @@ def decode_secret_value(secret: Mapping[str, Any], key: str) -> str | None:
     return base64.b64decode(raw).decode()
 
 
-def _secret(ctx: BuildContext, name: str, component: str, data: dict[str, str]) -> dict[str, Any]:
+def _secret(
+    ctx: BuildContext, name: str, component: str, data: dict[str, str], *, owned: bool = True
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": metadata(ctx, name, component, annotations={GENERATED_ANNOTATION: "true"}),
+        "metadata": metadata(
+            ctx, name, component, annotations={GENERATED_ANNOTATION: "true"}, owned=owned
+        ),
         "type": "Opaque",
         "data": {k: _b64(v) for k, v in data.items()},
     }
@@ -140,8 +153,17 @@ def mongo_host(ctx: BuildContext) -> str:
 
 
 def in_cluster_mongo_url(ctx: BuildContext) -> str:
-    password = quote(ctx.secrets.mongo_root_password, safe="")
-    return f"mongodb://{MONGO_ROOT_USER}:{password}@{mongo_host(ctx)}/?authSource=admin"
+    """The chat pods' URL: the application user, authenticated against the chat database (where
+    the init script creates it), never root."""
+    password = quote(ctx.secrets.mongo_app_password, safe="")
+    database, host = ctx.spec.mongo.database, mongo_host(ctx)
+    return f"mongodb://{MONGO_APP_USER}:{password}@{host}/{database}?authSource={database}"
+
+
+def mongo_credentials_owned(ctx: BuildContext) -> bool:
+    """Whether the MongoDB credentials Secret goes with the CR: only under `deletePolicy:
+    Delete`. Under Retain it outlives the CR like the volume whose users it holds (issue #11)."""
+    return ctx.spec.mongo.delete_policy == "Delete"
 
 
 def mongo_credentials_secret(ctx: BuildContext) -> dict[str, Any]:
@@ -152,8 +174,11 @@ def mongo_credentials_secret(ctx: BuildContext) -> dict[str, Any]:
         {
             MONGO_USERNAME_KEY: MONGO_ROOT_USER,
             MONGO_PASSWORD_KEY: ctx.secrets.mongo_root_password,
+            MONGO_APP_USERNAME_KEY: MONGO_APP_USER,
+            MONGO_APP_PASSWORD_KEY: ctx.secrets.mongo_app_password,
             MONGO_URL_KEY: in_cluster_mongo_url(ctx),
         },
+        owned=mongo_credentials_owned(ctx),
     )
 
 

@@ -49,7 +49,10 @@ class RenderedRedis:
             generation=1,
             spec=HypersendClusterSpec.model_validate({"chat": {"image": "chat:1"}}),
             secrets=GeneratedSecrets(
-                jwt_keys="k" * 43, mongo_root_password="p", redis_password=self.password
+                jwt_keys="k" * 43,
+                mongo_root_password="p",
+                mongo_app_password="a",
+                redis_password=self.password,
             ),
         )
         manifests = build_all(ctx)

@@ -10,6 +10,7 @@ from hypersend_operator.builders import BuildContext, GeneratedSecrets, build_al
 IMAGE = "ghcr.io/hypersend/chatserver:0.1.0"
 JWT_KEY = "k" * 43
 MONGO_PASSWORD = "p@ss/w:rd"  # characters that must be URL-escaped
+MONGO_APP_PASSWORD = "@pp/p:ss"
 REDIS_PASSWORD = "r3d!s/p@ss"
 
 
@@ -28,7 +29,10 @@ def ctx(
         generation=3,
         spec=spec(**blocks),
         secrets=GeneratedSecrets(
-            jwt_keys=JWT_KEY, mongo_root_password=MONGO_PASSWORD, redis_password=REDIS_PASSWORD
+            jwt_keys=JWT_KEY,
+            mongo_root_password=MONGO_PASSWORD,
+            mongo_app_password=MONGO_APP_PASSWORD,
+            redis_password=REDIS_PASSWORD,
         ),
         capabilities=capabilities,
     )

@@ -195,9 +195,12 @@ def test_config_hash_follows_secret_values() -> None:
     replace = dataclasses.replace
     base = ctx()
     rotated_jwt = replace(base, secrets=replace(base.secrets, jwt_keys="j" * 43))
-    rotated_mongo = replace(base, secrets=replace(base.secrets, mongo_root_password="other"))
+    rotated_mongo = replace(base, secrets=replace(base.secrets, mongo_app_password="other"))
     assert config_hash(rotated_jwt) != config_hash(base)
     assert config_hash(rotated_mongo) != config_hash(base)
+    # Root is the MongoDB container's alone: the chat pods do not read it.
+    rotated_root = replace(base, secrets=replace(base.secrets, mongo_root_password="other"))
+    assert config_hash(rotated_root) == config_hash(base)
 
     ref = {"urlSecretRef": {"name": "r", "key": "u"}}
     external = ctx(redis={"mode": "External", "external": ref})
@@ -220,7 +223,10 @@ def test_config_hash_ignores_generated_passwords_of_datastores_not_in_the_cluste
     atlas = {"mode": "Atlas", "atlas": {"connectionSecretRef": {"name": "a", "key": "uri"}}}
     outside = ctx(mongo=atlas, redis={"mode": "External", "external": ref})
     regenerated = replace(
-        outside, secrets=replace(outside.secrets, mongo_root_password="x", redis_password="y")
+        outside,
+        secrets=replace(
+            outside.secrets, mongo_root_password="x", mongo_app_password="z", redis_password="y"
+        ),
     )
     assert config_hash(regenerated) == config_hash(outside)
 

@@ -4,6 +4,8 @@ assembly: reconcile order, labels and owner references on everything the CR owns
 from __future__ import annotations
 
 import base64
+import dataclasses
+import json
 from typing import Any
 
 import pytest
@@ -21,7 +23,15 @@ from hypersend_operator.builders import (
     user_secret_refs,
 )
 
-from tests.unit.operator.support import JWT_KEY, MONGO_PASSWORD, REDIS_PASSWORD, ctx, find, kinds
+from tests.unit.operator.support import (
+    JWT_KEY,
+    MONGO_APP_PASSWORD,
+    MONGO_PASSWORD,
+    REDIS_PASSWORD,
+    ctx,
+    find,
+    kinds,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -48,6 +58,7 @@ def test_default_children_in_reconcile_order() -> None:
         ("Service", "demo-redis"),
         ("Deployment", "demo-redis"),
         ("PodDisruptionBudget", "demo-redis"),
+        ("ConfigMap", "demo-mongo-init"),
         ("Service", "demo-mongo"),
         ("StatefulSet", "demo-mongo"),
         ("Service", "demo-chat"),
@@ -65,10 +76,12 @@ def test_every_child_is_labelled_and_owned_by_the_cluster() -> None:
         ingress={"enabled": True, "host": "chat.example.com"},
         networkPolicy={"enabled": True},
         monitoring={"serviceMonitor": True, "prometheusRule": True},
+        # Under the default Retain the MongoDB credentials outlive the CR (tested below).
+        mongo={"deletePolicy": "Delete"},
         capabilities=MONITORING_CAPS,
     )
     manifests = build_all(c)
-    assert len(manifests) == 19
+    assert len(manifests) == 20
     owned = {(k.api_version, k.kind) for k in owned_kinds()}
     for m in manifests:
         meta = m["metadata"]
@@ -112,12 +125,102 @@ def test_generated_secrets_render_the_given_values() -> None:
     creds = find(manifests, "Secret", "demo-mongo-credentials")
     assert decode_secret_value(creds, "username") == "root"
     assert decode_secret_value(creds, "password") == MONGO_PASSWORD
+    assert decode_secret_value(creds, "app-username") == "hypersend-chat"
+    assert decode_secret_value(creds, "app-password") == MONGO_APP_PASSWORD
+    # The chat pods' URL: the application user against the chat database, never root.
     url = decode_secret_value(creds, "url")
     assert url == (
-        "mongodb://root:p%40ss%2Fw%3Ard@demo-mongo-0.demo-mongo.team-a.svc:27017/?authSource=admin"
+        "mongodb://hypersend-chat:%40pp%2Fp%3Ass@demo-mongo-0.demo-mongo.team-a.svc:27017"
+        "/hypersend?authSource=hypersend"
     )
     assert decode_secret_value(creds, "missing") is None
     assert base64.b64decode(jwt["data"]["jwt-keys"]).decode() == JWT_KEY
+
+
+def test_mongo_credentials_outlive_the_cr_under_retain_and_go_with_it_under_delete() -> None:
+    """Issue #11: under Retain the volume survives the CR, so must the passwords it was
+    initialised with (no owner reference, like the PVCs); under Delete the CR owns them."""
+    retained = find(build_all(ctx()), "Secret", "demo-mongo-credentials")
+    assert "ownerReferences" not in retained["metadata"]
+    assert retained["metadata"]["annotations"] == {"hypersend.io/generated": "true"}
+    deleted = find(
+        build_all(ctx(mongo={"deletePolicy": "Delete"})), "Secret", "demo-mongo-credentials"
+    )
+    assert [o["uid"] for o in deleted["metadata"]["ownerReferences"]] == [
+        "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+    ]
+    # Only the owner reference differs: the same values, the same name.
+    del deleted["metadata"]["ownerReferences"]
+    assert deleted == retained
+    # The other Secrets are the cluster's whatever the policy.
+    for name in ("demo-jwt", "demo-redis-credentials"):
+        assert find(build_all(ctx()), "Secret", name)["metadata"]["ownerReferences"]
+
+
+def test_a_recreated_cluster_renders_the_same_credentials_and_claim() -> None:
+    """Same name and passwords, another uid: the retained Secret needs no write (nothing in it
+    names the CR) and the StatefulSet asks for the same claim."""
+    first = ctx()
+    again = dataclasses.replace(first, uid="00000000-0000-0000-0000-000000000002")
+    name = "demo-mongo-credentials"
+    assert find(build_all(again), "Secret", name) == find(build_all(first), "Secret", name)
+    assert mongo_pvc_names(again) == mongo_pvc_names(first) == ["data-demo-mongo-0"]
+    sts = find(build_all(again), "StatefulSet", "demo-mongo")
+    assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+
+
+def test_chat_pods_never_see_the_root_password() -> None:
+    manifests = build_all(ctx())
+    creds = find(manifests, "Secret", "demo-mongo-credentials")
+    chat = find(manifests, "Deployment", "demo-chat")["spec"]["template"]["spec"]
+    refs = [
+        e["valueFrom"]["secretKeyRef"]
+        for e in chat["containers"][0]["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    ]
+    mongo_refs = [r for r in refs if r["name"] == "demo-mongo-credentials"]
+    assert mongo_refs == [{"name": "demo-mongo-credentials", "key": "url"}]
+    assert MONGO_PASSWORD not in (decode_secret_value(creds, "url") or "")
+    assert "root" not in (decode_secret_value(creds, "url") or "")
+
+
+def test_mongo_init_script_creates_the_app_user_from_the_environment() -> None:
+    c = ctx(mongo={"database": "chatdb"})
+    manifests = build_all(c)
+    init = find(manifests, "ConfigMap", "demo-mongo-init")
+    assert init["metadata"]["ownerReferences"][0]["kind"] == "HypersendCluster"
+    assert list(init["data"]) == ["create-app-user.js"]
+    script = init["data"]["create-app-user.js"]
+    for variable in (
+        "HYPERSEND_MONGO_APP_DATABASE",
+        "HYPERSEND_MONGO_APP_USERNAME",
+        "HYPERSEND_MONGO_APP_PASSWORD",
+    ):
+        assert f"process.env.{variable}" in script
+    assert 'role: "readWrite", db: database' in script
+    assert "createUser" in script
+    assert "updateUser" in script  # safe to run again by hand
+    # No value in the ConfigMap: the passwords stay in the Secret.
+    dumped = json.dumps(init)
+    for secret in (MONGO_PASSWORD, MONGO_APP_PASSWORD, "hypersend-chat", "chatdb"):
+        assert secret not in dumped
+
+    pod = find(manifests, "StatefulSet", "demo-mongo")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert {
+        "name": "init",
+        "mountPath": "/docker-entrypoint-initdb.d",
+        "readOnly": True,
+    } in container["volumeMounts"]
+    assert {"name": "init", "configMap": {"name": "demo-mongo-init"}} in pod["volumes"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["HYPERSEND_MONGO_APP_DATABASE"] == {
+        "name": "HYPERSEND_MONGO_APP_DATABASE",
+        "value": "chatdb",
+    }
+    url = decode_secret_value(find(manifests, "Secret", "demo-mongo-credentials"), "url")
+    assert url is not None
+    assert url.endswith("/chatdb?authSource=chatdb")
 
 
 def test_atlas_mode_builds_no_mongo_and_never_the_atlas_secret() -> None:
@@ -125,6 +228,7 @@ def test_atlas_mode_builds_no_mongo_and_never_the_atlas_secret() -> None:
     assert ("Secret", "demo-mongo-credentials") not in names
     assert ("StatefulSet", "demo-mongo") not in names
     assert ("Service", "demo-mongo") not in names
+    assert ("ConfigMap", "demo-mongo-init") not in names
     assert all(name != "hypersend-atlas" for _, name in names)
 
 
@@ -221,11 +325,19 @@ def test_in_cluster_mongo_statefulset() -> None:
     }
     assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
     pod = sts["spec"]["template"]["spec"]
-    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in pod["containers"][0]["env"]}
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in container["env"]}
     assert env == {
         "MONGO_INITDB_ROOT_USERNAME": {"name": "demo-mongo-credentials", "key": "username"},
         "MONGO_INITDB_ROOT_PASSWORD": {"name": "demo-mongo-credentials", "key": "password"},
+        "HYPERSEND_MONGO_APP_USERNAME": {"name": "demo-mongo-credentials", "key": "app-username"},
+        "HYPERSEND_MONGO_APP_PASSWORD": {"name": "demo-mongo-credentials", "key": "app-password"},
+        "HYPERSEND_MONGO_APP_DATABASE": None,
     }
+    database = next(
+        e for e in pod["containers"][0]["env"] if e["name"] == "HYPERSEND_MONGO_APP_DATABASE"
+    )
+    assert database["value"] == "hypersend"
     assert "readinessProbe" in pod["containers"][0]
     assert pod["securityContext"]["runAsNonRoot"] is True
     svc = find(manifests, "Service", "demo-mongo")

@@ -54,7 +54,9 @@ def live_children(ready: bool = True, spec: dict[str, Any] = SPEC) -> Live:
         uid="u-1",
         generation=1,
         spec=HypersendClusterSpec.model_validate(spec),
-        secrets=GeneratedSecrets(jwt_keys="k", mongo_root_password="p", redis_password="r"),
+        secrets=GeneratedSecrets(
+            jwt_keys="k", mongo_root_password="p", mongo_app_password="a", redis_password="r"
+        ),
     )
     live: Live = {}
     for component in build_components(ctx):

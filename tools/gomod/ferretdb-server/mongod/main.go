@@ -8,6 +8,12 @@
 //     authentication is on and this user is created in the admin database on first start (the
 //     official image's behaviour), so mongodb://user:password@host/?authSource=admin works and
 //     wrong credentials are refused. Without them, no authentication (also as the official image).
+//   - HYPERSEND_MONGO_APP_USERNAME / _PASSWORD / _DATABASE (with the root variables): the chat
+//     pods' user, which the operator's init script creates with mongosh on the official image.
+//     FerretDB v1 creates one user on first start and has no roles (any authenticated user may
+//     do anything), so the user it creates is then this one, in its database
+//     (mongodb://user:password@host/db?authSource=db), and no root user: nothing in this image
+//     logs in as root.
 //
 // Data lives in --dbpath (default /data/db, one SQLite file per database), which is the only
 // path written: the image runs with a read-only root filesystem as any non-root UID.
@@ -89,7 +95,8 @@ func translate(args, environ []string) ([]string, []string, error) {
 		"--log-level=info",
 	}
 	env := []string{"DO_NOT_TRACK=1"}
-	var user, password string
+	var user, password, appUser, appPassword, appDatabase string
+	database := "admin"
 	for _, kv := range environ {
 		k, v, _ := strings.Cut(kv, "=")
 		switch {
@@ -97,6 +104,12 @@ func translate(args, environ []string) ([]string, []string, error) {
 			user = v
 		case k == "MONGO_INITDB_ROOT_PASSWORD":
 			password = v
+		case k == "HYPERSEND_MONGO_APP_USERNAME":
+			appUser = v
+		case k == "HYPERSEND_MONGO_APP_PASSWORD":
+			appPassword = v
+		case k == "HYPERSEND_MONGO_APP_DATABASE":
+			appDatabase = v
 		case strings.HasPrefix(k, "FERRETDB_"), k == "DO_NOT_TRACK":
 			// Only this entry point configures FerretDB.
 		default:
@@ -106,11 +119,20 @@ func translate(args, environ []string) ([]string, []string, error) {
 	if (user == "") != (password == "") {
 		return nil, nil, fmt.Errorf("set both MONGO_INITDB_ROOT_USERNAME and MONGO_INITDB_ROOT_PASSWORD, or neither")
 	}
+	if (appUser == "") != (appPassword == "") || (appUser == "") != (appDatabase == "") {
+		return nil, nil, fmt.Errorf("set all of HYPERSEND_MONGO_APP_USERNAME, _PASSWORD and _DATABASE, or none")
+	}
+	if appUser != "" && user == "" {
+		return nil, nil, fmt.Errorf("HYPERSEND_MONGO_APP_* need MONGO_INITDB_ROOT_USERNAME and _PASSWORD (as on the official image)")
+	}
+	if appUser != "" {
+		user, password, database = appUser, appPassword, appDatabase
+	}
 	if user != "" {
 		// Through the environment rather than argv, so the password is not in the command line.
 		env = append(env,
 			"FERRETDB_TEST_ENABLE_NEW_AUTH=true",
-			"FERRETDB_SETUP_DATABASE=admin",
+			"FERRETDB_SETUP_DATABASE="+database,
 			"FERRETDB_SETUP_USERNAME="+user,
 			"FERRETDB_SETUP_PASSWORD="+password,
 		)
