@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypersend_operator.api import HypersendClusterSpec, SecretKeyRef
+from hypersend_operator.api import VERSION, HypersendClusterSpec, SecretKeyRef
 from hypersend_operator.api.base import ApiModel
 from hypersend_operator.builders import user_secret_refs
 from pydantic import BaseModel
@@ -86,6 +86,9 @@ def test_enabled_renders_a_policy_and_a_deny_binding() -> None:
     assert rule["apiGroups"] == ["hypersend.io"]
     assert rule["resources"] == ["hypersendclusters"]  # not status: the operator writes it
     assert rule["operations"] == ["CREATE", "UPDATE"]
+    # A named version (the API server type-checks only those), other versions by conversion.
+    assert rule["apiVersions"] == [VERSION]
+    assert spec_["matchConstraints"]["matchPolicy"] == "Equivalent"
     assert len(spec_["validations"]) == 3
     for validation in spec_["validations"]:
         assert validation["reason"] == "Forbidden"
@@ -126,7 +129,7 @@ def test_policy_covers_every_secret_reference_of_the_api() -> None:
     for field in fields:
         assert f"has(object.{field})" in refs, f"{field}: absent optional field not guarded"
         name = "" if field.endswith("SecretName") else ".name"
-        assert f"object.{field}{name}]" in refs
+        assert f"string(object.{field}{name})" in refs
 
 
 def test_policy_covers_every_image_of_the_api() -> None:
