@@ -722,7 +722,11 @@ class HypersendClusterSpec(ApiModel):
     autoscaling: AutoscalingSpec = _nested(AutoscalingSpec, "Autoscaling of the chat pods.")
     redis: RedisSpec = _nested(RedisSpec, "Redis: in-cluster or an external URL from a Secret.")
     mongo: MongoSpec = _nested(MongoSpec, "MongoDB: in-cluster or an Atlas URI from a Secret.")
-    ingress: IngressSpec = _nested(IngressSpec, "Optional Ingress.")
+    ingress: IngressSpec = _nested(
+        IngressSpec,
+        "Optional Ingress. It routes only the public paths: /api/v1, /ws and /openapi.json, "
+        "plus /app and / with chat.webClient; /metrics, /healthz and /readyz are not routed.",
+    )
     network_policy: NetworkPolicySpec = _nested(NetworkPolicySpec, "Optional NetworkPolicies.")
     monitoring: MonitoringSpec = _nested(MonitoringSpec, "Prometheus Operator integration.")
 
