@@ -57,13 +57,32 @@ SAMPLED = (
 )
 
 
-async def sample(server: ServerProcess) -> dict[str, float]:
-    async with httpx.AsyncClient(trust_env=False) as http:
-        text = (await http.get(f"{server.url}/metrics", timeout=20)).text
+def process_sample(server: ServerProcess) -> dict[str, float]:
+    """RSS and open FDs from /proc: read even when the server is too busy to answer."""
+    assert server.process is not None
+    proc = Path(f"/proc/{server.process.pid}")
     out: dict[str, float] = {}
+    with contextlib.suppress(OSError):
+        for line in (proc / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                out["process_resident_memory_bytes"] = float(line.split()[1]) * 1024
+        out["process_open_fds"] = float(len(os.listdir(proc / "fd")))
+    return out
+
+
+async def sample(server: ServerProcess) -> dict[str, float]:
+    """/proc's figures plus the server's own metrics; a scrape that fails (a busy loop past the
+    timeout) leaves those out of this sample instead of ending the soak."""
+    out = process_sample(server)
+    try:
+        async with httpx.AsyncClient(trust_env=False) as http:
+            text = (await http.get(f"{server.url}/metrics", timeout=20)).text
+    except httpx.HTTPError as exc:
+        print(f"# scrape of {server.url}/metrics failed: {type(exc).__name__}", flush=True)
+        return out
     for line in text.splitlines():
         name, _, value = line.partition(" ")
-        if name in SAMPLED:
+        if name in SAMPLED and name not in out:
             out[name] = float(value)
     return out
 
@@ -143,6 +162,7 @@ async def run(args: argparse.Namespace) -> None:
         sender = asyncio.create_task(traffic(users, args.per_minute, until))
         rows: list[tuple[float, list[dict[str, float]]]] = []
         delivered_before = [0.0] * len(servers)
+        scraped_at = [started] * len(servers)
         print("   t(s)  server  RSS(MiB)  FDs  lag(ms)  sockets  delivered/s")
         next_sample = started
         while True:
@@ -150,9 +170,13 @@ async def run(args: argparse.Namespace) -> None:
             scraped = await asyncio.gather(*(sample(s) for s in servers))
             rows.append((now - started, scraped))
             for index, metrics in enumerate(scraped):
-                delivered = metrics.get("hypersend_messages_delivered_total", 0.0)
-                rate = (delivered - delivered_before[index]) / max(1e-9, args.sample)
-                delivered_before[index] = delivered
+                # Over the time since this server's last answered scrape.
+                delivered = metrics.get("hypersend_messages_delivered_total")
+                rate = 0.0
+                if delivered is not None:
+                    since = max(1e-9, now - scraped_at[index])
+                    rate = (delivered - delivered_before[index]) / since
+                    delivered_before[index], scraped_at[index] = delivered, now
                 print(
                     f"{now - started:7.0f}  {index:6d}  "
                     f"{metrics.get('process_resident_memory_bytes', 0) / 2**20:8.1f}  "

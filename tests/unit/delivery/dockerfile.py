@@ -112,7 +112,8 @@ def entrypoint(text: str) -> list[str] | None:
 
 
 def pip_install_targets(text: str) -> list[str]:
-    """What the build stages `pip install` (for example `.[server]`)."""
+    """What the build stages `pip install` (for example `.[server]`, or `-r requirements/x.txt`
+    for a requirements file)."""
     targets: list[str] = []
     for stage in stages(text)[:-1]:
         for ins in stage.instructions:
@@ -121,7 +122,12 @@ def pip_install_targets(text: str) -> list[str]:
             for command in re.split(r"&&|;", ins.args):
                 argv = shlex.split(command)
                 if len(argv) >= 3 and argv[0].endswith("pip") and argv[1] == "install":
-                    targets += [a for a in argv[2:] if not a.startswith("-")]
+                    args = iter(argv[2:])
+                    for arg in args:
+                        if arg == "-r":
+                            targets.append(f"-r {next(args, '')}")
+                        elif not arg.startswith("-"):
+                            targets.append(arg)
     return targets
 
 

@@ -12,7 +12,12 @@ from tests.unit.delivery import dockerfile
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[3]
-IMAGES = {"Dockerfile.operator": ".[operator]", "Dockerfile.server": ".[server]"}
+# What each image pip-installs: the hash-locked dependencies of its extra, then the project's own
+# wheel without dependencies (tests/unit/devenv/test_requirement_locks.py checks the flags).
+IMAGES = {
+    name: ["-r requirements/build.txt", f"-r requirements/{extra}.txt", "/tmp/wheel/*.whl"]
+    for name, extra in (("Dockerfile.operator", "operator"), ("Dockerfile.server", "server"))
+}
 GOOD = """\
 # syntax=docker/dockerfile:1
 ARG BASE_IMAGE=python:3.11-slim-bookworm
@@ -31,11 +36,11 @@ def console_scripts() -> dict[str, str]:
     return dict(project["scripts"])
 
 
-@pytest.mark.parametrize(("name", "extra"), sorted(IMAGES.items()))
-def test_dockerfile_follows_the_image_rules(name: str, extra: str) -> None:
+@pytest.mark.parametrize(("name", "installs"), sorted(IMAGES.items()))
+def test_dockerfile_follows_the_image_rules(name: str, installs: list[str]) -> None:
     text = (ROOT / name).read_text()
     assert dockerfile.violations(text) == []
-    assert dockerfile.pip_install_targets(text) == [extra]
+    assert dockerfile.pip_install_targets(text) == installs
     argv = dockerfile.entrypoint(text)
     assert argv is not None
     assert argv[0] in console_scripts(), f"{argv[0]} is not a console script in pyproject.toml"
@@ -44,7 +49,7 @@ def test_dockerfile_follows_the_image_rules(name: str, extra: str) -> None:
 def test_dockerignore_sends_only_what_the_images_install() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     assert lines[lines.index("**")] == "**"
-    for needed in ("!pyproject.toml", "!README.md", "!chatserver/", "!operator/"):
+    for needed in ("!pyproject.toml", "!README.md", "!requirements/", "!chatserver/", "!operator/"):
         assert needed in lines
 
 
