@@ -54,8 +54,9 @@ def checkouts(tmp_path: Path) -> Iterator[list[Path]]:
     try:
         yield dirs
     finally:
-        for d in dirs:  # stop everything `up` started, whatever happened
-            _up(d, "--down").wait(120)
+        # Stop everything `up` started, whatever happened; both at once, as they were started.
+        for down in [_up(d, "--down") for d in dirs]:
+            down.wait(120)
 
 
 def test_two_checkouts_run_dev_up_side_by_side(checkouts: list[Path]) -> None:

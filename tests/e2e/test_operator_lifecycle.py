@@ -5,6 +5,8 @@ MongoDB credentials) by policy."""
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import threading
 from typing import Any
@@ -51,10 +53,11 @@ def test_dev_example_reaches_ready_with_owned_children(hsc: ClusterHelper) -> No
             ("HypersendCluster", uid, True)
         ], f"{kind}/{name}"
     # Secrets never show up in status or events.
-    jwt = hsc.get("secret", "demo-jwt")["data"]["jwt-secret"]
+    ring = json.loads(base64.b64decode(hsc.get("secret", "demo-jwt")["data"]["jwt-keys"]))
     events = hsc.kube.kubectl("get", "events", "-n", hsc.namespace, "-o", "json").stdout
-    assert jwt not in events
-    assert jwt not in str(hsc.get())
+    for key in ring["keys"]:
+        assert key["secret"] not in events
+        assert key["secret"] not in str(hsc.get())
     reasons = {
         e["reason"]
         for e in hsc.kube.json("get", "events", "-n", hsc.namespace)["items"]

@@ -16,7 +16,15 @@ ROOT = Path(__file__).resolve().parents[3]
 @pytest.mark.parametrize("name", ["Dockerfile.server", "Dockerfile.operator"])
 def test_build_context_is_what_the_copy_lines_name(name: str) -> None:
     text = (ROOT / name).read_text()
-    assert images.copy_sources(text) == ["pyproject.toml", "README.md", "chatserver", "operator"]
+    extra = name.removeprefix("Dockerfile.")
+    locks = ["requirements/build.txt", f"requirements/{extra}.txt"]
+    assert images.copy_sources(text) == [
+        *locks,
+        "pyproject.toml",
+        "README.md",
+        "chatserver",
+        "operator",
+    ]
 
 
 def test_copy_sources_skips_stage_copies_flags_and_comments() -> None:
