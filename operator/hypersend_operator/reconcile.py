@@ -132,12 +132,18 @@ def _decode(secret: Mapping[str, Any] | None, key: str) -> str | None:
 Reads = dict[tuple[str, str, str], Obj | None]
 
 
+async def _read_secret(kube: Kube, namespace: str, secret_name: str, reads: Reads) -> Obj | None:
+    """A generated Secret as it is now (None if absent), recorded in `reads` for the apply."""
+    live = await kube.get("v1", "Secret", namespace, secret_name)  # raises on a failed read
+    reads[("v1", "Secret", secret_name)] = live
+    return live
+
+
 async def _read_or_generate(
     kube: Kube, namespace: str, secret_name: str, keys: Sequence[str], reads: Reads
 ) -> list[str]:
     """The values of `keys` in one Secret (one read), each generated where absent."""
-    live = await kube.get("v1", "Secret", namespace, secret_name)  # raises on a failed read
-    reads[("v1", "Secret", secret_name)] = live
+    live = await _read_secret(kube, namespace, secret_name, reads)
     values = [_decode(live, key) for key in keys]
     return [value if value else pysecrets.token_urlsafe(32) for value in values]
 
@@ -171,9 +177,7 @@ async def read_or_rotate_jwt_ring(
 ) -> str:
     """The JWT key ring's JSON: as stored, or moved from a pre-ring single key, or new; then
     acted on `rotation` if it is a request not acted on before (builders/jwtring.py)."""
-    secret_name = jwt_secret_name(name)
-    live = await kube.get("v1", "Secret", namespace, secret_name)  # raises on a failed read
-    reads[("v1", "Secret", secret_name)] = live
+    live = await _read_secret(kube, namespace, jwt_secret_name(name), reads)
     stored, legacy = _decode(live, JWT_KEYS_KEY), _decode(live, JWT_SECRET_KEY)
     if stored:
         ring = jwtring.parse_ring(stored)  # raises: never replace keys we cannot read
@@ -181,8 +185,7 @@ async def read_or_rotate_jwt_ring(
         ring = jwtring.legacy_ring(legacy)
     else:
         # A new ring has nothing to rotate: a request already on the CR counts as acted on.
-        ring = jwtring.new_ring(*_new_jwt_key())
-        ring = jwtring.JwtRing(ring.keys, rotation.request if rotation else None)
+        ring = jwtring.new_ring(*_new_jwt_key(), rotation=rotation.request if rotation else None)
     if rotation is not None:
         ring = jwtring.rotate(
             ring,

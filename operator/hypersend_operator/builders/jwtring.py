@@ -50,8 +50,8 @@ def legacy_kid(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()[:16]
 
 
-def new_ring(kid: str, secret: str) -> JwtRing:
-    return JwtRing((RingKey(kid, secret),))
+def new_ring(kid: str, secret: str, rotation: str | None = None) -> JwtRing:
+    return JwtRing((RingKey(kid, secret),), rotation)
 
 
 def legacy_ring(secret: str) -> JwtRing:
