@@ -1,7 +1,9 @@
-"""Operator figures on the local cluster: time from `kubectl apply` to Ready, and API writes per
-idle resync, for 1, 10 and 100 HypersendClusters.
+"""Operator figures on the local cluster: time from `kubectl apply` to Ready, API requests per
+first pass and per idle resync, the operator's RSS and what its watches received, for 1, 10 and
+100 HypersendClusters, beside 1,000 unrelated ConfigMaps and Deployments in other namespaces.
 
     PYTHONPATH=tools:operator .venv/bin/python bench/operator_bench.py [--sizes 1 10 100]
+        [--unrelated 1000]
 
 Uses the cluster named by HYPERSEND_KUBECONFIG (a local cluster from `./dev up` or
 `python -m hypersend_devenv.cluster up`), or starts a throwaway local cluster. The operator runs as
@@ -135,6 +137,12 @@ class Operator:
             time.sleep(0.2)
         raise RuntimeError("operator did not become healthy")
 
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -207,14 +215,69 @@ def ready_times(
     return sorted(done.values())
 
 
-def measure(cluster: Cluster, op: Operator, count: int) -> dict[str, Any]:
+UNRELATED_NAMESPACES = 10
+
+
+def unrelated(count: int, value: str) -> list[dict[str, Any]]:
+    """`count` ConfigMaps and `count` Deployments (no pods) that are none of the operator's."""
+    docs: list[dict[str, Any]] = []
+    for n in range(UNRELATED_NAMESPACES):
+        ns = f"bench-unrelated-{n}"
+        docs.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+    for i in range(count):
+        ns = f"bench-unrelated-{i % UNRELATED_NAMESPACES}"
+        meta = {"name": f"other-{i}", "namespace": ns, "labels": {"app": "other"}}
+        docs.append(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"v": value}}
+        )
+        docs.append(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {**meta, "annotations": {"v": value}},
+                "spec": {
+                    "replicas": 0,
+                    "selector": {"matchLabels": {"app": "other"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "other"}},
+                        "spec": {"containers": [{"name": "c", "image": "example.invalid/none"}]},
+                    },
+                },
+            }
+        )
+    return docs
+
+
+def apply_docs(cluster: Cluster, docs: list[dict[str, Any]]) -> None:
+    for start in range(0, len(docs), 500):
+        chunk = docs[start : start + 500]
+        cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in chunk))
+
+
+def watch_totals(op: Operator) -> tuple[float, float]:
+    return (
+        op.counter("hypersend_operator_watch_events_total"),
+        op.counter("hypersend_operator_watch_bytes_total"),
+    )
+
+
+def measure(cluster: Cluster, op: Operator, count: int, unrelated_count: int) -> dict[str, Any]:
     docs, namespaces = manifests(f"{int(time.time()) % 100000}", count)
+    requests0 = op.counter("hypersend_operator_api_requests_total")
+    first0 = op.counter("hypersend_operator_reconciles_total")
     started = time.monotonic()
     cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
     times = ready_times(cluster, namespaces, started, timeout=120 + 6 * count)
+    requests_to_ready = op.counter("hypersend_operator_api_requests_total") - requests0
+    passes_to_ready = op.counter("hypersend_operator_reconciles_total") - first0
     time.sleep(RESYNC)  # settle: HPA status and the first resyncs after Ready
 
+    # Unrelated objects change while the operator idles: none of it may reach the operator.
+    events0, bytes0 = watch_totals(op)
+    apply_docs(cluster, unrelated(unrelated_count, str(time.time())))
+
     periods = 3
+    idle_requests0 = op.counter("hypersend_operator_api_requests_total")
     op_writes0 = op.counter("hypersend_operator_api_write_requests_total")
     api_writes0 = cluster.apiserver_writes()
     resyncs0 = op.counter("hypersend_operator_reconciles_total", trigger="resync")
@@ -224,6 +287,9 @@ def measure(cluster: Cluster, op: Operator, count: int) -> dict[str, Any]:
     api_writes = {k: v - api_writes0.get(k, 0) for k, v in api_after.items()}
     api_writes = {k: v for k, v in api_writes.items() if v}
     resyncs = op.counter("hypersend_operator_reconciles_total", trigger="resync") - resyncs0
+    idle_requests = op.counter("hypersend_operator_api_requests_total") - idle_requests0
+    events, received = (b - a for a, b in zip((events0, bytes0), watch_totals(op), strict=True))
+    rss = op.rss_mib()
 
     # CRs first, while the operator runs: a deletePolicy Delete cluster has its finalizer.
     for ns in namespaces:
@@ -237,6 +303,13 @@ def measure(cluster: Cluster, op: Operator, count: int) -> dict[str, Any]:
         "clusters": count,
         "apply_to_ready_median_s": statistics.median(times),
         "apply_to_ready_max_s": times[-1],
+        "api_requests_to_ready_per_cluster": requests_to_ready / count,
+        "passes_to_ready_per_cluster": passes_to_ready / count,
+        "api_requests_per_idle_resync_pass": idle_requests / resyncs if resyncs else float("nan"),
+        "operator_rss_mib": rss,
+        "unrelated_objects_changed": 2 * unrelated_count,
+        "watch_events_while_idle": events,
+        "watch_bytes_while_idle": received,
         "idle_window_s": RESYNC * periods,
         "resync_passes": resyncs,
         "operator_writes": op_writes,
@@ -251,6 +324,9 @@ def measure(cluster: Cluster, op: Operator, count: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100])
+    parser.add_argument(
+        "--unrelated", type=int, default=1000, help="unrelated ConfigMaps and Deployments"
+    )
     args = parser.parse_args()
     with cluster_under_test() as cluster:
         assert cluster.local is not None
@@ -265,11 +341,13 @@ def main() -> int:
             op.wait_healthy()
             print(f"operator log: {log}; resync every {RESYNC:.0f}s", flush=True)
             for n in args.sizes:
-                result = measure(cluster, op, n)
+                result = measure(cluster, op, n, args.unrelated)
                 print(json.dumps(result), flush=True)
         finally:
             stop.set()
             op.stop()
+            for n in range(UNRELATED_NAMESPACES):
+                cluster.kubectl("delete", "namespace", f"bench-unrelated-{n}", "--wait=false")
     return 0
 
 

@@ -7,6 +7,7 @@ endpoint (kopf's) and Prometheus metrics on their own ports.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import socket
@@ -17,13 +18,8 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
-from hypersend_operator.handlers import (
-    Runner,
-    RunnerConfig,
-    diffbase_storage,
-    progress_storage,
-    register,
-)
+from hypersend_operator.cache import ChildCache
+from hypersend_operator.handlers import WATCHED_CHILDREN, Runner, RunnerConfig, register
 from hypersend_operator.kube import Kube
 
 
@@ -43,6 +39,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     run.add_argument(
         "--resync-seconds", type=float, default=60.0, help="periodic full pass per cluster"
     )
+    run.add_argument(
+        "--max-concurrent-rollouts",
+        type=int,
+        default=3,
+        help="clusters whose chat pods an operator upgrade may roll at the same time",
+    )
     run.add_argument("--log-level", default=os.environ.get("HYPERSEND_OPERATOR_LOG_LEVEL", "info"))
     args = parser.parse_args(argv)
     if not args.namespace and not args.all_namespaces:
@@ -52,17 +54,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def settings(args: argparse.Namespace) -> kopf.OperatorSettings:
     s = kopf.OperatorSettings()
-    # Progress and the last handled essence live in annotations, not in status (status is ours),
-    # under kopf.hypersend.io: the pause and restart annotations stay in the essence, so that
-    # changing them fires on.update at once (handlers.DiffBaseStorage).
-    s.persistence.progress_storage = progress_storage()
-    s.persistence.diffbase_storage = diffbase_storage()
-    # Watches that hang silently are kopf's known failure: bound them on both sides and restart
-    # a watch that has been quiet for too long.
-    s.watching.server_timeout = 300
-    s.watching.client_timeout = 330
+    # kopf only delivers raw events of the CRs (handlers.register) and keeps no state on them.
+    # Its finalizer gets a name of its own, so that kopf never removes the one operators before
+    # the caches left on clusters (reconcile.LEGACY_FINALIZERS) before their data is deleted.
+    s.persistence.finalizer = "kopf.hypersend.io/unused"
+    # A watch stream that stalls without closing is kopf's known failure. The server ends every
+    # watch after `server_timeout`; a stream silent for `inactivity_timeout` (shorter than the
+    # client's hard limit, or it could never fire) is dropped and resumed.
+    s.watching.server_timeout = 240
+    s.watching.inactivity_timeout = 270
+    s.watching.client_timeout = 300
     s.watching.connect_timeout = 10
-    s.watching.inactivity_timeout = 600
     s.networking.request_timeout = 30
     s.networking.connect_timeout = 10
     # Events: ours carry typed reasons; kopf's own only for warnings and errors.
@@ -89,8 +91,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     registry = kopf.OperatorRegistry()
     # httpx2 clients and asyncio locks bind to the loop lazily, so both exist before kopf's loop.
     kube = Kube.from_env(args.kubeconfig)
-    runner = Runner(kube, RunnerConfig(resync_seconds=args.resync_seconds))
-    register(registry, runner)
+    config = RunnerConfig(
+        resync_seconds=args.resync_seconds, max_concurrent_rollouts=args.max_concurrent_rollouts
+    )
+    # The caches and the runner need the running loop: made at kopf's startup.
+    state: dict[str, Any] = {}
+
+    @kopf.on.startup(registry=registry)
+    async def _startup(**_: Any) -> None:
+        namespaces = None if args.all_namespaces else args.namespace
+        children = ChildCache(
+            kube, WATCHED_CHILDREN, namespaces, lambda t, o: state["runner"].on_child_event(t, o)
+        )
+        runner = Runner(kube, config, children)
+        state.update(runner=runner, children=children)
+        children.start()
+        state["resync"] = asyncio.create_task(runner.resync_forever())
+
+    register(registry, lambda: state["runner"])
 
     @kopf.on.login(registry=registry)
     def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -99,7 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     @kopf.on.cleanup(registry=registry)
     async def _cleanup(**_: Any) -> None:
-        runner.cancel_all()
+        if "runner" in state:
+            state["resync"].cancel()
+            state["runner"].cancel_all()
+            await state["children"].stop()
         await kube.close()
 
     kopf.run(

@@ -1,76 +1,56 @@
-"""kopf wiring only: which events start a reconcile pass, and how passes are serialised.
+"""kopf wiring and the Runner: which events start a reconcile pass, and how passes are serialised.
 
-Every trigger (CR create/update/resume, the periodic resync timer, an event on an owned child)
-ends in `Runner.run_pass`, which takes the cluster's lock, reads the CR fresh, runs one
-`reconcile` pass, posts Events and writes status only when it changed. Child events are coalesced
-per parent, so a burst of Deployment status updates costs one pass.
+kopf watches the HypersendClusters (raw events only); the child kinds are watched by the caches
+(cache.py) with the operator's label as the server-side selector. Every trigger (a CR change, a
+child event, the periodic resync, a new leader) ends in `Runner.run_pass`, which takes the
+cluster's lock, runs one `reconcile` pass on the CR as last watched, posts Events and writes
+status only when it changed. Wake-ups are coalesced per cluster, so a burst of Deployment status
+updates costs one pass. Only the leader (leader.py) runs passes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
+import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import kopf
 
 from hypersend_operator import metrics, reconcile
-from hypersend_operator.api import (
-    API_VERSION,
-    GROUP,
-    KIND,
-    PAUSED_ANNOTATION,
-    PLURAL,
-    RESTARTED_AT_ANNOTATION,
-    ROTATE_JWT_ANNOTATION,
-    VERSION,
-)
+from hypersend_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from hypersend_operator.builders import OwnedKind, owned_kinds
-from hypersend_operator.builders import labels as lb
-from hypersend_operator.kube import ApiError, Kube
+from hypersend_operator.cache import ChildCache
+from hypersend_operator.kube import ApiError, Kube, NotLeader
+from hypersend_operator.plan import RolloutSlots, clusters_rolling
 
 log = logging.getLogger(__name__)
 
-# The annotations that steer the operator: a change to any must start a pass at once.
-ACTING_ANNOTATIONS = (PAUSED_ANNOTATION, RESTARTED_AT_ANNOTATION, ROTATE_JWT_ANNOTATION)
-# kopf's own bookkeeping (handler progress, the last handled essence) lives under a prefix of its
-# own. kopf leaves every annotation under its storages' prefix out of the essence it diffs to fire
-# `on.update`: under `hypersend.io` (as before) that hid `hypersend.io/paused` and
-# `hypersend.io/restartedAt`, and a pause, resume or restart waited for the periodic resync.
-KOPF_PREFIX = f"kopf.{GROUP}"
-DIFFBASE_KEY = "last-handled-configuration"
+Obj = dict[str, Any]
+
+# Child kinds the operator watches, each with its own label as the server-side selector
+# (cache.py). Generated Secrets among them: RBAC cannot limit a list or watch of Secrets to those
+# labels, so the operator may read the Secrets of its scope (docs/install.md; a namespaced
+# install narrows the scope).
+WATCHED_CHILDREN: tuple[OwnedKind, ...] = owned_kinds()
 
 
-class DiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """kopf's last-handled-configuration annotation, always with the acting annotations.
-
-    A CR last handled by an operator that kept its bookkeeping under `hypersend.io` still carries
-    kopf's `hypersend.io/kopf-managed` marker, which makes kopf drop every `hypersend.io/`
-    annotation from the essence; the acting ones are added back as extra fields, so their
-    changes fire `on.update` on such CRs too.
-    """
-
-    def build(
-        self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
-    ) -> kopf.BodyEssence:
-        acting: list[kopf.FieldSpec] = [("metadata", "annotations", k) for k in ACTING_ANNOTATIONS]
-        return super().build(body=body, extra_fields=[*(extra_fields or ()), *acting])
+def operator_version() -> str:
+    """The version a chat Deployment is stamped with (plan.py: fleet rollouts)."""
+    try:
+        return importlib.metadata.version("hypersend")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
-def diffbase_storage() -> DiffBaseStorage:
-    return DiffBaseStorage(prefix=KOPF_PREFIX, key=DIFFBASE_KEY)
+class Leadership(Protocol):
+    """Who may write (leader.py); a Runner without one always may."""
 
-
-def progress_storage() -> kopf.AnnotationsProgressStorage:
-    return kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-
-
-# Child kinds whose events wake their HypersendCluster. Secrets are left out: watching them
-# would need list/watch on every Secret; a deleted generated Secret comes back on the next resync.
-WATCHED_CHILDREN: tuple[OwnedKind, ...] = tuple(k for k in owned_kinds() if k.kind != "Secret")
+    def is_leader(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -81,32 +61,85 @@ class RunnerConfig:
     # Atlas Secret appearing, a claim binding).
     requeue_progressing_seconds: float = 5.0
     requeue_degraded_seconds: float = 10.0
-    capabilities_ttl_seconds: float = 300.0
     child_event_delay_seconds: float = 0.5
+    # Fleet rollouts (plan.py): clusters whose pods an operator upgrade may roll at once.
+    max_concurrent_rollouts: int = 3
+    cache_sync_timeout_seconds: float = 30.0
+
+
+def _essence(cr: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What of a CR can call for a pass: not its status (the operator's own writes)."""
+    meta = cr.get("metadata") or {}
+    return (
+        meta.get("uid"),
+        meta.get("generation"),
+        tuple(sorted((meta.get("annotations") or {}).items())),
+        tuple(meta.get("finalizers") or ()),
+        meta.get("deletionTimestamp"),
+    )
 
 
 class Runner:
-    """Serialises passes per cluster and schedules wake-ups."""
+    """Serialises passes per cluster, keeps the watched CRs, schedules wake-ups."""
 
-    def __init__(self, kube: Kube, config: RunnerConfig) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        config: RunnerConfig,
+        children: ChildCache,
+        leader: Leadership | None = None,
+    ) -> None:
         self.kube = kube
         self.config = config
+        self.children = children
+        self.leader = leader
+        self.version = operator_version()
+        self.slots = RolloutSlots(config.max_concurrent_rollouts)
+        self._crs: dict[tuple[str, str], Obj] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._wakes: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._capabilities: frozenset[str] | None = None
-        self._capabilities_lock = asyncio.Lock()
-        self._capabilities_at = 0.0
-        self._pruned: dict[str, int] = {}  # uid -> generation last pruned at
+        self._queued: set[tuple[str, str]] = set()
 
-    async def capabilities(self) -> frozenset[str]:
-        """The cluster's served kinds, discovered once per TTL (not once per concurrent pass)."""
-        async with self._capabilities_lock:
-            age = time.monotonic() - self._capabilities_at
-            if self._capabilities is None or age > self.config.capabilities_ttl_seconds:
-                self._capabilities = await self.kube.served_kinds()
-                self._capabilities_at = time.monotonic()
-            return self._capabilities
+    # ------------------------------------------------------------------ what is watched
+
+    def on_cluster_event(self, type_: str | None, body: Mapping[str, Any]) -> None:
+        """A HypersendCluster as the watch delivered it: kept for passes; a pass is woken when
+        anything but its status changed."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace") or ""), str(meta["name"]))
+        if type_ == "DELETED":
+            self._crs.pop(key, None)
+            self._queued.discard(key)
+            metrics.forget_cluster(*key)
+            return
+        previous = self._crs.get(key)
+        self._crs[key] = dict(body)
+        if previous is None or _essence(previous) != _essence(body):
+            # Triggers as metrics label them: seen at start, created, changed.
+            trigger = {None: "resume", "ADDED": "create"}.get(type_, "update")
+            self.wake(*key, 0.0, trigger)
+
+    def on_child_event(self, type_: str, obj: Mapping[str, Any]) -> None:
+        owner = _owner(obj)
+        namespace = (obj.get("metadata") or {}).get("namespace")
+        if owner and namespace:
+            self.wake(namespace, owner, self.config.child_event_delay_seconds, "child")
+
+    def known_clusters(self) -> list[tuple[str, str]]:
+        return sorted(self._crs)
+
+    def wake_all(self, trigger: str) -> None:
+        for namespace, name in self.known_clusters():
+            self.wake(namespace, name, 0.0, trigger)
+
+    def capabilities(self) -> frozenset[str]:
+        """The optional APIs the cluster serves, as the caches found them."""
+        return frozenset(
+            k.capability for k in WATCHED_CHILDREN if k.capability and self.children.served(k)
+        )
+
+    # ------------------------------------------------------------------ scheduling
 
     def wake(self, namespace: str, name: str, delay: float, trigger: str) -> None:
         """Run a pass for this cluster after `delay` (coalesced with an earlier scheduled one)."""
@@ -126,46 +159,100 @@ class Runner:
 
         self._wakes[key] = loop.call_later(delay, fire)
 
+    async def resync_forever(self) -> None:
+        """Every cluster gets a full pass each `resync_seconds`, spread over the period."""
+        while True:
+            clusters = self.known_clusters()
+            period = self.config.resync_seconds
+            for namespace, name in clusters:
+                self.wake(namespace, name, random.uniform(0, period / 2), "resync")
+            await asyncio.sleep(period)
+
     async def _woken(self, namespace: str, name: str, trigger: str) -> None:
         try:
             await self.run_pass(namespace, name, trigger)
-        except Exception as e:  # a woken pass has no kopf retry: reschedule it ourselves
+        except NotLeader:
+            log.info("pass for %s/%s stopped: no longer the leader", namespace, name)
+        except Exception as e:  # retried here: a woken pass has nobody else to retry it
             log.warning("pass for %s/%s (%s) failed: %s; retrying", namespace, name, trigger, e)
             self.wake(namespace, name, self.config.requeue_degraded_seconds, "retry")
 
+    # ------------------------------------------------------------------ one pass
+
     async def run_pass(self, namespace: str, name: str, trigger: str) -> None:
+        if self.leader is not None and not self.leader.is_leader():
+            return  # the leader does the work; a new leader wakes every cluster
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
         async with lock:
-            await self._run_pass_locked(namespace, name, trigger)
+            try:
+                async with asyncio.timeout(self.config.cache_sync_timeout_seconds):
+                    await self.children.wait_synced()
+            except TimeoutError:
+                # A watch that cannot list (RBAC, an API down) must not stop every cluster: the
+                # pass reads what the caches lack with GETs and prunes nothing (cache.py).
+                log.warning("child caches not synced; reading %s/%s from the API", namespace, name)
+            try:
+                await self._run_pass_locked(namespace, name, trigger)
+            finally:
+                self.slots.release((namespace, name))
+
+    async def _current(self, namespace: str, name: str) -> Obj | None:
+        cr = self._crs.get((namespace, name))
+        if cr is None:  # woken before its watch event arrived (or just deleted)
+            cr = await self.kube.get(API_VERSION, KIND, namespace, name)
+            if cr is not None:
+                self._crs[(namespace, name)] = cr
+        return cr
+
+    def _remember(self, obj: Obj | None) -> None:
+        """The CR as this process just wrote it (so the next pass does not write it again)."""
+        if obj:
+            meta = obj["metadata"]
+            self._crs[(meta["namespace"], meta["name"])] = obj
 
     async def _run_pass_locked(self, namespace: str, name: str, trigger: str) -> None:
         started = time.monotonic()
+        key = (namespace, name)
         try:
-            cr = await self.kube.get(API_VERSION, KIND, namespace, name)
-            if cr is None or cr["metadata"].get("deletionTimestamp"):
+            cr = await self._current(namespace, name)
+            if cr is None:
                 metrics.forget_cluster(namespace, name)
                 return
+            if cr["metadata"].get("deletionTimestamp"):
+                deleted = await reconcile.finalize(self.kube, cr)
+                if deleted:
+                    log.info("%s/%s deleted: removed PVCs %s", namespace, name, ", ".join(deleted))
+                metrics.forget_cluster(namespace, name)
+                return
+            finalizers = reconcile.wanted_finalizers(cr)
+            if finalizers != list(cr["metadata"].get("finalizers") or []):
+                cr = await reconcile.set_finalizers(self.kube, cr, finalizers) or cr
+                self._remember(cr)
             if not (cr.get("status") or {}).get("conditions"):
                 # A brand-new CR (its status only the CRD's default) says at once, with
                 # conditions, that work is under way (kstatus: InProgress).
                 initial = reconcile.initial_status(cr)
-                await reconcile.write_status(self.kube, cr, initial)
+                self._remember(await reconcile.write_status(self.kube, cr, initial))
                 cr = {**cr, "status": initial}
-            uid = cr["metadata"]["uid"]
-            generation = int(cr["metadata"].get("generation") or 0)
-            # Listing every kind to prune costs reads; do it once per generation (and at start).
-            prune = self._pruned.get(uid) != generation
+            rolling = clusters_rolling(self.children.objects("apps/v1", "Deployment"), self.version)
             result = await reconcile.reconcile(
-                self.kube, cr, capabilities=await self.capabilities(), prune_children=prune
+                self.kube,
+                self.children,
+                cr,
+                capabilities=self.capabilities(),
+                rollouts=reconcile.Rollouts(
+                    self.version, lambda: self.slots.try_acquire(key, rolling)
+                ),
             )
-            if prune and result.applied_generation is not None:
-                self._pruned[uid] = generation
             await reconcile.post_events(self.kube, cr, result.changes)
-            await reconcile.write_status(self.kube, cr, result.status)
+            await self._announce_queue(cr, result)
+            self._remember(await reconcile.write_status(self.kube, cr, result.status))
             metrics.observe_cluster(namespace, name, result.status)
         except ApiError as e:
             metrics.RECONCILES.labels(trigger, "error").inc()
             metrics.RECONCILE_ERRORS.labels(f"api_{e.code}").inc()
+            if e.conflict:
+                self._crs.pop(key, None)  # a stale CR: the next pass reads it fresh
             raise
         except Exception as e:
             metrics.RECONCILES.labels(trigger, "error").inc()
@@ -182,6 +269,26 @@ class Runner:
         elif phase == "Degraded":
             self.wake(namespace, name, self.config.requeue_degraded_seconds, "requeue")
 
+    async def _announce_queue(self, cr: Mapping[str, Any], result: reconcile.Pass) -> None:
+        """One Event when a cluster's rollout starts waiting for a slot (not one per pass)."""
+        key = (cr["metadata"]["namespace"], cr["metadata"]["name"])
+        metrics.QUEUED_ROLLOUTS.set(len(self._queued))
+        if not result.queued_rollout:
+            self._queued.discard(key)
+            return
+        if key in self._queued:
+            return
+        self._queued.add(key)
+        metrics.QUEUED_ROLLOUTS.set(len(self._queued))
+        involved = {"apiVersion": API_VERSION, "kind": KIND, "metadata": cr["metadata"]}
+        await self.kube.post_event(
+            involved,
+            "Normal",
+            reconcile.ROLLOUT_QUEUED,
+            f"pod template of operator {self.version} waits for a rollout slot: at most "
+            f"{self.config.max_concurrent_rollouts} clusters roll at once",
+        )
+
     def cancel_all(self) -> None:
         for handle in self._wakes.values():
             handle.cancel()
@@ -197,72 +304,13 @@ def _owner(body: Mapping[str, Any]) -> str | None:
     return None
 
 
-def register(registry: kopf.OperatorRegistry, runner: Runner) -> None:
-    """Attach the operator's handlers to `registry`."""
+def register(registry: kopf.OperatorRegistry, runner: Callable[[], Runner]) -> None:
+    """Attach the operator's handlers to `registry`.
 
-    async def on_cluster(namespace: str, name: str, reason: str, **_: Any) -> None:
-        try:
-            await runner.run_pass(namespace, name, reason)
-        except ApiError as e:
-            # kopf retries with its backoff; the message names the failed request.
-            raise kopf.TemporaryError(str(e), delay=5 if e.transient else 30) from e
+    Only raw watch events: kopf then writes nothing to the CRs (no progress or diff-base
+    annotations, no finalizer), so a replica that is not the leader stays read-only. What to do
+    and when is the Runner's: passes, resyncs, the data finalizer (reconcile.finalize)."""
 
-    for decorator in (kopf.on.resume, kopf.on.create, kopf.on.update):
-        decorator(GROUP, VERSION, PLURAL, registry=registry, id=f"reconcile-{decorator.__name__}")(
-            _bind_reason(on_cluster, decorator.__name__)
-        )
-
-    @kopf.timer(
-        GROUP,
-        VERSION,
-        PLURAL,
-        registry=registry,
-        interval=runner.config.resync_seconds,
-        initial_delay=runner.config.resync_seconds,
-        id="resync",
-    )
-    async def resync(namespace: str | None, name: str, **_: Any) -> None:
-        await on_cluster(namespace or "", name, "resync")
-
-    async def on_child(body: kopf.Body, namespace: str | None, **_: Any) -> None:
-        owner = _owner(body)
-        if owner and namespace:
-            runner.wake(namespace, owner, runner.config.child_event_delay_seconds, "child")
-
-    for owned in WATCHED_CHILDREN:
-        if owned.capability is not None:
-            continue  # optional APIs may be absent; their children are checked on resync
-        kopf.on.event(
-            owned.group,
-            owned.version,
-            owned.plural,
-            registry=registry,
-            id=f"wake-parent-{owned.plural}",
-            labels={lb.MANAGED_BY_KEY: lb.MANAGED_BY},
-        )(on_child)
-
-    # The watch's DELETED event, not a delete handler: that would need a finalizer, or be skipped
-    # for objects that have none. (A pass that finds the CR gone forgets it too.)
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="forget-metrics")
-    async def forget_metrics(type: str | None, namespace: str | None, name: str, **_: Any) -> None:
-        if type == "DELETED":
-            metrics.forget_cluster(namespace or "", name)
-
-    def delete_policy_is_delete(spec: kopf.Spec, **_: Any) -> bool:
-        return bool(spec.get("mongo", {}).get("deletePolicy") == "Delete")
-
-    # Only clusters asking for their data to go get a finalizer; the rest go by owner references.
-    @kopf.on.delete(
-        GROUP, VERSION, PLURAL, registry=registry, when=delete_policy_is_delete, id="delete-data"
-    )
-    async def delete_data(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
-        deleted = await reconcile.delete_data(runner.kube, body)
-        log.info("%s/%s deleted: removed PVCs %s", namespace, name, ", ".join(deleted) or "(none)")
-
-
-def _bind_reason(fn: Any, reason: str) -> Any:
-    async def handler(namespace: str, name: str, **kwargs: Any) -> None:
-        await fn(namespace=namespace, name=name, reason=reason)
-
-    handler.__name__ = f"reconcile_on_{reason}"
-    return handler
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="watch-clusters")
+    async def on_cluster(type: str | None, body: kopf.Body, **_: Any) -> None:
+        runner().on_cluster_event(type, body)

@@ -10,11 +10,12 @@ are retried here with exponential backoff; everything else surfaces as `ApiError
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import logging
 import os
 import secrets as pysecrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -57,6 +58,10 @@ class ApiError(Exception):
         return self.code == 409
 
 
+class NotLeader(Exception):
+    """A write refused locally: this replica does not hold the leader lease (leader.py)."""
+
+
 @dataclass(frozen=True)
 class Kind:
     """Where a kind lives on the REST API (from discovery)."""
@@ -74,6 +79,11 @@ class Kind:
             base += f"/namespaces/{namespace}"
         base += f"/{self.plural}"
         return f"{base}/{name}" if name else base
+
+
+def _all_namespaces_path(k: Kind) -> str:
+    base = "/api/v1" if k.api_version == "v1" else f"/apis/{k.api_version}"
+    return f"{base}/{k.plural}"
 
 
 @dataclass(frozen=True)
@@ -277,6 +287,75 @@ class Kube:
             if not cont:
                 return items
             params["continue"] = cont
+
+    async def list_versioned(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        label_selector: str | None = None,
+    ) -> tuple[builtins.list[Obj], str]:
+        """Every object (paged), and the list's resourceVersion to watch from."""
+        k = await self.kind(api_version, kind)
+        items: builtins.list[Obj] = []
+        params: dict[str, str] = {"limit": "500"}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        path = k.path(namespace) if namespace else _all_namespaces_path(k)
+        while True:
+            page = await self._request("GET", path, params=params)
+            if page is None:
+                raise ApiError(404, "NotFound", f"{kind} is not served")
+            for item in page.get("items", []):
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", kind)
+                items.append(item)
+            meta = page.get("metadata", {})
+            if not meta.get("continue"):
+                return items, str(meta.get("resourceVersion", ""))
+            params["continue"] = meta["continue"]
+
+    async def watch(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        label_selector: str | None,
+        resource_version: str,
+        timeout_seconds: int | None = None,
+    ) -> AsyncIterator[tuple[str, Obj]]:
+        """(type, object) events from `resource_version` on; ApiError(410) when it expired."""
+        k = await self.kind(api_version, kind)
+        params = {"watch": "true", "allowWatchBookmarks": "true"}
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if timeout_seconds:
+            params["timeoutSeconds"] = str(timeout_seconds)
+        path = k.path(namespace) if namespace else _all_namespaces_path(k)
+        try:
+            async with self._http.stream(
+                "GET", path, params=params, timeout=httpx2.Timeout(15.0, read=None)
+            ) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise ApiError(resp.status_code, resp.reason_phrase, resp.text[:500])
+                async for line in resp.aiter_lines():
+                    if not line:
+                        continue
+                    event = json.loads(line)
+                    obj = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        raise ApiError(
+                            int(obj.get("code", 500)), obj.get("reason", ""), obj.get("message", "")
+                        )
+                    obj.setdefault("apiVersion", api_version)
+                    obj.setdefault("kind", kind)
+                    metrics.WATCH_EVENTS.labels(kind, str(event.get("type"))).inc()
+                    yield str(event.get("type")), obj
+        except (httpx2.TransportError, httpx2.TimeoutException) as e:
+            raise ApiError(0, type(e).__name__, str(e) or type(e).__name__) from e
 
     async def apply(
         self, manifest: Mapping[str, Any], *, force: bool = True, manager: str = FIELD_MANAGER

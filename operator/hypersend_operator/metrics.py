@@ -38,6 +38,15 @@ API_WRITES = Counter(
     "Mutating requests sent to the API server, by verb and kind",
     ["verb", "kind"],
 )
+WATCH_EVENTS = Counter(
+    "hypersend_operator_watch_events_total",
+    "Events received from the child watches, by kind and event type",
+    ["kind", "type"],
+)
+QUEUED_ROLLOUTS = Gauge(
+    "hypersend_operator_queued_rollouts",
+    "Clusters whose pod-template change (an operator upgrade) waits for a fleet rollout slot",
+)
 # Not `namespace`/`name`: a scrape would rename `namespace` to `exported_namespace`, since the
 # target's own namespace label (the operator's) takes that name.
 CLUSTER_READY = Gauge(

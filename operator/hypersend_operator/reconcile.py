@@ -1,21 +1,22 @@
-"""One reconcile pass of a HypersendCluster, readable top to bottom.
+"""One reconcile pass of a HypersendCluster, in three steps.
 
-    pause -> secrets -> config -> Redis -> MongoDB -> chat -> autoscaling -> PDB -> optional parts
-    -> prune -> status
+    read   the CR (as watched), the children from the watch-fed caches (cache.py), the generated
+           Secrets' values, the user's Secrets the spec names (GETs: those are not ours to watch)
+    plan   pure (plan.py): desired manifests vs live objects -> writes, hand-offs, prunes
+    apply  the plan's writes in reconcile order, then the prunes; then the status (pure, from the
+           objects as written)
 
-Every pass computes the whole desired state (pure builders) and brings the cluster to it with
-server-side apply, writing a child only when its desired manifest changed or someone changed a
-field we own (see `drift`). Each step returns conditions; `status` folds them. A failed read stops
+A child is written only when its desired manifest changed or someone changed a field we own
+(drift.py). Each component's health becomes a condition; `status` folds them. A failed read stops
 the pass before anything is computed from it; transient API errors are retried inside `kube`, and
-what is left is raised to the caller (kopf retries it with backoff).
+what is left is raised to the caller, which retries the pass.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import secrets as pysecrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -43,6 +44,7 @@ from hypersend_operator.builders import (
     GeneratedSecrets,
     OwnedKind,
     build_components,
+    decode_secret_value,
     jwt_secret_name,
     jwtring,
     mongo_credentials_secret_name,
@@ -54,6 +56,13 @@ from hypersend_operator.builders import (
 from hypersend_operator.builders import labels as lb
 from hypersend_operator.builders.hpa import CONNECTIONS_METRIC
 from hypersend_operator.kube import ApiError, Kube
+from hypersend_operator.plan import (
+    Prune,
+    Write,
+    is_fleet_rollout,
+    plan_children,
+    prunes_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +85,10 @@ class Component(Protocol):
 
     @property
     def manifests(self) -> Sequence[Mapping[str, Any]]: ...
+
+
+# The Ready condition's reason while a fleet rollout waits for a slot (plan.py).
+ROLLOUT_QUEUED = "RolloutQueued"
 
 
 def now_rfc3339() -> str:
@@ -114,36 +127,40 @@ class Pass:
     live: dict[tuple[str, str, str], Obj] = field(default_factory=dict)
     ready: bool = False
     applied_generation: int | None = None
+    queued_rollout: bool = False
 
 
 # --------------------------------------------------------------------------- secrets
 
 
 def _decode(secret: Mapping[str, Any] | None, key: str) -> str | None:
-    if secret is None:
-        return None
-    raw = (secret.get("data") or {}).get(key)
-    if raw is None:
-        return None
-    return base64.b64decode(raw).decode()
+    return None if secret is None else decode_secret_value(secret, key)
+
+
+class Reader(Protocol):
+    """Reads one object, None when absent: the API server (Kube) or a cache in front of it."""
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None: ...
 
 
 # Objects already read this pass (None = absent), so a child is not fetched twice.
 Reads = dict[tuple[str, str, str], Obj | None]
 
 
-async def _read_secret(kube: Kube, namespace: str, secret_name: str, reads: Reads) -> Obj | None:
+async def _read_secret(
+    reader: Reader, namespace: str, secret_name: str, reads: Reads
+) -> Obj | None:
     """A generated Secret as it is now (None if absent), recorded in `reads` for the apply."""
-    live = await kube.get("v1", "Secret", namespace, secret_name)  # raises on a failed read
+    live = await reader.get("v1", "Secret", namespace, secret_name)  # raises on a failed read
     reads[("v1", "Secret", secret_name)] = live
     return live
 
 
 async def _read_or_generate(
-    kube: Kube, namespace: str, secret_name: str, keys: Sequence[str], reads: Reads
+    reader: Reader, namespace: str, secret_name: str, keys: Sequence[str], reads: Reads
 ) -> list[str]:
     """The values of `keys` in one Secret (one read), each generated where absent."""
-    live = await _read_secret(kube, namespace, secret_name, reads)
+    live = await _read_secret(reader, namespace, secret_name, reads)
     values = [_decode(live, key) for key in keys]
     return [value if value else pysecrets.token_urlsafe(32) for value in values]
 
@@ -173,11 +190,11 @@ def _new_jwt_key() -> tuple[str, str]:
 
 
 async def read_or_rotate_jwt_ring(
-    kube: Kube, namespace: str, name: str, reads: Reads, rotation: JwtRotation | None
+    reader: Reader, namespace: str, name: str, reads: Reads, rotation: JwtRotation | None
 ) -> str:
     """The JWT key ring's JSON: as stored, or moved from a pre-ring single key, or new; then
     acted on `rotation` if it is a request not acted on before (builders/jwtring.py)."""
-    live = await _read_secret(kube, namespace, jwt_secret_name(name), reads)
+    live = await _read_secret(reader, namespace, jwt_secret_name(name), reads)
     stored, legacy = _decode(live, JWT_KEYS_KEY), _decode(live, JWT_SECRET_KEY)
     if stored:
         ring = jwtring.parse_ring(stored)  # raises: never replace keys we cannot read
@@ -199,7 +216,7 @@ async def read_or_rotate_jwt_ring(
 
 
 async def read_or_generate_secrets(
-    kube: Kube,
+    reader: Reader,
     namespace: str,
     name: str,
     reads: Reads | None = None,
@@ -212,19 +229,19 @@ async def read_or_generate_secrets(
     rotate keys by accident). Values are never logged.
     """
     seen: Reads = {} if reads is None else reads
-    ring = await read_or_rotate_jwt_ring(kube, namespace, name, seen, jwt)
+    ring = await read_or_rotate_jwt_ring(reader, namespace, name, seen, jwt)
     # The MongoDB credentials may be older than this CR (kept under deletePolicy Retain, owned by
     # nobody): they are read back like any other, so a re-created cluster keeps its passwords.
     # A Secret from before the application user gets its password added, root's kept.
     mongo, mongo_app = await _read_or_generate(
-        kube,
+        reader,
         namespace,
         mongo_credentials_secret_name(name),
         [MONGO_PASSWORD_KEY, MONGO_APP_PASSWORD_KEY],
         seen,
     )
     (redis,) = await _read_or_generate(
-        kube, namespace, redis_credentials_secret_name(name), [REDIS_PASSWORD_KEY], seen
+        reader, namespace, redis_credentials_secret_name(name), [REDIS_PASSWORD_KEY], seen
     )
     return GeneratedSecrets(
         jwt_keys=ring,
@@ -247,52 +264,31 @@ async def read_secret_ref(
     return st.SecretRef(name, key, namespace, secret is not None, has_key), value
 
 
-# --------------------------------------------------------------------------- applying children
+# --------------------------------------------------------------------------- applying the plan
 
 
-def _template_changed(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
-    want = desired.get("spec", {}).get("template")
-    if want is None:
-        return False
-    return drift.first_difference(want, live.get("spec", {}).get("template", {})) is not None
+class ChildRecorder(Protocol):
+    """Where written children are recorded, so the next pass sees them before their events."""
+
+    def record(self, obj: Obj) -> None: ...
+
+    def forget(self, api_version: str, kind: str, namespace: str, name: str) -> None: ...
 
 
-async def apply_child(
-    kube: Kube, manifest: Mapping[str, Any], reads: Reads | None = None
-) -> tuple[Obj, Change | None]:
-    """Bring one child to `manifest`; write only when it differs. Returns the live object."""
-    desired = drift.with_hash(drift.normalize(manifest))
-    api_version, kind, name = key_of(desired)
-    namespace = desired["metadata"].get("namespace")
-    if reads is not None and key_of(desired) in reads:
-        live = reads.pop(key_of(desired))
-    else:
-        live = await kube.get(api_version, kind, namespace, name)
-    if live is not None:
-        where = drift.drift(desired, live)
-        if where is None:
-            return live, None
-        hash_path = f"metadata.annotations.{drift.HASH_ANNOTATION}"
-        if where.lstrip(".") != hash_path:
-            action, detail = "DriftCorrected", f"{where} was changed outside the operator"
-            metrics.DRIFT_CORRECTIONS.labels(kind).inc()
-        elif _template_changed(desired, live):
-            action, detail = "Restarted", "pod template changed; rolling the pods"
-        else:
-            action, detail = "Updated", "spec changed"
-    else:
-        action, detail = "Created", ""
-    handoff = drift.replicas_handoff(desired, live)
-    if handoff is not None:
-        await kube.apply(handoff, manager=drift.HANDOFF_MANAGER)
-    applied = await _apply_taking_back_lists(kube, desired, live)
-    before = (live or {}).get("metadata", {}).get("resourceVersion")
+async def apply_write(kube: Kube, write: Write) -> tuple[Obj, Change | None]:
+    """Apply one planned write. Returns the object as the server stored it."""
+    if write.handoff is not None:
+        await kube.apply(write.handoff, manager=drift.HANDOFF_MANAGER)
+    applied = await _apply_taking_back_lists(kube, write.manifest, write.live)
+    before = (write.live or {}).get("metadata", {}).get("resourceVersion")
     if before is not None and applied.get("metadata", {}).get("resourceVersion") == before:
         # The server found nothing to change (our comparison was stricter than SSA): not a write.
-        log.debug("apply of %s %s was a no-op (differed at %s)", kind, name, detail)
+        log.debug("apply of %s %s was a no-op (%s)", write.kind, write.name, write.detail)
         return applied, None
-    metrics.CHILD_WRITES.labels(action, kind).inc()
-    return applied, Change(action, kind, name, detail)
+    if write.action == "DriftCorrected":
+        metrics.DRIFT_CORRECTIONS.labels(write.kind).inc()
+    metrics.CHILD_WRITES.labels(write.action, write.kind).inc()
+    return applied, Change(write.action, write.kind, write.name, write.detail)
 
 
 async def _apply_taking_back_lists(kube: Kube, desired: Obj, live: Obj | None) -> Obj:
@@ -314,28 +310,42 @@ async def _apply_taking_back_lists(kube: Kube, desired: Obj, live: Obj | None) -
     return await kube.apply(desired)
 
 
-async def prune(
-    kube: Kube,
-    cr: Mapping[str, Any],
-    desired: set[tuple[str, str, str]],
-    capabilities: frozenset[str],
+async def apply_writes(
+    kube: Kube, writes: Sequence[Write], result: Pass, recorder: ChildRecorder
+) -> st.Check | None:
+    """Apply the writes in order; a refused write stops the rest and becomes a blocking check."""
+    for write in writes:
+        try:
+            obj, change = await apply_write(kube, write)
+        except ApiError as e:
+            if e.transient:
+                raise
+            # A refused write (invalid object, forbidden, immutable field) will not fix itself.
+            # The server's message can quote field values: never for a Secret.
+            detail = e.reason if write.kind == "Secret" else f"{e.reason}: {e.message}"
+            return st.failed(
+                st.READY,
+                "ApplyFailed",
+                f"applying {write.component} ({write.kind} {write.name}) failed: {e.code} {detail}",
+            )
+        recorder.record(obj)
+        result.live[key_of(write.manifest)] = obj
+        if change is not None:
+            result.changes.append(change)
+    return None
+
+
+async def apply_prunes(
+    kube: Kube, namespace: str, prunes: Sequence[Prune], recorder: ChildRecorder
 ) -> list[Change]:
-    """Delete children of this cluster that the spec no longer asks for (HPA after autoscaling
-    is turned off, in-cluster Redis after switching to External, ...)."""
-    meta = cr["metadata"]
-    selector = lb.managed_selector(meta["name"])
-    changes: list[Change] = []
-    for owned in prunable_kinds(capabilities):
-        api_version, kind = owned.api_version, owned.kind
-        for obj in await kube.list(api_version, kind, meta["namespace"], selector):
-            owners = obj.get("metadata", {}).get("ownerReferences") or []
-            if not any(o.get("uid") == meta["uid"] for o in owners):
-                continue  # same labels, but not ours: leave it alone
-            if key_of(obj) in desired:
-                continue
-            if await kube.delete(api_version, kind, meta["namespace"], obj["metadata"]["name"]):
-                metrics.CHILD_WRITES.labels("Deleted", kind).inc()
-                changes.append(Change("Deleted", kind, obj["metadata"]["name"], "no longer needed"))
+    """Delete children the spec no longer asks for (HPA after autoscaling is turned off,
+    in-cluster Redis after switching to External, ...)."""
+    changes = []
+    for p in prunes:
+        if await kube.delete(p.api_version, p.kind, namespace, p.name):
+            metrics.CHILD_WRITES.labels("Deleted", p.kind).inc()
+            changes.append(Change("Deleted", p.kind, p.name, "no longer needed"))
+        recorder.forget(p.api_version, p.kind, namespace, p.name)
     return changes
 
 
@@ -448,31 +458,6 @@ def build_status(
 # --------------------------------------------------------------------------- the pass
 
 
-async def apply_component(
-    kube: Kube, component: Component, result: Pass, reads: Reads | None = None
-) -> st.Check | None:
-    """Apply one component's children in order; a refused write becomes a blocking check."""
-    for manifest in component.manifests:
-        try:
-            obj, change = await apply_child(kube, manifest, reads)
-        except ApiError as e:
-            if e.transient:
-                raise
-            # A refused write (invalid object, forbidden, immutable field) will not fix itself.
-            # The server's message can quote field values: never for a Secret.
-            detail = e.reason if manifest["kind"] == "Secret" else f"{e.reason}: {e.message}"
-            what = f"{manifest['kind']} {manifest['metadata']['name']}"
-            return st.failed(
-                st.READY,
-                "ApplyFailed",
-                f"applying {component.name} ({what}) failed: {e.code} {detail}",
-            )
-        result.live[key_of(manifest)] = obj
-        if change is not None:
-            result.changes.append(change)
-    return None
-
-
 async def pending_mongo_claims(
     kube: Kube, ctx: BuildContext, live: Mapping[tuple[str, str, str], Obj]
 ) -> list[str]:
@@ -505,26 +490,70 @@ async def read_pod_connections(
         return None
 
 
-async def observe(
-    kube: Kube, manifests: Sequence[Mapping[str, Any]]
+class Children(Protocol):
+    """The read side of the child caches (cache.ChildCache), as a pass uses it."""
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None: ...
+
+    async def confirm(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> Obj | None: ...
+
+    def owned_by(self, namespace: str, cluster: str, uid: str) -> list[Obj] | None: ...
+
+    def record(self, obj: Obj) -> None: ...
+
+    def forget(self, api_version: str, kind: str, namespace: str, name: str) -> None: ...
+
+
+class _Confirming:
+    """Generated Secrets: from the cache, but absence confirmed with a GET. A Secret of that name
+    without our labels (made by hand, or by an older operator) is invisible to the watch, and
+    generating over it would replace its keys."""
+
+    def __init__(self, children: Children) -> None:
+        self._children = children
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+        return await self._children.confirm(api_version, kind, namespace, name)
+
+
+@dataclass(frozen=True)
+class Rollouts:
+    """How this pass may start a fleet rollout (plan.py): the operator's version, and a slot
+    asked for only when the plan needs one."""
+
+    operator_version: str
+    try_acquire: Callable[[], bool] = field(default=lambda: True)
+
+
+async def read_live(
+    children: Children, components: Sequence[Component], reads: Reads
 ) -> dict[tuple[str, str, str], Obj]:
-    """Read the children without changing them (used while paused)."""
+    """The live object of every desired child (cache reads; what `reads` already holds is
+    reused)."""
     live: dict[tuple[str, str, str], Obj] = {}
-    for m in manifests:
-        obj = await kube.get(
-            m["apiVersion"], m["kind"], m["metadata"].get("namespace"), m["metadata"]["name"]
-        )
-        if obj is not None:
-            live[key_of(m)] = obj
+    for component in components:
+        for m in component.manifests:
+            key = key_of(m)
+            if key in reads:
+                obj = reads[key]
+            else:
+                obj = await children.get(
+                    m["apiVersion"], m["kind"], m["metadata"]["namespace"], m["metadata"]["name"]
+                )
+            if obj is not None:
+                live[key] = obj
     return live
 
 
 async def reconcile(
     kube: Kube,
+    children: Children,
     cr: Mapping[str, Any],
     *,
     capabilities: frozenset[str],
-    prune_children: bool = True,
+    rollouts: Rollouts,
     now: str | None = None,
 ) -> Pass:
     """One full pass. Writes children (unless paused); the caller writes the returned status."""
@@ -543,12 +572,13 @@ async def reconcile(
             )
         )
 
-    # Secrets: read what exists, generate only what is missing; rotate only the JWT key ring,
-    # once per request.
+    # ---- read. Secrets: what exists, generated only where missing; the JWT key ring rotated
+    # once per request. The user's Secrets the spec points at: checked, never modified; their
+    # values roll the chat pods when they change.
     reads: Reads = {}
-    secrets = await read_or_generate_secrets(kube, namespace, name, reads, jwt_rotation(cr, spec))
-    # User-provided Secrets the spec points at: checked, never modified; their values roll
-    # the chat pods when they change.
+    secrets = await read_or_generate_secrets(
+        _Confirming(children), namespace, name, reads, jwt_rotation(cr, spec)
+    )
     refs: dict[str, st.SecretRef] = {}
     user_values: dict[str, str | None] = {}
     for user_ref in user_secret_refs(spec):
@@ -568,11 +598,10 @@ async def reconcile(
         user_secret_values=user_values,
     )
     components = build_components(ctx)
+    live = await read_live(children, components, reads)
 
     if paused:
-        live = await observe(kube, [m for c in components for m in c.manifests])
         checks = component_checks(spec, live, refs, await pending_mongo_claims(kube, ctx, live))
-        connections = await read_pod_connections(kube, namespace, live)
         return Pass(
             build_status(
                 cr,
@@ -581,33 +610,51 @@ async def reconcile(
                 paused=True,
                 applied_generation=None,
                 now=now,
-                pod_connections=connections,
+                pod_connections=await read_pod_connections(kube, namespace, live),
             ),
             live=live,
         )
 
-    # Ordered steps: secrets, config, redis, mongo, chat, autoscaling, disruption, ingress, ...
-    result = Pass(status={})
-    blocking: st.Check | None = None
-    for component in components:
-        blocking = await apply_component(kube, component, result, reads)
-        if blocking is not None:
-            break
+    # ---- plan (pure).
+    version = rollouts.operator_version
+    the_plan = plan_children(components, live, operator_version=version, rollout_allowed=True)
+    fleet = any(is_fleet_rollout(w.manifest, w.live, version) for w in the_plan.writes)
+    if fleet and not rollouts.try_acquire():
+        the_plan = plan_children(components, live, operator_version=version, rollout_allowed=False)
+    owned = children.owned_by(namespace, name, meta["uid"])
+    desired = [key_of(m) for c in components for m in c.manifests]
+    prunable = {k.kind for k in prunable_kinds(capabilities)}
+    # Unknown while a cache has not synced: pruning waits for a pass that can see everything.
+    prunes = [] if owned is None else prunes_for(desired, owned, prunable)
 
-    if blocking is None and prune_children:
-        desired = {key_of(m) for c in components for m in c.manifests}
-        result.changes.extend(await prune(kube, cr, desired, capabilities))
+    # ---- apply.
+    result = Pass(status={}, live=dict(the_plan.unchanged))
+    blocking = await apply_writes(kube, the_plan.writes, result, children)
+    if blocking is None:
+        result.changes.extend(await apply_prunes(kube, namespace, prunes, children))
+    queued: st.Check | None = None
+    if the_plan.queued_rollouts and blocking is None:
+        what = ", ".join(f"{w.kind} {w.name}" for w in the_plan.queued_rollouts)
+        queued = st.converging(
+            st.READY,
+            ROLLOUT_QUEUED,
+            f"{what}: waiting for a fleet rollout slot (other clusters are rolling out "
+            f"operator {version}'s pod template)",
+        )
+        result.queued_rollout = True
 
+    # ---- status (pure, from the objects as written).
     pending = await pending_mongo_claims(kube, ctx, result.live)
     checks = component_checks(spec, result.live, refs, pending)
-    result.applied_generation = ctx.generation if blocking is None else None
+    done = blocking is None and queued is None
+    result.applied_generation = ctx.generation if done else None
     result.status = build_status(
         cr,
         checks,
         result.live,
         paused=False,
         applied_generation=result.applied_generation,
-        blocking=blocking,
+        blocking=blocking or queued,
         now=now,
         pod_connections=await read_pod_connections(kube, namespace, result.live),
     )
@@ -623,14 +670,16 @@ def _validation_message(e: ValidationError) -> str:
     return "; ".join(parts)
 
 
-async def write_status(kube: Kube, cr: Mapping[str, Any], new_status: Mapping[str, Any]) -> bool:
-    """Patch the CR's status if (and only if) it differs. True when written."""
+async def write_status(
+    kube: Kube, cr: Mapping[str, Any], new_status: Mapping[str, Any]
+) -> Obj | None:
+    """Patch the CR's status if (and only if) it differs. The CR as written, None when not
+    written (or gone)."""
     patch = st.status_patch(cr.get("status") or {}, new_status)
     if not patch:
-        return False
+        return None
     meta = cr["metadata"]
-    await kube.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"], dict(patch))
-    return True
+    return await kube.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"], dict(patch))
 
 
 async def post_events(kube: Kube, cr: Mapping[str, Any], changes: Sequence[Change]) -> None:
@@ -642,6 +691,63 @@ async def post_events(kube: Kube, cr: Mapping[str, Any], changes: Sequence[Chang
         by_action.setdefault(change.action, []).append(change.describe())
     for action, what in by_action.items():
         await kube.post_event(involved, "Normal", action, "; ".join(what))
+
+
+# --------------------------------------------------------------------------- deletion
+
+
+# Held by clusters with `mongo.deletePolicy: Delete`, so their PVCs go before the CR does.
+DATA_FINALIZER = "hypersend.io/delete-data"
+# What operators before the watch-fed caches used (kopf's finalizer for its delete handler):
+# still honoured, and replaced by DATA_FINALIZER on the next pass.
+LEGACY_FINALIZERS = ("kopf.zalando.org/KopfFinalizerMarker",)
+
+
+def deletes_data(cr: Mapping[str, Any]) -> bool:
+    return bool((cr.get("spec") or {}).get("mongo", {}).get("deletePolicy") == "Delete")
+
+
+def wanted_finalizers(cr: Mapping[str, Any]) -> list[str]:
+    """The CR's finalizers as they should be: ours iff the data goes with the CR, no legacy ones,
+    everybody else's untouched (in their order)."""
+    current = list(cr.get("metadata", {}).get("finalizers") or [])
+    out = [f for f in current if f != DATA_FINALIZER and f not in LEGACY_FINALIZERS]
+    if deletes_data(cr) and not cr.get("metadata", {}).get("deletionTimestamp"):
+        out.append(DATA_FINALIZER)
+    return out
+
+
+def holds_data_finalizer(cr: Mapping[str, Any]) -> bool:
+    current = cr.get("metadata", {}).get("finalizers") or []
+    return any(f == DATA_FINALIZER or f in LEGACY_FINALIZERS for f in current)
+
+
+async def set_finalizers(kube: Kube, cr: Mapping[str, Any], finalizers: list[str]) -> Obj | None:
+    """Write the CR's finalizer list; the resourceVersion makes a concurrent change a 409 (the
+    pass then runs again on fresh data) instead of dropping someone's finalizer."""
+    meta = cr["metadata"]
+    return await kube.merge_patch(
+        {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "resourceVersion": meta["resourceVersion"],
+                "finalizers": finalizers,
+            },
+        }
+    )
+
+
+async def finalize(kube: Kube, cr: Mapping[str, Any]) -> list[str]:
+    """A CR being deleted: remove its data if it asked for that, then let it go. Returns the
+    PVCs removed."""
+    if not holds_data_finalizer(cr):
+        return []
+    deleted = await delete_data(kube, cr) if deletes_data(cr) else []
+    await set_finalizers(kube, cr, wanted_finalizers(cr))
+    return deleted
 
 
 async def delete_data(kube: Kube, cr: Mapping[str, Any]) -> list[str]:
