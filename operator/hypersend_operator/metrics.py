@@ -38,6 +38,24 @@ API_WRITES = Counter(
     "Mutating requests sent to the API server, by verb and kind",
     ["verb", "kind"],
 )
+# Reads too: the benchmark counts the requests of a reconcile pass with it.
+API_REQUESTS = Counter(
+    "hypersend_operator_api_requests_total",
+    "Requests sent to the API server (every attempt, reads and writes), by verb "
+    "(get/list/watch/apply/patch/create/update/delete) and kind",
+    ["verb", "kind"],
+)
+WATCH_EVENTS = Counter(
+    "hypersend_operator_watch_events_total",
+    "Watch events received, by kind and event type",
+    ["kind", "type"],
+)
+WATCH_BYTES = Counter(
+    "hypersend_operator_watch_bytes_total",
+    "Size of the watch events' objects received, by kind, measured as the object re-serialised "
+    "to compact JSON (not the bytes on the wire)",
+    ["kind"],
+)
 # Not `namespace`/`name`: a scrape would rename `namespace` to `exported_namespace`, since the
 # target's own namespace label (the operator's) takes that name.
 CLUSTER_READY = Gauge(
