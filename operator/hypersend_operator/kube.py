@@ -169,7 +169,7 @@ _SELECTOR_TERM = re.compile(
     r"""\s*(?:
         (?P<not>!)\s*(?P<nkey>[^\s!=,()]+)                                  # !key
       | (?P<skey>[^\s!=,()]+)\s+(?P<sop>in|notin)\s*\((?P<values>[^)]*)\)   # key in (a,b)
-      | (?P<bkey>[^\s!=,()]+)\s*(?P<bop>==|=|!=)\s*(?P<value>[^\s,()]*)     # key=value
+      | (?P<bkey>[^\s!=,()]+)\s*(?P<bop>==|=|!=)\s*(?P<value>[^\s!=,()]*)     # key=value
       | (?P<ekey>[^\s!=,()]+)                                               # key
     )\s*(?:,|$)""",
     re.VERBOSE,
