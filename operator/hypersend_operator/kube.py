@@ -472,7 +472,8 @@ class Kube:
             res = generic_resource(path, verbs=["list"])
 
             def read(res: Any = res) -> Awaitable[tuple[Objs, str]]:
-                return self._collect(self._client.list(res, namespace=namespace, labels=labels))
+                listed = self._client.list(res, namespace=namespace, labels=labels)
+                return self._collect(listed, versioned=False)
 
             # GET .../pods/*/<metric>: a named read (RBAC verb get), counted as one.
             listed = await self._send("get", "MetricValueList", read, retry=False)
@@ -486,9 +487,10 @@ class Kube:
     # ------------------------------------------------------------------ reads
 
     @staticmethod
-    async def _collect(iterable: Any) -> tuple[Objs, str]:
+    async def _collect(iterable: Any, versioned: bool = True) -> tuple[Objs, str]:
         items = [dict(item) async for item in iterable]
-        return items, str(iterable.resourceVersion)
+        # A MetricValueList has no resourceVersion (lightkube raises when asked for it).
+        return items, str(iterable.resourceVersion) if versioned else ""
 
     @staticmethod
     def _namespace(k: Kind, namespace: str | None, *, all_if_none: bool = False) -> str | None:

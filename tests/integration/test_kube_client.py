@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypersend_operator.kube import ApiError, Kube, NotLeader
 from prometheus_client import REGISTRY
 
-from tests.fixtures.kube import KubeCluster
+from tests.fixtures.kube import CustomMetrics, KubeCluster
 from tests.fixtures.operator import install_crd, load_example
 
 pytestmark = pytest.mark.integration
@@ -197,6 +201,73 @@ async def test_watch_from_a_compacted_version_raises_410(
     assert gone.value.code == 410, gone.value
 
 
+class CuttableProxy:
+    """A TCP relay on 127.0.0.1 in front of the API server (TLS passes through), whose
+    connections the test can cut, as a network drop or a restarting API server would."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        self.writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        for w in self.writers:
+            w.transport.abort()
+
+    async def close(self) -> None:
+        self.cut()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def test_watch_raises_0_when_the_connection_drops(
+    kube_cluster: KubeCluster, kube_namespace: str, tmp_path: Path
+) -> None:
+    config = yaml.safe_load(kube_cluster.kubeconfig.read_text())
+    server = urllib.parse.urlsplit(config["clusters"][0]["cluster"]["server"])
+    assert server.hostname is not None
+    assert server.port is not None
+    proxy = CuttableProxy((server.hostname, server.port))
+    port = await proxy.start()
+    config["clusters"][0]["cluster"]["server"] = f"https://{server.hostname}:{port}"
+    proxied = tmp_path / "kubeconfig"
+    proxied.write_text(yaml.safe_dump(config))
+    kube = Kube.from_env(str(proxied))
+    try:
+        _, version = await kube.list_versioned("v1", "ConfigMap", kube_namespace, None)
+        events = kube.watch("v1", "ConfigMap", kube_namespace, None, version, 60)
+        await kube.create(configmap(kube_namespace, "seen"))
+        kind, obj = await next_event(events)
+        assert (kind, obj["metadata"]["name"]) == ("ADDED", "seen")
+        proxy.cut()
+        with pytest.raises(ApiError) as dropped:
+            await next_event(events)
+        assert dropped.value.code == 0, dropped.value
+        assert dropped.value.transient
+    finally:
+        await kube.close()
+        await proxy.close()
+
+
 async def test_create_and_replace_conflicts(kube: Kube, kube_namespace: str) -> None:
     first = await kube.create(lease(kube_namespace, "a"))
     with pytest.raises(ApiError) as exists:
@@ -297,3 +368,22 @@ async def test_unknown_kind_is_not_served(kube: Kube) -> None:
     with pytest.raises(ApiError) as missing:
         await kube.kind("example.com/v1", "Nothing")
     assert missing.value.code == 404
+
+
+async def test_pod_metric_reads_the_custom_metrics_api(
+    kube: Kube, kube_namespace: str, custom_metrics: CustomMetrics
+) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "chat-0", "namespace": kube_namespace, "labels": {"app": "chat"}},
+        "spec": {"containers": [{"name": "chat", "image": "chat:1"}]},
+    }
+    await kube.create(pod)
+    await asyncio.to_thread(
+        custom_metrics.set_pod_metric, kube_namespace, "chat-0", "hypersend_test_metric", 1.5
+    )
+    items = await kube.pod_metric(kube_namespace, "hypersend_test_metric", "app=chat")
+    assert [(i["describedObject"]["name"], i["value"]) for i in items] == [("chat-0", "1500m")]
+    with pytest.raises(ApiError):
+        await kube.pod_metric(kube_namespace, "hypersend_test_metric", "app=nothing")
