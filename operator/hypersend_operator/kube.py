@@ -356,6 +356,12 @@ class Kube:
         client = AsyncClient(config=config, timeout=httpx2.Timeout(timeout), trust_env=False)
         return cls(client, fence=fence)
 
+    def add_kinds(self, *kinds: Kind) -> None:
+        """Kinds the caller knows (its own CRD's, from crd.py and builders.owned_kinds()): found
+        without reading CustomResourceDefinitions, so even without RBAC to read them."""
+        for k in kinds:
+            self._kinds[(k.api_version, k.kind)] = k
+
     def set_fence(self, fence: Callable[[], bool] | None) -> None:
         """`fence()` is asked before every write (but the leader Lease's own); False refuses it."""
         self._fence = fence
@@ -443,9 +449,7 @@ class Kube:
                 kinds[(k.api_version, k.kind)] = k
         self._crd_kinds = kinds
         self._crds_at = time.monotonic()
-        # A kind whose CRD went away or changed scope is looked up again.
-        self._kinds = {key: k for key, k in self._kinds.items() if key not in kinds}
-        self._kinds.update(kinds)
+        self._kinds.update(kinds)  # a CRD's current plural and scope win over an older lookup
         return kinds
 
     async def served_kinds(self) -> frozenset[str]:

@@ -120,7 +120,7 @@ def test_event_names_its_object_and_caps_the_message() -> None:
 async def test_fence_refuses_writes_before_sending() -> None:
     # No client at all: a refused write must not reach it (nor resolve its kind).
     kube = Kube(client=None, fence=lambda: False)  # type: ignore[arg-type]
-    kube._kinds[("v1", "ConfigMap")] = Kind("v1", "ConfigMap", "configmaps", True)
+    kube.add_kinds(Kind("v1", "ConfigMap", "configmaps", True))
     with pytest.raises(NotLeader):
         await kube.delete("v1", "ConfigMap", "ns", "x")
     kube.set_fence(None)
