@@ -1,5 +1,5 @@
-"""Operator figures on the local cluster: time from `kubectl apply` to Ready, and API writes per
-idle resync, for 1, 10 and 100 HypersendClusters.
+"""Operator figures on the local cluster: time from `kubectl apply` to Ready, API requests until
+Ready and per idle resync, and API writes per idle resync, for 1, 10 and 100 HypersendClusters.
 
     PYTHONPATH=tools:operator .venv/bin/python bench/operator_bench.py [--sizes 1 10 100]
 
@@ -209,17 +209,21 @@ def ready_times(
 
 def measure(cluster: Cluster, op: Operator, count: int) -> dict[str, Any]:
     docs, namespaces = manifests(f"{int(time.time()) % 100000}", count)
+    requests0 = op.counter("hypersend_operator_api_requests_total")
     started = time.monotonic()
     cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
     times = ready_times(cluster, namespaces, started, timeout=120 + 6 * count)
+    requests_to_ready = op.counter("hypersend_operator_api_requests_total") - requests0
     time.sleep(RESYNC)  # settle: HPA status and the first resyncs after Ready
 
     periods = 3
     op_writes0 = op.counter("hypersend_operator_api_write_requests_total")
+    op_requests0 = op.counter("hypersend_operator_api_requests_total")
     api_writes0 = cluster.apiserver_writes()
     resyncs0 = op.counter("hypersend_operator_reconciles_total", trigger="resync")
     time.sleep(RESYNC * periods)
     op_writes = op.counter("hypersend_operator_api_write_requests_total") - op_writes0
+    op_requests = op.counter("hypersend_operator_api_requests_total") - op_requests0
     api_after = cluster.apiserver_writes()
     api_writes = {k: v - api_writes0.get(k, 0) for k, v in api_after.items()}
     api_writes = {k: v for k, v in api_writes.items() if v}
@@ -241,6 +245,11 @@ def measure(cluster: Cluster, op: Operator, count: int) -> dict[str, Any]:
         "resync_passes": resyncs,
         "operator_writes": op_writes,
         "operator_writes_per_resync_pass": op_writes / resyncs if resyncs else float("nan"),
+        # Every request, reads too (hypersend_operator_api_requests_total): until all are Ready,
+        # per cluster (the first passes and the ones their children's events trigger), and per
+        # idle resync pass.
+        "operator_requests_to_ready_per_cluster": requests_to_ready / count,
+        "operator_requests_per_resync_pass": op_requests / resyncs if resyncs else float("nan"),
         # From every client (controllers write HPA status, Deployment status, Events ...):
         # the operator's own writes would show as APPLY, or as PATCH hypersendclusters/status.
         "apiserver_mutating_requests_on_operator_kinds": sum(api_writes.values()),
