@@ -16,7 +16,7 @@ plural), so
 - everything else comes from the CustomResourceDefinitions (one list, cached), which is also what
   `served_kinds()` reports: the optional APIs the operator asks about (ServiceMonitor,
   PrometheusRule) are CRDs. The operator's ClusterRole already reads CRDs (the chart's
-  `clusterRules`).
+  `clusterRules`); kinds the caller already knows can be given with `add_kinds`.
 The custom metrics API (`/apis/custom.metrics.k8s.io/<v>/namespaces/<ns>/pods/*/<metric>`) is read
 as a `list` of a generic resource whose plural is `pods/*/<metric>`: lightkube builds exactly that
 path, adds the labelSelector, and decodes the MetricValueList's items.
