@@ -18,9 +18,10 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
+from hypersend_operator.api import API_VERSION, KIND, PLURAL
 from hypersend_operator.cache import ChildCache
 from hypersend_operator.handlers import WATCHED_CHILDREN, Runner, RunnerConfig, register
-from hypersend_operator.kube import Kube
+from hypersend_operator.kube import Kind, Kube
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -91,6 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     registry = kopf.OperatorRegistry()
     # httpx2 clients and asyncio locks bind to the loop lazily, so both exist before kopf's loop.
     kube = Kube.from_env(args.kubeconfig)
+    # The kinds the operator works with, known without reading CustomResourceDefinitions (a
+    # namespaced install may not read them): an optional kind the cluster lacks then answers 404
+    # to its informer's list, which is how its absence is learnt (cache.py).
+    kube.add_kinds(
+        Kind(API_VERSION, KIND, PLURAL, namespaced=True),
+        *(Kind(k.api_version, k.kind, k.plural, namespaced=True) for k in WATCHED_CHILDREN),
+    )
     config = RunnerConfig(
         resync_seconds=args.resync_seconds, max_concurrent_rollouts=args.max_concurrent_rollouts
     )

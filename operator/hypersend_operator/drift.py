@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from hypersend_operator.api.base import parse_quantity
+from hypersend_operator.quantity import parse_quantity
 
 HASH_ANNOTATION = "hypersend.io/desired-hash"
 # Field managers: ours, and the one that holds spec.replicas while the HPA takes it over.

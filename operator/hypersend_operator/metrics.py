@@ -38,10 +38,23 @@ API_WRITES = Counter(
     "Mutating requests sent to the API server, by verb and kind",
     ["verb", "kind"],
 )
+# Reads too: the benchmark counts the requests of a reconcile pass with it.
+API_REQUESTS = Counter(
+    "hypersend_operator_api_requests_total",
+    "Requests sent to the API server (every attempt, reads and writes), by verb "
+    "(get/list/watch/apply/patch/create/update/delete) and kind",
+    ["verb", "kind"],
+)
 WATCH_EVENTS = Counter(
     "hypersend_operator_watch_events_total",
-    "Events received from the child watches, by kind and event type",
+    "Watch events received, by kind and event type",
     ["kind", "type"],
+)
+WATCH_BYTES = Counter(
+    "hypersend_operator_watch_bytes_total",
+    "Size of the watch events' objects received, by kind, measured as the object re-serialised "
+    "to compact JSON (not the bytes on the wire)",
+    ["kind"],
 )
 QUEUED_ROLLOUTS = Gauge(
     "hypersend_operator_queued_rollouts",

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from hypersend_operator.api.base import parse_quantity
 from hypersend_operator.builders.hpa import CONNECTIONS_METRIC
+from hypersend_operator.quantity import parse_quantity
 
 Obj = Mapping[str, Any]
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypersend_operator.api.base import parse_quantity
+from hypersend_operator.quantity import parse_quantity
 
 from bench.zero_loss import ZeroLossChecker
 from tests.e2e.test_node_chat import CHAT_PORT, all_ready, finish, is_ready, pod_connections, pods

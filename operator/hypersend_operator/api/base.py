@@ -78,32 +78,6 @@ class ApiModel(BaseModel):
         return self
 
 
-_SUFFIXES = {
-    "m": 1e-3,
-    "k": 1e3,
-    "M": 1e6,
-    "G": 1e9,
-    "T": 1e12,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "P": 1e15,
-    "E": 1e18,
-    "Pi": 2**50,
-    "Ei": 2**60,
-}
-
-
-def parse_quantity(q: str) -> float:
-    """A Kubernetes resource.Quantity as a float ("1500m" -> 1.5, "2k" -> 2000)."""
-    q = q.strip()
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if q.endswith(suffix):
-            return float(q[: -len(suffix)]) * _SUFFIXES[suffix]
-    return float(q)
-
-
 def _quantity_to_str(value: Any) -> Any:
     # YAML `cpu: 1` arrives as an int; keep one Python type (str) for the builders.
     if isinstance(value, int | float) and not isinstance(value, bool):

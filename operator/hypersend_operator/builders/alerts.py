@@ -33,10 +33,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from hypersend_operator.api.base import parse_quantity
 from hypersend_operator.builders.context import BuildContext
 from hypersend_operator.builders.deployment import CHAT_CONTAINER
 from hypersend_operator.builders.labels import CHAT, child_name
+from hypersend_operator.quantity import parse_quantity
 
 Rule = dict[str, Any]
 

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 from hypersend_operator import status as st
-from hypersend_operator.api.base import parse_quantity
 
 pytestmark = pytest.mark.unit
 
@@ -347,21 +346,6 @@ def test_chat_summary_without_an_hpa_has_no_connection_count() -> None:
 
 def test_chat_summary_without_deployment() -> None:
     assert st.chat_summary(None, None) == {"replicas": 0, "readyReplicas": 0}
-
-
-@pytest.mark.parametrize(
-    ("q", "value"),
-    [
-        ("1500m", 1.5),
-        ("2", 2.0),
-        ("2k", 2000.0),
-        ("1Gi", 2.0**30),
-        ("512Mi", 512 * 2.0**20),
-        ("1Pi", 2.0**50),
-    ],
-)
-def test_parse_quantity(q: str, value: float) -> None:
-    assert parse_quantity(q) == value
 
 
 def test_mongo_pending_claim_is_named() -> None:
