@@ -68,21 +68,23 @@ def workloads(profile: Profile, fd_limit: int) -> list[Workload]:
     (proves the harness end to end in ~2 minutes); smoke: tiny (CI)."""
     if profile == "full":
         tenx = tenx_users(fd_limit)
+        # Connect timeouts leave Hypersend's current ~140 connects/s room (the issue's figure):
+        # 19,500 sockets take ~140 s.
         return [
-            Workload("idle", "idle", 2_000, connect_timeout_s=40),
-            Workload("idle_deflate", "idle", 2_000, connect_timeout_s=40, deflate=True),
+            Workload("idle", "idle", 2_000, connect_timeout_s=25),
+            Workload("idle_deflate", "idle", 2_000, connect_timeout_s=25, deflate=True),
             Workload(
-                "seed", "load", 4_000, connect_timeout_s=60, rate=4_000 * 2 / 60,
-                duration_s=60, settle_s=10, warmup_s=3,
+                "seed", "load", 4_000, connect_timeout_s=45, rate=4_000 * 2 / 60,
+                duration_s=60, settle_s=8, warmup_s=3,
             ),
             Workload(
-                "ramp", "ramp", 2_000, connect_timeout_s=40, warmup_s=3, ramp_start=100,
-                ramp_factor=1.5, ramp_step_s=4, ramp_steps=12,
+                "ramp", "ramp", 2_000, connect_timeout_s=25, warmup_s=3, ramp_start=100,
+                ramp_factor=1.5, ramp_step_s=4, ramp_steps=13,
             ),
             # The issue's 10x figure: ~796 msg/s from 19,500 users.
             Workload(
-                "tenx", "load", tenx, connect_timeout_s=160, rate=796 * tenx / TENX_USERS,
-                duration_s=30, settle_s=10, warmup_s=3,
+                "tenx", "load", tenx, connect_timeout_s=150, rate=796 * tenx / TENX_USERS,
+                duration_s=30, settle_s=8, warmup_s=3,
             ),
         ]  # fmt: skip
     if profile == "quick":
@@ -317,8 +319,11 @@ def figures(outcome: Outcome) -> dict[str, float | None]:
             _counter_span(outcome, "redis", "measure_start", "measure_end"), acked
         )
         return out
-    best = outcome.events.get("result", {}).get("best_rate")
+    result = outcome.events.get("result", {})
+    best = result.get("best_rate")
     out["best_rate"] = best
+    # Every step passed: the ramp's top is a lower bound of the server's limit.
+    out["ramp_capped"] = None if best is None else float(bool(result.get("capped")))
     out["best_deliveries"] = None if best is None else best * ROOM_SIZE
     return out
 
@@ -406,8 +411,12 @@ def table_rows(results: Figures, servers: Sequence[str]) -> list[list[str]]:
         for server, value in zip(servers, values, strict=True):
             if row.server_only and server != "hypersend":
                 cells.append("—")
-            else:
-                cells.append(fmt(value, row.digits, row.unit))
+                continue
+            text = fmt(value, row.digits, row.unit)
+            capped = results.get(server, {}).get(row.workload, {}).get("ramp_capped")
+            if row.key in ("best_rate", "best_deliveries") and capped and value is not None:
+                text = "≥ " + text
+            cells.append(text)
         if both:
             r = None if row.server_only else ratio(values[0], values[1])
             cells.append("—" if row.server_only else (fmt(r, 2) + "x" if r is not None else "n/a"))

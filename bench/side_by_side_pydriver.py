@@ -185,7 +185,7 @@ class Driver:
             ramp = plan["ramp"]
             await asyncio.sleep(plan["warmup_s"])
             self.emit({"event": "measure_start"})
-            best, rate = 0.0, ramp["start_rate"]
+            best, rate, capped = 0.0, ramp["start_rate"], True
             for step in range(1, ramp["max_steps"] + 1):
                 if rate > ramp["max_rate"]:
                     break
@@ -201,10 +201,11 @@ class Driver:
                 )
                 self.emit({"event": "step", "rate": rate, "ok": ok, **res})
                 if not ok:
+                    capped = False
                     break
                 best, rate = rate, rate * ramp["factor"]
             self.emit({"event": "measure_end"})
-            self.emit({"event": "result", "best_rate": best})
+            self.emit({"event": "result", "best_rate": best, "capped": capped})
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*(client.close() for client, _ in self.clients))

@@ -417,6 +417,8 @@ func runRamp(plan *Plan, conns []*conn) {
 	r := plan.Ramp
 	best := 0.0
 	rate := r.StartRate
+	// capped: every step passed, so the highest rate is a lower bound, not the limit.
+	capped := true
 	emit(map[string]any{"event": "measure_start"})
 	for step := 1; step <= r.MaxSteps && rate <= r.MaxRate; step++ {
 		curPhase.Store(int64(step))
@@ -436,6 +438,7 @@ func runRamp(plan *Plan, conns []*conn) {
 		res["ok"] = ok
 		emit(res)
 		if !ok {
+			capped = false
 			break
 		}
 		best = rate
@@ -443,7 +446,7 @@ func runRamp(plan *Plan, conns []*conn) {
 	}
 	emit(map[string]any{"event": "measure_end"})
 	curPhase.Store(0)
-	emit(map[string]any{"event": "result", "best_rate": best})
+	emit(map[string]any{"event": "result", "best_rate": best, "capped": capped})
 }
 
 func main() {
