@@ -90,6 +90,8 @@ var (
 	curPhase  atomic.Int64
 	closing   atomic.Bool
 	clientSeq atomic.Int64
+	// No proxy from the environment: the plan's (loopback) URL is dialled directly.
+	httpClient = &http.Client{Transport: &http.Transport{Proxy: nil}}
 )
 
 func emit(v map[string]any) {
@@ -226,9 +228,8 @@ func dial(plan *Plan, user *User, proto protocol) (*conn, error) {
 		// A browser's offer: plain "permessage-deflate", context takeover allowed.
 		mode = websocket.CompressionContextTakeover
 	}
-	client := &http.Client{Transport: &http.Transport{Proxy: nil}}
 	ws, _, err := websocket.Dial(ctx, plan.URL, &websocket.DialOptions{
-		HTTPClient:      client,
+		HTTPClient:      httpClient,
 		CompressionMode: mode,
 	})
 	if err != nil {
