@@ -318,6 +318,9 @@ def figures(outcome: Outcome) -> dict[str, float | None]:
         out["redis_per_message"] = per(
             _counter_span(outcome, "redis", "measure_start", "measure_end"), acked
         )
+        out["redis_round_trips_per_message"] = per(
+            _counter_span(outcome, "redis_round_trips", "measure_start", "measure_end"), acked
+        )
         return out
     result = outcome.events.get("result", {})
     best = result.get("best_rate")
@@ -375,6 +378,8 @@ ROWS: tuple[Row, ...] = (
     Row("MongoDB round trips per stored message (10x)", "tenx", "mongo_per_message", "", 2, True),
     Row("MongoDB round trips per connect", "idle", "mongo_per_connect", "", 2, True),
     Row("Redis commands per message (seed)", "seed", "redis_per_message", "", 2, True),
+    Row("Redis round trips per message (seed)", "seed", "redis_round_trips_per_message", "", 2,
+        True),
     Row("load generator CPU (seed; 1.00 = its core is full)", "seed", "driver_cores", "cores", 2),
     Row("load generator CPU (10x)", "tenx", "driver_cores", "cores", 2),
     Row("load generator CPU (ramp)", "ramp", "driver_cores", "cores", 2),
@@ -397,6 +402,15 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
+def ratio_text(value: float | None, lower_bounds: Sequence[bool]) -> str:
+    """The ratio cell. A lower bound in the divisor makes the ratio an upper bound (and the other
+    way round); with both bounded it says nothing."""
+    if value is None or all(lower_bounds):
+        return "n/a"
+    prefix = "≤ " if lower_bounds[1] else "≥ " if lower_bounds[0] else ""
+    return f"{prefix}{fmt(value, 2)}x"
+
+
 def table_rows(results: Figures, servers: Sequence[str]) -> list[list[str]]:
     """One row per figure that any server measured: label, a value per server, the ratio."""
     rows: list[list[str]] = []
@@ -408,18 +422,19 @@ def table_rows(results: Figures, servers: Sequence[str]) -> list[list[str]]:
         ):
             continue  # that workload did not run
         cells = [row.label]
+        bounds: list[bool] = []  # per server: the value is only a lower bound
         for server, value in zip(servers, values, strict=True):
+            capped = results.get(server, {}).get(row.workload, {}).get("ramp_capped")
+            lower = row.key in ("best_rate", "best_deliveries") and bool(capped)
+            bounds.append(lower and value is not None)
             if row.server_only and server != "hypersend":
                 cells.append("—")
                 continue
             text = fmt(value, row.digits, row.unit)
-            capped = results.get(server, {}).get(row.workload, {}).get("ramp_capped")
-            if row.key in ("best_rate", "best_deliveries") and capped and value is not None:
-                text = "≥ " + text
-            cells.append(text)
+            cells.append("≥ " + text if bounds[-1] else text)
         if both:
             r = None if row.server_only else ratio(values[0], values[1])
-            cells.append("—" if row.server_only else (fmt(r, 2) + "x" if r is not None else "n/a"))
+            cells.append("—" if row.server_only else ratio_text(r, bounds))
         rows.append(cells)
     return rows
 

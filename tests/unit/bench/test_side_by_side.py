@@ -142,11 +142,11 @@ def test_load_figures() -> None:
         w,
         measure_start=figs.Sample(
             at=100, server_cpu=10, store_cpu=50, redis_cpu=1, driver_cpu=2,
-            counters={"mongo": 1_000.0, "redis": None},
+            counters={"mongo": 1_000.0, "redis": None, "redis_round_trips": 50.0},
         ),
         measure_end=figs.Sample(
             at=160, server_cpu=40, store_cpu=110, redis_cpu=7, driver_cpu=8,
-            counters={"mongo": 10_000.0, "redis": None},
+            counters={"mongo": 10_000.0, "redis": None, "redis_round_trips": 7_550.0},
         ),
     )  # fmt: skip
     outcome.events["result"] = {
@@ -174,6 +174,7 @@ def test_load_figures() -> None:
     assert got["bytes_per_delivery"] == 480
     assert got["mongo_per_message"] == 9_000 / 7_500
     assert got["redis_per_message"] is None  # not exported: n/a, not a crash
+    assert got["redis_round_trips_per_message"] == 1.0
 
 
 def test_figures_of_a_failed_run_are_none_not_errors() -> None:
@@ -194,6 +195,14 @@ def _results() -> dict[str, dict[str, dict[str, Any]]]:
             "ramp": {"best_rate": 8008.0, "best_deliveries": 80080.0, "ramp_capped": 1.0},
         },
     }
+
+
+def test_ratio_of_bounds() -> None:
+    assert figs.ratio_text(0.5, [False, False]) == "0.50x"
+    assert figs.ratio_text(0.5, [False, True]) == "≤ 0.50x"
+    assert figs.ratio_text(2.0, [True, False]) == "≥ 2.00x"
+    assert figs.ratio_text(1.0, [True, True]) == "n/a"
+    assert figs.ratio_text(None, [False, False]) == "n/a"
 
 
 def _row(rows: list[list[str]], label: str) -> list[str]:
@@ -217,7 +226,7 @@ def test_table_has_both_servers_and_their_ratio() -> None:
     assert _row(rows, "ramp: highest msg/s, every delivery within 3 s")[1:] == [
         "127 /s",
         "≥ 8,008 /s",
-        "0.02x",
+        "≤ 0.02x",
     ]
     # workloads that did not run have no rows; measured-but-missing figures say n/a
     assert not any(r[0].startswith("10x load") for r in rows)
