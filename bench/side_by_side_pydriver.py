@@ -134,10 +134,16 @@ class Driver:
         return time.monotonic() - started
 
     async def settle(self, index: int, within: float) -> None:
-        """Wait until every expected delivery of the phase arrived, or `within` passed."""
+        """Wait until every expected delivery of the phase arrived and every send was answered
+        (ack or error), or `within` passed."""
         deadline = time.monotonic() + within
         phase = self.phase(index)
-        while time.monotonic() < deadline and phase.delivered < phase.expected:  # noqa: ASYNC110
+
+        def done() -> bool:
+            answered = phase.acked + sum(phase.errors.values())
+            return phase.delivered >= phase.expected and answered >= phase.sent
+
+        while time.monotonic() < deadline and not done():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
     def summary(self, index: int, seconds: float) -> dict[str, Any]:

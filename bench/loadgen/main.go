@@ -343,13 +343,18 @@ func schedule(conns []*conn, members map[string]int64, rate float64, phase, text
 	}
 }
 
-// settle waits until every expected delivery of `phase` arrived, or `within` passed.
+// settle waits until every expected delivery of `phase` arrived and every send was answered
+// (ack or error), or `within` passed.
 func settle(phase int, within time.Duration) {
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
 		st.mu.Lock()
 		ps := st.phase(phase)
-		done := ps.delivered >= ps.expected
+		answered := ps.acked
+		for _, n := range ps.errors {
+			answered += n
+		}
+		done := ps.delivered >= ps.expected && answered >= ps.sent
 		st.mu.Unlock()
 		if done {
 			return
