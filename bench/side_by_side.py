@@ -451,8 +451,10 @@ def run_workload(
                 outcome.steps.append(event)
                 print(
                     f"    step {event['rate']:.0f} msg/s: {event['delivered']}/"
-                    f"{event['expected']} delivered, max {event.get('max_ms') or 0:.0f} ms, "
-                    f"{'ok' if event['ok'] else 'FAILED'}",
+                    f"{event['expected']} delivered "
+                    f"({event.get('incomplete_messages', '?')} messages incomplete), "
+                    f"{event['acked']}/{event['sent']} acked, errors {event['errors'] or 'none'}, "
+                    f"max {event.get('max_ms') or 0:.0f} ms: {'ok' if event['ok'] else 'FAILED'}",
                     flush=True,
                 )
                 continue

@@ -305,6 +305,8 @@ def figures(outcome: Outcome) -> dict[str, float | None]:
         out["p50_ms"], out["p99_ms"] = res.get("p50_ms"), res.get("p99_ms")
         out["errors"] = float(sum((res.get("errors") or {}).values())) if res else None
         out["closed"] = float(sum((res.get("closed") or {}).values())) if res else None
+        out["incomplete_messages"] = res.get("incomplete_messages")
+        out["duplicates"] = res.get("duplicates")
         out["msg_rate"] = per(res.get("sent"), res.get("seconds"))
         out["bytes_per_delivery"] = per(res.get("delivery_bytes") or None, delivered)
         out["deliveries_per_cpu_s"] = per(delivered, server_cpu)
@@ -356,11 +358,15 @@ ROWS: tuple[Row, ...] = (
     Row("seed load: delivery p50", "seed", "p50_ms", "ms", 2),
     Row("seed load: delivery p99", "seed", "p99_ms", "ms", 2),
     Row("seed load: error frames", "seed", "errors"),
+    Row("seed load: messages some member never got", "seed", "incomplete_messages"),
+    Row("seed load: duplicate deliveries", "seed", "duplicates"),
     Row("10x load: messages sent per second", "tenx", "msg_rate", "/s", 1),
     Row("10x load: delivered", "tenx", "delivered_pct", "%", 1),
     Row("10x load: delivery p50", "tenx", "p50_ms", "ms", 2),
     Row("10x load: delivery p99", "tenx", "p99_ms", "ms", 2),
     Row("10x load: error frames", "tenx", "errors"),
+    Row("10x load: messages some member never got", "tenx", "incomplete_messages"),
+    Row("10x load: duplicate deliveries", "tenx", "duplicates"),
     Row("10x load: sockets closed by the server", "tenx", "closed"),
     Row("ramp: highest msg/s, every delivery within 3 s", "ramp", "best_rate", "/s"),
     Row("ramp: deliveries/s at that rate", "ramp", "best_deliveries", "/s"),

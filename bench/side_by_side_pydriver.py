@@ -29,6 +29,9 @@ class Phase:
     delivered: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    # deliveries still due per message (by its send timestamp); complete ones are removed
+    outstanding: dict[int, int] = field(default_factory=dict)
+    duplicates: int = 0
 
 
 class Driver:
@@ -50,9 +53,14 @@ class Driver:
         if isinstance(event, events.MessageEvent):
             head = event.message.text.split(" ", 2)
             if len(head) == 3 and head[0].isdigit() and head[1].isdigit():
-                phase = self.phase(int(head[1]))
+                phase, sent = self.phase(int(head[1])), int(head[0])
                 phase.delivered += 1
-                phase.latencies_ms.append((time.time_ns() - int(head[0])) / 1e6)
+                phase.latencies_ms.append((time.time_ns() - sent) / 1e6)
+                due = phase.outstanding.pop(sent, 0)
+                if due == 0:
+                    phase.duplicates += 1
+                elif due > 1:
+                    phase.outstanding[sent] = due - 1
         elif isinstance(event, events.ServerError):
             errors = self.phase(self.current).errors
             errors[event.code] = errors.get(event.code, 0) + 1
@@ -124,10 +132,12 @@ class Driver:
                 break
             await asyncio.sleep(max(0.0, at - time.monotonic()))
             client, user = random.choice(self.clients)
-            head = f"{time.time_ns()} {index} "
+            sent = time.time_ns()
+            head = f"{sent} {index} "
             text = head + "x" * max(0, padding - len(head))
             phase.sent += 1
             phase.expected += members[user["room"]]
+            phase.outstanding[sent] = members[user["room"]]
             task = asyncio.create_task(self.send(client, user["room"], text, phase))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
@@ -165,6 +175,8 @@ class Driver:
             "p99_ms": pct(99),
             "max_ms": pct(100),
             "closed": self.closed,
+            "incomplete_messages": len(phase.outstanding),
+            "duplicates": phase.duplicates,
         }
 
     async def run(self) -> None:

@@ -63,9 +63,11 @@ type Plan struct {
 }
 
 type phaseStats struct {
-	sent, expected, acked, delivered, bytes int64
-	latMs                                   []float32
-	errors                                  map[string]int64
+	sent, expected, acked, delivered, bytes, duplicates int64
+	latMs                                               []float32
+	errors                                              map[string]int64
+	// deliveries still due per message (by its send timestamp); complete ones are removed
+	outstanding map[int64]int64
 }
 
 type stats struct {
@@ -77,7 +79,7 @@ type stats struct {
 func (s *stats) phase(p int) *phaseStats {
 	ps, ok := s.phases[p]
 	if !ok {
-		ps = &phaseStats{errors: map[string]int64{}}
+		ps = &phaseStats{errors: map[string]int64{}, outstanding: map[int64]int64{}}
 		s.phases[p] = ps
 	}
 	return ps
@@ -152,6 +154,13 @@ func delivery(text string, size int) {
 	ps.delivered++
 	ps.bytes += int64(size)
 	ps.latMs = append(ps.latMs, lat)
+	if due, ok := ps.outstanding[sentNs]; !ok {
+		ps.duplicates++
+	} else if due <= 1 {
+		delete(ps.outstanding, sentNs)
+	} else {
+		ps.outstanding[sentNs] = due - 1
+	}
 	st.mu.Unlock()
 }
 
@@ -189,12 +198,14 @@ func leadingInt(s string) (int64, string, bool) {
 	return n, s[i+1:], true
 }
 
-func makeText(phase, size int) string {
-	head := fmt.Sprintf("%d %d ", time.Now().UnixNano(), phase)
+// makeText returns a message text of `size` bytes and the send timestamp it carries.
+func makeText(phase, size int) (string, int64) {
+	ns := time.Now().UnixNano()
+	head := fmt.Sprintf("%d %d ", ns, phase)
 	if len(head) >= size {
-		return head
+		return head, ns
 	}
-	return head + strings.Repeat("x", size-len(head))
+	return head + strings.Repeat("x", size-len(head)), ns
 }
 
 func (c *conn) readLoop() {
@@ -333,11 +344,13 @@ func schedule(conns []*conn, members map[string]int64, rate float64, phase, text
 			time.Sleep(d)
 		}
 		c := conns[rng.IntN(len(conns))]
-		frame := c.proto.send(c, makeText(phase, textBytes))
+		text, ns := makeText(phase, textBytes)
+		frame := c.proto.send(c, text)
 		st.mu.Lock()
 		ps := st.phase(phase)
 		ps.sent++
 		ps.expected += members[c.user.Room]
+		ps.outstanding[ns] = members[c.user.Room]
 		st.mu.Unlock()
 		go c.write(frame)
 	}
@@ -382,6 +395,9 @@ func summary(phase int, seconds float64) map[string]any {
 		"errors": ps.errors, "seconds": seconds, "delivery_bytes": ps.bytes,
 		"p50_ms": nanToNil(percentile(lat, 50)), "p99_ms": nanToNil(percentile(lat, 99)),
 		"max_ms": nanToNil(percentile(lat, 100)), "closed": st.closed,
+		// Messages some member never got, and deliveries beyond one per member: these tell a
+		// lost publish (a whole message missing) from lost frames (a few members missing).
+		"incomplete_messages": len(ps.outstanding), "duplicates": ps.duplicates,
 	}
 	return res
 }

@@ -6,12 +6,12 @@ import (
 )
 
 func TestTextCarriesTimestampAndPhase(t *testing.T) {
-	text := makeText(7, 100)
+	text, sent := makeText(7, 100)
 	if len(text) != 100 {
 		t.Fatalf("text is %d bytes, want 100", len(text))
 	}
 	ns, phase, ok := parseText(text)
-	if !ok || phase != 7 || ns <= 0 {
+	if !ok || phase != 7 || ns != sent {
 		t.Fatalf("parseText(%q) = %d, %d, %v", text, ns, phase, ok)
 	}
 	for _, bad := range []string{"", "x 1 ", "123", "123 x", "12 3"} {
