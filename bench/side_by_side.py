@@ -155,6 +155,18 @@ def read_proc() -> list[figs.ProcStat]:
     return stats
 
 
+def wait_seconds(pid: int) -> float | None:
+    """Run-queue wait of all of a process's threads (seconds)."""
+    total = 0
+    try:
+        for task in os.scandir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += figs.parse_schedstat_wait_ns(Path(task.path, "schedstat").read_text())
+    except OSError:
+        return None
+    return total / 1e9
+
+
 def rss_kib(pid: int) -> int | None:
     try:
         return figs.parse_rss_kib(Path(f"/proc/{pid}/status").read_text())
@@ -191,6 +203,9 @@ class Watched:
             store_cpu=cpu(self.store),
             redis_cpu=cpu([self.redis] if self.redis else []),
             driver_cpu=cpu([self.driver] if self.driver else []),
+            driver_rss_kib=rss_kib(self.driver) if self.driver else None,
+            server_wait=wait_seconds(self.server) if self.server else None,
+            driver_wait=wait_seconds(self.driver) if self.driver else None,
             counters=counters,
         )
 
@@ -454,7 +469,8 @@ def run_workload(
                     f"{event['expected']} delivered "
                     f"({event.get('incomplete_messages', '?')} messages incomplete), "
                     f"{event['acked']}/{event['sent']} acked, errors {event['errors'] or 'none'}, "
-                    f"max {event.get('max_ms') or 0:.0f} ms: {'ok' if event['ok'] else 'FAILED'}",
+                    f"max {event.get('max_ms') or 0:.0f} ms: {'ok' if event['ok'] else 'FAILED'}"
+                    f"{' (the load generator was the limit)' if event.get('driver_bound') else ''}",
                     flush=True,
                 )
                 continue
@@ -619,6 +635,8 @@ def main(argv: list[str] | None = None) -> int:
                 }
     print()
     print(figs.render_table(results, servers))
+    for warning in figs.busy_warnings(results):
+        print(f"WARNING: {warning}")
     if args.json:
         args.json.write_text(json.dumps({"figures": results, "raw": raw}, indent=1))
     return 1 if failed else 0

@@ -165,6 +165,13 @@ def parse_rss_kib(status: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def parse_schedstat_wait_ns(text: str) -> int:
+    """/proc/<pid>/task/<tid>/schedstat: time on the CPU, time waiting on a run queue (both ns),
+    timeslices. The wait says how much a thread wanted a CPU it did not get: on an idle machine
+    with pinned processes it stays near 0."""
+    return int(text.split()[1])
+
+
 def descendants(stats: Iterable[ProcStat], roots: Iterable[int]) -> set[int]:
     """The pids of `roots` and of every process below them (PostgreSQL's backends)."""
     children: dict[int, list[int]] = {}
@@ -242,6 +249,10 @@ class Sample:
     store_cpu: float | None = None
     redis_cpu: float | None = None
     driver_cpu: float | None = None
+    driver_rss_kib: int | None = None
+    # seconds the server's / the generator's threads waited for a CPU (run-queue time)
+    server_wait: float | None = None
+    driver_wait: float | None = None
     counters: dict[str, float | None] = field(default_factory=dict)
 
 
@@ -282,6 +293,9 @@ def figures(outcome: Outcome) -> dict[str, float | None]:
     out["connected"] = n
     out["connect_rate"] = connected.get("rate")
     out["connect_seconds"] = connected.get("seconds")
+    at_connect = outcome.samples.get("connected")
+    driver_rss = at_connect.driver_rss_kib if at_connect is not None else None
+    out["driver_rss_mib"] = None if driver_rss is None else driver_rss / 1024
     if w.mode == "idle":
         rss = _span(outcome, "server_rss_kib", "start", "settled")
         out["rss_per_socket_kib"] = per(rss, n)
@@ -296,6 +310,12 @@ def figures(outcome: Outcome) -> dict[str, float | None]:
     out["store_cores"] = per(store_cpu, elapsed)
     out["redis_cores"] = per(redis_cpu, elapsed)
     out["driver_cores"] = per(driver_cpu, elapsed)
+    out["server_wait_share"] = per(
+        _span(outcome, "server_wait", "measure_start", "measure_end"), elapsed
+    )
+    out["driver_wait_share"] = per(
+        _span(outcome, "driver_wait", "measure_start", "measure_end"), elapsed
+    )
     if w.mode == "load":
         res = outcome.events.get("result", {})
         delivered, expected, acked = res.get("delivered"), res.get("expected"), res.get("acked")
@@ -306,6 +326,7 @@ def figures(outcome: Outcome) -> dict[str, float | None]:
         out["errors"] = float(sum((res.get("errors") or {}).values())) if res else None
         out["closed"] = float(sum((res.get("closed") or {}).values())) if res else None
         out["incomplete_messages"] = res.get("incomplete_messages")
+        out["schedule_lag_ms"] = res.get("schedule_lag_ms")
         out["duplicates"] = res.get("duplicates")
         out["msg_rate"] = per(res.get("sent"), res.get("seconds"))
         out["bytes_per_delivery"] = per(res.get("delivery_bytes") or None, delivered)
@@ -389,6 +410,14 @@ ROWS: tuple[Row, ...] = (
     Row("load generator CPU (seed; 1.00 = its core is full)", "seed", "driver_cores", "cores", 2),
     Row("load generator CPU (10x)", "tenx", "driver_cores", "cores", 2),
     Row("load generator CPU (ramp)", "ramp", "driver_cores", "cores", 2),
+    Row("load generator RSS at the 10x load", "tenx", "driver_rss_mib", "MiB"),
+    Row("server waited for a CPU (share of the time; ~0 on an idle machine), seed", "seed",
+        "server_wait_share", "", 2),
+    Row("… ramp", "ramp", "server_wait_share", "", 2),
+    Row("… 10x", "tenx", "server_wait_share", "", 2),
+    Row("load generator waited for a CPU, ramp", "ramp", "driver_wait_share", "", 2),
+    Row("load generator's worst lag behind its send schedule (10x)", "tenx", "schedule_lag_ms",
+        "ms", 1),
 )  # fmt: skip
 
 Figures = Mapping[str, Mapping[str, Mapping[str, float | None]]]  # server -> workload -> key
@@ -443,6 +472,25 @@ def table_rows(results: Figures, servers: Sequence[str]) -> list[list[str]]:
             cells.append("—" if row.server_only else ratio_text(r, bounds))
         rows.append(cells)
     return rows
+
+
+BUSY_SHARE = 0.05
+
+
+def busy_warnings(results: Figures) -> list[str]:
+    """Workloads during which the server or the generator waited for a CPU more than 5 % of the
+    time: another process shared their cores, so their figures do not compare."""
+    warnings = []
+    for server, by_workload in results.items():
+        for workload, values in by_workload.items():
+            for key, who in (("server_wait_share", "server"), ("driver_wait_share", "generator")):
+                share = values.get(key)
+                if share is not None and share > BUSY_SHARE:
+                    warnings.append(
+                        f"{server} {workload}: the {who} waited for a CPU {share:.0%} of the "
+                        "time (a busy machine): rerun on an idle one"
+                    )
+    return warnings
 
 
 def render_table(results: Figures, servers: Sequence[str]) -> str:

@@ -118,7 +118,8 @@ class Driver:
             return
         phase.acked += 1
 
-    async def schedule(self, rate: float, index: int, seconds: float) -> float:
+    async def schedule(self, rate: float, index: int, seconds: float) -> tuple[float, float]:
+        """Poisson sends at `rate` for `seconds`: (seconds taken, worst lag behind schedule)."""
         members: dict[str, int] = {}
         for _, user in self.clients:
             members[user["room"]] = members.get(user["room"], 0) + 1
@@ -126,11 +127,14 @@ class Driver:
         padding = self.plan["text_bytes"]
         started = time.monotonic()
         at = started
+        lag = 0.0
         while True:
             at += random.expovariate(rate)
             if at - started > seconds:
                 break
-            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            wait = at - time.monotonic()
+            lag = max(lag, -wait)
+            await asyncio.sleep(max(0.0, wait))
             client, user = random.choice(self.clients)
             sent = time.time_ns()
             head = f"{sent} {index} "
@@ -141,7 +145,7 @@ class Driver:
             task = asyncio.create_task(self.send(client, user["room"], text, phase))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
-        return time.monotonic() - started
+        return time.monotonic() - started, lag
 
     async def settle(self, index: int, within: float) -> None:
         """Wait until every expected delivery of the phase arrived and every send was answered
@@ -195,10 +199,11 @@ class Driver:
             self.current = 1
             self.emit({"event": "measure_start"})
             started = time.monotonic()
-            await self.schedule(plan["rate"], 1, plan["duration_s"])
+            _, lag = await self.schedule(plan["rate"], 1, plan["duration_s"])
             await self.settle(1, plan["settle_s"])
             self.emit({"event": "measure_end"})
-            self.emit({"event": "result", **self.summary(1, time.monotonic() - started)})
+            result = self.summary(1, time.monotonic() - started)
+            self.emit({"event": "result", "schedule_lag_ms": lag * 1000, **result})
         else:
             ramp = plan["ramp"]
             await asyncio.sleep(plan["warmup_s"])
@@ -208,18 +213,32 @@ class Driver:
                 if rate > ramp["max_rate"]:
                     break
                 self.current = step
-                seconds = await self.schedule(rate, step, ramp["step_s"])
+                started, cpu_started = time.monotonic(), time.process_time()
+                seconds, lag = await self.schedule(rate, step, ramp["step_s"])
                 await self.settle(step, ramp["within_s"] + 0.5)
+                cores = (time.process_time() - cpu_started) / (time.monotonic() - started)
                 res = self.summary(step, seconds)
+                # The driver was the limit: a failure then says nothing about the server.
+                driver_bound = cores >= 0.9 or lag > 0.25
                 ok = (
                     res["expected"] > 0
                     and res["delivered"] >= res["expected"]
                     and not res["errors"]
                     and (res["max_ms"] or 0) <= ramp["within_s"] * 1000
                 )
-                self.emit({"event": "step", "rate": rate, "ok": ok, **res})
+                self.emit(
+                    {
+                        "event": "step",
+                        "rate": rate,
+                        "schedule_lag_ms": lag * 1000,
+                        "driver_cores": cores,
+                        "driver_bound": driver_bound,
+                        "ok": ok,
+                        **res,
+                    }
+                )
                 if not ok:
-                    capped = False
+                    capped = driver_bound
                     break
                 best, rate = rate, rate * ramp["factor"]
             self.emit({"event": "measure_end"})

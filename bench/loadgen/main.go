@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -331,17 +332,21 @@ func closeAll(conns []*conn) {
 	wg.Wait()
 }
 
-// schedule sends Poisson arrivals at `rate` per second from random live users until `until`.
-func schedule(conns []*conn, members map[string]int64, rate float64, phase, textBytes int, until time.Time) {
+// schedule sends Poisson arrivals at `rate` per second from random live users until `until`;
+// it returns how far behind its schedule a send went at worst (the generator's own limit).
+func schedule(conns []*conn, members map[string]int64, rate float64, phase, textBytes int, until time.Time) time.Duration {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(phase)))
 	next := time.Now()
+	var maxLag time.Duration
 	for {
 		next = next.Add(time.Duration(rng.ExpFloat64() / rate * float64(time.Second)))
 		if next.After(until) {
-			return
+			return maxLag
 		}
 		if d := time.Until(next); d > 0 {
 			time.Sleep(d)
+		} else {
+			maxLag = max(maxLag, -d)
 		}
 		c := conns[rng.IntN(len(conns))]
 		text, ns := makeText(phase, textBytes)
@@ -423,14 +428,24 @@ func runLoad(plan *Plan, conns []*conn) {
 	curPhase.Store(1)
 	emit(map[string]any{"event": "measure_start"})
 	started := time.Now()
-	schedule(conns, members, plan.Rate, 1, plan.TextBytes, started.Add(time.Duration(plan.DurationS*float64(time.Second))))
+	lag := schedule(conns, members, plan.Rate, 1, plan.TextBytes, started.Add(time.Duration(plan.DurationS*float64(time.Second))))
 	settle(1, time.Duration(plan.SettleS*float64(time.Second)))
 	elapsed := time.Since(started).Seconds()
 	emit(map[string]any{"event": "measure_end"})
 	curPhase.Store(0)
 	res := summary(1, elapsed)
 	res["event"] = "result"
+	res["schedule_lag_ms"] = float64(lag) / 1e6
 	emit(res)
+}
+
+// cpuSeconds is this process's CPU time so far (user + system).
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return math.NaN()
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 func runRamp(plan *Plan, conns []*conn) {
@@ -439,15 +454,17 @@ func runRamp(plan *Plan, conns []*conn) {
 	r := plan.Ramp
 	best := 0.0
 	rate := r.StartRate
-	// capped: every step passed, so the highest rate is a lower bound, not the limit.
+	// capped: every step passed (or the last failed because the generator was the limit), so the
+	// highest rate is a lower bound of the server's, not its limit.
 	capped := true
 	emit(map[string]any{"event": "measure_start"})
 	for step := 1; step <= r.MaxSteps && rate <= r.MaxRate; step++ {
 		curPhase.Store(int64(step))
-		started := time.Now()
-		schedule(conns, members, rate, step, plan.TextBytes, started.Add(time.Duration(r.StepS*float64(time.Second))))
+		started, cpuStarted := time.Now(), cpuSeconds()
+		lag := schedule(conns, members, rate, step, plan.TextBytes, started.Add(time.Duration(r.StepS*float64(time.Second))))
 		sendSeconds := time.Since(started).Seconds()
 		settle(step, time.Duration((r.WithinS+0.5)*float64(time.Second)))
+		driverCores := (cpuSeconds() - cpuStarted) / time.Since(started).Seconds()
 		res := summary(step, sendSeconds)
 		ps := res
 		ok := ps["delivered"].(int64) >= ps["expected"].(int64) && ps["expected"].(int64) > 0 &&
@@ -455,12 +472,18 @@ func runRamp(plan *Plan, conns []*conn) {
 		if m, isNum := ps["max_ms"].(float64); !isNum || m > r.WithinS*1000 {
 			ok = false
 		}
+		// The generator itself was the limit: its core was (nearly) full, or it fell behind its
+		// send schedule. A failure then says nothing about the server.
+		driverBound := driverCores >= 0.9 || lag > 250*time.Millisecond
 		res["event"] = "step"
 		res["rate"] = rate
+		res["schedule_lag_ms"] = float64(lag) / 1e6
+		res["driver_cores"] = driverCores
+		res["driver_bound"] = driverBound
 		res["ok"] = ok
 		emit(res)
 		if !ok {
-			capped = false
+			capped = driverBound
 			break
 		}
 		best = rate

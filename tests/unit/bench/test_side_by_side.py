@@ -44,6 +44,25 @@ def test_parse_rss_kib() -> None:
     assert figs.parse_rss_kib(Path("/proc/self/status").read_text()) > 1000
 
 
+def test_schedstat_wait() -> None:
+    assert figs.parse_schedstat_wait_ns("197008103 29150409 566\n") == 29150409
+    tasks = Path(f"/proc/{os.getpid()}/task")
+    assert all(
+        figs.parse_schedstat_wait_ns((t / "schedstat").read_text()) >= 0 for t in tasks.iterdir()
+    )
+
+
+def test_busy_machine_warnings() -> None:
+    results = {
+        "hypersend": {"seed": {"server_wait_share": 0.01, "driver_wait_share": 0.2}},
+        "centrifugo": {"ramp": {"server_wait_share": 0.3}, "idle": {}},
+    }
+    warnings = figs.busy_warnings(results)
+    assert len(warnings) == 2
+    assert warnings[0].startswith("hypersend seed: the generator waited for a CPU 20%")
+    assert warnings[1].startswith("centrifugo ramp: the server waited for a CPU 30%")
+
+
 def test_tree_ticks_sums_the_tree_with_reaped_children_and_nothing_else() -> None:
     procs = [
         figs.parse_stat(_stat_line(10, "postgres", 1, (100, 50, 7, 3))),  # postmaster
@@ -141,11 +160,11 @@ def test_load_figures() -> None:
     outcome = _outcome(
         w,
         measure_start=figs.Sample(
-            at=100, server_cpu=10, store_cpu=50, redis_cpu=1, driver_cpu=2,
+            at=100, server_cpu=10, store_cpu=50, redis_cpu=1, driver_cpu=2, server_wait=1,
             counters={"mongo": 1_000.0, "redis": None, "redis_round_trips": 50.0},
         ),
         measure_end=figs.Sample(
-            at=160, server_cpu=40, store_cpu=110, redis_cpu=7, driver_cpu=8,
+            at=160, server_cpu=40, store_cpu=110, redis_cpu=7, driver_cpu=8, server_wait=4,
             counters={"mongo": 10_000.0, "redis": None, "redis_round_trips": 7_550.0},
         ),
     )  # fmt: skip
@@ -169,6 +188,8 @@ def test_load_figures() -> None:
     assert got["store_cores"] == 1.0
     assert got["redis_cores"] == 0.1
     assert got["driver_cores"] == 0.1
+    assert got["server_wait_share"] == 0.05
+    assert got["driver_wait_share"] is None
     assert got["deliveries_per_cpu_s"] == 2_000
     assert got["deliveries_per_cpu_s_all"] == 60_000 / 96
     assert got["bytes_per_delivery"] == 480
