@@ -328,7 +328,8 @@ def figures(outcome: Outcome) -> dict[str, float | None]:
         out["incomplete_messages"] = res.get("incomplete_messages")
         out["schedule_lag_ms"] = res.get("schedule_lag_ms")
         out["duplicates"] = res.get("duplicates")
-        out["msg_rate"] = per(res.get("sent"), res.get("seconds"))
+        # sends per second of sending (the settling wait after it does not count)
+        out["msg_rate"] = per(res.get("sent"), res.get("send_seconds") or res.get("seconds"))
         out["bytes_per_delivery"] = per(res.get("delivery_bytes") or None, delivered)
         out["deliveries_per_cpu_s"] = per(delivered, server_cpu)
         all_cpu = None

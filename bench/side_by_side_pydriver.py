@@ -199,11 +199,18 @@ class Driver:
             self.current = 1
             self.emit({"event": "measure_start"})
             started = time.monotonic()
-            _, lag = await self.schedule(plan["rate"], 1, plan["duration_s"])
+            send_seconds, lag = await self.schedule(plan["rate"], 1, plan["duration_s"])
             await self.settle(1, plan["settle_s"])
             self.emit({"event": "measure_end"})
             result = self.summary(1, time.monotonic() - started)
-            self.emit({"event": "result", "schedule_lag_ms": lag * 1000, **result})
+            self.emit(
+                {
+                    "event": "result",
+                    "schedule_lag_ms": lag * 1000,
+                    "send_seconds": send_seconds,
+                    **result,
+                }
+            )
         else:
             ramp = plan["ramp"]
             await asyncio.sleep(plan["warmup_s"])

@@ -429,6 +429,7 @@ func runLoad(plan *Plan, conns []*conn) {
 	emit(map[string]any{"event": "measure_start"})
 	started := time.Now()
 	lag := schedule(conns, members, plan.Rate, 1, plan.TextBytes, started.Add(time.Duration(plan.DurationS*float64(time.Second))))
+	sendSeconds := time.Since(started).Seconds()
 	settle(1, time.Duration(plan.SettleS*float64(time.Second)))
 	elapsed := time.Since(started).Seconds()
 	emit(map[string]any{"event": "measure_end"})
@@ -436,6 +437,7 @@ func runLoad(plan *Plan, conns []*conn) {
 	res := summary(1, elapsed)
 	res["event"] = "result"
 	res["schedule_lag_ms"] = float64(lag) / 1e6
+	res["send_seconds"] = sendSeconds
 	emit(res)
 }
 

@@ -175,6 +175,7 @@ def test_load_figures() -> None:
         "delivered": 60_000,
         "delivery_bytes": 60_000 * 480,
         "seconds": 62.0,
+        "send_seconds": 50.0,
         "p50_ms": 3.0,
         "p99_ms": 40.0,
         "errors": {"internal": 3, "write: close 1006": 1},
@@ -183,6 +184,7 @@ def test_load_figures() -> None:
     got = figs.figures(outcome)
     assert got["delivered_pct"] == 75.0
     assert got["errors"] == 4
+    assert got["msg_rate"] == 160.0
     assert got["closed"] == 2
     assert got["server_cores"] == 0.5
     assert got["store_cores"] == 1.0
