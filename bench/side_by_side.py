@@ -563,6 +563,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         check_loopback(args.hypersend_url)
         if not (args.mongo_url and args.jwt_secret):
             parser.error("--hypersend-url needs --mongo-url and --jwt-secret (for seeding)")
+        check_loopback(args.mongo_url)
         args.servers = "hypersend"
     if args.driver == "python" and args.servers != "hypersend":
         parser.error("the Python driver speaks Hypersend's protocol only: add --servers hypersend")
