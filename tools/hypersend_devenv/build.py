@@ -8,6 +8,7 @@ A finished build is marked by a stamp file, so a rerun with the cache present co
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -78,6 +79,10 @@ COREDNS = Part("coredns", versions.COREDNS, ("coredns",))
 PROMETHEUS_ADAPTER = Part("prometheus-adapter", versions.PROMETHEUS_ADAPTER, ("adapter",))
 METRICS_SERVER = Part("metrics-server", versions.METRICS_SERVER, ("metrics-server",))
 PROMETHEUS = Part("prometheus", versions.PROMETHEUS, ("prometheus",))
+# Centrifugo is the reference server bench/side_by_side.py compares against: built on demand by
+# that bench (or by naming it here), not by `./dev setup`, so CI never pays for it.
+CENTRIFUGO = Part("centrifugo", versions.CENTRIFUGO, ("centrifugo",))
+# The parts `./dev setup` (this module without arguments) builds.
 PARTS: dict[str, Part] = {
     p.name: p
     for p in (
@@ -94,6 +99,8 @@ PARTS: dict[str, Part] = {
         PROMETHEUS,
     )
 }
+ON_DEMAND_PARTS: dict[str, Part] = {CENTRIFUGO.name: CENTRIFUGO}
+ALL_PARTS: dict[str, Part] = {**PARTS, **ON_DEMAND_PARTS}
 
 
 @dataclass
@@ -385,6 +392,52 @@ def build_kstatus() -> None:
     ).run()
 
 
+def build_centrifugo() -> None:
+    GoBuild(
+        part=CENTRIFUGO,
+        module="hypersend.io/tools/centrifugo",
+        requires={"github.com/centrifugal/centrifugo/v6": CENTRIFUGO.version},
+        packages={"centrifugo": "github.com/centrifugal/centrifugo/v6"},
+        # The version its release build sets (its .goreleaser.yml, without the "v"); the
+        # usage-stats endpoint and token stay empty, so this build never reports anywhere.
+        ldflags="-X github.com/centrifugal/centrifugo/v6/internal/build.Version="
+        + CENTRIFUGO.version.removeprefix("v"),
+        template=GOMOD_TEMPLATES / "centrifugo",
+    ).run()
+
+
+def source_digest(directory: Path) -> str:
+    """A short digest of a Go module's sources (go.mod, go.sum, *.go): its cache key."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.iterdir()):
+        if path.name in ("go.mod", "go.sum") or path.suffix == ".go":
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def build_own_module(name: str, source: Path) -> Path:
+    """Build one of this repository's Go modules (e.g. bench/loadgen, its go.mod and go.sum
+    committed) into ~/.cache/hypersend/<name>-<digest of its sources>/<name>, once per content."""
+    root = CACHE_ROOT / f"{name}-{source_digest(source)}"
+    binary = root / name
+    if (root / "stamp.json").exists() and binary.exists():
+        return binary
+    root.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    print(f"[build] {name} from {source}", flush=True)
+    partial = root / f".{name}.partial"
+    _run(
+        ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(partial), "."],
+        cwd=source,
+        env=go_env(),
+    )
+    partial.rename(binary)
+    seconds = round(time.monotonic() - started, 1)
+    stamp = {"source": str(source), "build_seconds": seconds, "built_at": time.time()}
+    (root / "stamp.json").write_text(json.dumps(stamp))
+    return binary
+
+
 BUILDERS = {
     "kubernetes": build_kubernetes,
     "kwok": build_kwok,
@@ -397,12 +450,13 @@ BUILDERS = {
     "metrics-server": build_metrics_server,
     "kstatus": build_kstatus,
     "prometheus": build_prometheus,
+    "centrifugo": build_centrifugo,
 }
 
 
 def ensure(names: list[str], force: bool = False) -> None:
     for name in names:
-        part = PARTS[name]
+        part = ALL_PARTS[name]
         if part.is_built() and not force:
             print(f"[build] {name} {part.version}: cached at {part.bin_dir}", flush=True)
             continue
@@ -412,12 +466,17 @@ def ensure(names: list[str], force: bool = False) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     # No argparse `choices` here: it rejects a list default given to nargs="*".
-    parser.add_argument("parts", nargs="*", help=f"parts to build (default: all of {list(PARTS)})")
+    parser.add_argument(
+        "parts",
+        nargs="*",
+        help=f"parts to build (default: all of {list(PARTS)}; "
+        f"built only when named: {list(ON_DEMAND_PARTS)})",
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even when cached")
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.parts) - set(PARTS))
+    unknown = sorted(set(args.parts) - set(ALL_PARTS))
     if unknown:
-        parser.error(f"unknown part(s) {unknown}; choose from {list(PARTS)}")
+        parser.error(f"unknown part(s) {unknown}; choose from {list(ALL_PARTS)}")
     ensure(args.parts or list(PARTS), force=args.force)
 
 

@@ -24,6 +24,8 @@ PROMETHEUS = "v0.316.0"
 # its redis-server is the 7.0 series (the local Redis image's tag says so and the build checks it).
 DEBIAN_SUITE = "bookworm"
 DEBIAN_REDIS = "7.0"
+# The reference server of bench/side_by_side.py; built only when that bench runs, never by CI.
+CENTRIFUGO = "v6.9.1"
 
 
 def staging_version(kubernetes: str = KUBERNETES) -> str:
