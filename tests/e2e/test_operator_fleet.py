@@ -179,3 +179,39 @@ def test_an_operator_upgrade_rolls_one_cluster_at_a_time(
         )  # fmt: skip
         for hsc in fleet:
             hsc.cleanup()
+
+
+REQUESTS = "hypersend_operator_api_requests_total"
+RECONCILES = "hypersend_operator_reconciles_total"
+
+
+def requests_by_kind(op: OperatorProcess) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in op.metrics().items():
+        if key.startswith(REQUESTS + "{"):
+            kind = key.split('kind="', 1)[1].split('"', 1)[0]
+            verb = key.split('verb="', 1)[1].split('"', 1)[0]
+            out[f"{verb} {kind}"] = out.get(f"{verb} {kind}", 0) + value
+    return out
+
+
+def test_an_idle_resync_reads_only_the_connection_count(ready: ClusterHelper) -> None:
+    """Reads come from the caches: a pass with nothing to do asks the API server only for the
+    chat pods' connections (the status shows them), and writes nothing."""
+    hsc = ready
+    op = hsc.operator
+
+    def resynced(count: float) -> bool:
+        hsc.feed_connections()
+        return op.counter(RECONCILES, trigger="resync", result="ok") >= count
+
+    # One resync first: what settles after Ready (HPA and Deployment status) is behind us then.
+    first = op.counter(RECONCILES, trigger="resync", result="ok") + 1
+    hsc.wait_for(lambda: resynced(first), "a resync pass", timeout=60)
+    before = requests_by_kind(op)
+    hsc.wait_for(lambda: resynced(first + 2), "two more resync passes", timeout=60)
+    after = requests_by_kind(op)
+    spent = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    # Each pass of this one cluster: one read of the custom metrics API, nothing else. (Other
+    # passes may run meanwhile, a child event's or a requeue's: they cost the same.)
+    assert set(spent) <= {"get MetricValueList"}, spent
