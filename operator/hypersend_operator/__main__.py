@@ -1,7 +1,9 @@
 """`hypersend-operator run [--namespace N ... | --all-namespaces]`: run the operator.
 
 Connects like kubectl (--kubeconfig, KUBECONFIG, in-cluster service account). Serves a liveness
-endpoint (kopf's) and Prometheus metrics on their own ports.
+endpoint (kopf's) and Prometheus metrics on their own ports. With leader election (on by default
+wherever the Lease's namespace is known: in a pod, or with --leader-election-namespace), only the
+replica holding the Lease writes (leader.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,20 @@ from hypersend_operator.handlers import (
     register,
 )
 from hypersend_operator.kube import Kube
+from hypersend_operator.leader import DEFAULT_LEASE_NAME, Elector
+
+SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def pod_namespace() -> str | None:
+    """The namespace this pod runs in (downward API, else the service account's), if any."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        with open(SA_NAMESPACE_FILE) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -44,7 +60,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--resync-seconds", type=float, default=60.0, help="periodic full pass per cluster"
     )
     run.add_argument("--log-level", default=os.environ.get("HYPERSEND_OPERATOR_LOG_LEVEL", "info"))
+    run.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="only the holder of a Lease writes (default: on in a pod or with "
+        "--leader-election-namespace, off on a workstation)",
+    )
+    run.add_argument(
+        "--leader-election-namespace",
+        default=None,
+        help="namespace of the Lease (default: POD_NAMESPACE, the pod's namespace)",
+    )
+    run.add_argument("--leader-election-id", default=DEFAULT_LEASE_NAME, help="name of the Lease")
     args = parser.parse_args(argv)
+    if args.command == "run":
+        explicit = args.leader_election_namespace
+        args.leader_election_namespace = explicit or pod_namespace()
+        if args.leader_election is None:
+            args.leader_election = args.leader_election_namespace is not None
+        if args.leader_election and not args.leader_election_namespace:
+            parser.error("--leader-election needs --leader-election-namespace (or POD_NAMESPACE)")
     if not args.namespace and not args.all_namespaces:
         args.all_namespaces = True
     return args
@@ -67,7 +103,14 @@ def settings(args: argparse.Namespace) -> kopf.OperatorSettings:
     s.networking.connect_timeout = 10
     # Events: ours carry typed reasons; kopf's own only for warnings and errors.
     s.posting.level = logging.WARNING
+    # kopf's peering would pause it while another peer runs; leader election (leader.py) decides
+    # who writes instead, and a follower keeps its watches warm.
     s.peering.standalone = True
+    # Scanning watches CustomResourceDefinitions (and, for a namespace list, Namespaces)
+    # cluster-wide to notice kinds and namespaces appearing. A namespaced install has no
+    # cluster-wide read: the CRD must exist before the operator starts (the chart installs it
+    # first) and the listed namespaces are taken as they are.
+    s.scanning.disabled = not args.all_namespaces
     return s
 
 
@@ -89,8 +132,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     registry = kopf.OperatorRegistry()
     # httpx2 clients and asyncio locks bind to the loop lazily, so both exist before kopf's loop.
     kube = Kube.from_env(args.kubeconfig)
-    runner = Runner(kube, RunnerConfig(resync_seconds=args.resync_seconds))
+    elector: Elector | None = None
+    if args.leader_election:
+        elector = Elector(
+            kube,
+            args.leader_election_namespace,
+            args.leader_election_id,
+            on_started_leading=lambda: runner.wake_all(),
+        )
+        kube.set_fence(elector.is_leader)
+    runner = Runner(
+        kube,
+        RunnerConfig(resync_seconds=args.resync_seconds),
+        leader=elector.is_leader if elector else lambda: True,
+    )
     register(registry, runner)
+
+    @kopf.on.startup(registry=registry)
+    async def _elect(**_: Any) -> None:
+        if elector is not None:
+            await elector.start()
 
     @kopf.on.login(registry=registry)
     def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -100,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     @kopf.on.cleanup(registry=registry)
     async def _cleanup(**_: Any) -> None:
         runner.cancel_all()
+        if elector is not None:
+            await elector.stop(release=True)
         await kube.close()
 
     kopf.run(

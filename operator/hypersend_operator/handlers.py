@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from hypersend_operator.api import (
 )
 from hypersend_operator.builders import OwnedKind, owned_kinds
 from hypersend_operator.builders import labels as lb
-from hypersend_operator.kube import ApiError, Kube
+from hypersend_operator.kube import ApiError, Kube, NotLeader
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,14 @@ class RunnerConfig:
 class Runner:
     """Serialises passes per cluster and schedules wake-ups."""
 
-    def __init__(self, kube: Kube, config: RunnerConfig) -> None:
+    def __init__(
+        self, kube: Kube, config: RunnerConfig, leader: Callable[[], bool] = lambda: True
+    ) -> None:
         self.kube = kube
         self.config = config
+        # Only the leader runs passes (leader.Elector.is_leader; always True without election).
+        self.leader = leader
+        self._known: set[tuple[str, str]] = set()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._wakes: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -129,11 +134,28 @@ class Runner:
     async def _woken(self, namespace: str, name: str, trigger: str) -> None:
         try:
             await self.run_pass(namespace, name, trigger)
+        except NotLeader:
+            return  # leadership ended mid-pass: the new leader runs it
         except Exception as e:  # a woken pass has no kopf retry: reschedule it ourselves
             log.warning("pass for %s/%s (%s) failed: %s; retrying", namespace, name, trigger, e)
             self.wake(namespace, name, self.config.requeue_degraded_seconds, "retry")
 
+    def known_clusters(self) -> frozenset[tuple[str, str]]:
+        """Every (namespace, name) seen by a trigger and not seen deleted."""
+        return frozenset(self._known)
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._known.discard((namespace, name))
+
+    def wake_all(self, trigger: str = "leader") -> None:
+        """A pass for every known cluster: a new leader catches up on what it only watched."""
+        for namespace, name in self._known:
+            self.wake(namespace, name, 0, trigger)
+
     async def run_pass(self, namespace: str, name: str, trigger: str) -> None:
+        self._known.add((namespace, name))
+        if not self.leader():
+            return
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
         async with lock:
             await self._run_pass_locked(namespace, name, trigger)
@@ -144,6 +166,8 @@ class Runner:
             cr = await self.kube.get(API_VERSION, KIND, namespace, name)
             if cr is None or cr["metadata"].get("deletionTimestamp"):
                 metrics.forget_cluster(namespace, name)
+                if cr is None:
+                    self.forget(namespace, name)
                 return
             if not (cr.get("status") or {}).get("conditions"):
                 # A brand-new CR (its status only the CRD's default) says at once, with
@@ -203,6 +227,8 @@ def register(registry: kopf.OperatorRegistry, runner: Runner) -> None:
     async def on_cluster(namespace: str, name: str, reason: str, **_: Any) -> None:
         try:
             await runner.run_pass(namespace, name, reason)
+        except NotLeader:
+            return  # leadership ended mid-pass: the new leader runs it
         except ApiError as e:
             # kopf retries with its backoff; the message names the failed request.
             raise kopf.TemporaryError(str(e), delay=5 if e.transient else 30) from e
@@ -247,6 +273,7 @@ def register(registry: kopf.OperatorRegistry, runner: Runner) -> None:
     async def forget_metrics(type: str | None, namespace: str | None, name: str, **_: Any) -> None:
         if type == "DELETED":
             metrics.forget_cluster(namespace or "", name)
+            runner.forget(namespace or "", name)
 
     def delete_policy_is_delete(spec: kopf.Spec, **_: Any) -> bool:
         return bool(spec.get("mongo", {}).get("deletePolicy") == "Delete")
@@ -256,6 +283,10 @@ def register(registry: kopf.OperatorRegistry, runner: Runner) -> None:
         GROUP, VERSION, PLURAL, registry=registry, when=delete_policy_is_delete, id="delete-data"
     )
     async def delete_data(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+        if not runner.leader():
+            # The finalizer stays until the leader has removed the data.
+            delay = runner.config.requeue_progressing_seconds
+            raise kopf.TemporaryError("not the leader", delay=delay)
         deleted = await reconcile.delete_data(runner.kube, body)
         log.info("%s/%s deleted: removed PVCs %s", namespace, name, ", ".join(deleted) or "(none)")
 

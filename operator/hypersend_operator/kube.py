@@ -57,6 +57,15 @@ class ApiError(Exception):
         return self.code == 409
 
 
+class NotLeader(Exception):
+    """A write refused before it was sent: this replica does not hold the leader Lease."""
+
+
+def _fenced(method: str, path: str) -> bool:
+    # The Lease itself is how a replica becomes leader: its writes are never fenced.
+    return method != "GET" and not path.startswith("/apis/coordination.k8s.io/v1/")
+
+
 @dataclass(frozen=True)
 class Kind:
     """Where a kind lives on the REST API (from discovery)."""
@@ -118,6 +127,7 @@ class Kube:
         self._backoff = backoff
         self._kinds: dict[tuple[str, str], Kind] = {}
         self._discovery_lock = asyncio.Lock()
+        self._fence: Callable[[], bool] | None = None
 
     @classmethod
     def from_env(cls, kubeconfig: str | None = None, timeout: float = 15.0) -> Kube:
@@ -134,6 +144,10 @@ class Kube:
             http2=False,
         )
         return cls(http)
+
+    def set_fence(self, fence: Callable[[], bool]) -> None:
+        """Ask `fence()` before every write except to Leases; False raises NotLeader."""
+        self._fence = fence
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -155,6 +169,9 @@ class Kube:
         for other failures."""
 
         async def once() -> Obj | None:
+            # Asked before every attempt: a retry after a backoff may come too late.
+            if self._fence is not None and _fenced(method, path) and not self._fence():
+                raise NotLeader(f"{method} {path}: not the leader")
             headers = {"Accept": "application/json"}
             content = None
             if body is not None:
@@ -295,6 +312,28 @@ class Kube:
         )
         if result is None:  # 404 on apply: the namespace is gone
             raise ApiError(404, "NotFound", f"namespace {meta.get('namespace')} not found")
+        return result
+
+    async def create(self, manifest: Mapping[str, Any]) -> Obj:
+        """POST a new object; ApiError 409 when it exists."""
+        meta = manifest["metadata"]
+        k = await self.kind(manifest["apiVersion"], manifest["kind"])
+        result = await self._request(
+            "POST", k.path(meta.get("namespace")), body=manifest, write_kind=k.kind
+        )
+        if result is None:
+            raise ApiError(404, "NotFound", f"namespace {meta.get('namespace')} not found")
+        return result
+
+    async def replace(self, manifest: Mapping[str, Any]) -> Obj:
+        """PUT the whole object; with metadata.resourceVersion, ApiError 409 when it is stale."""
+        meta = manifest["metadata"]
+        k = await self.kind(manifest["apiVersion"], manifest["kind"])
+        result = await self._request(
+            "PUT", k.path(meta.get("namespace"), meta["name"]), body=manifest, write_kind=k.kind
+        )
+        if result is None:
+            raise ApiError(404, "NotFound", f"{k.kind} {meta['name']} not found")
         return result
 
     async def merge_patch(self, manifest: Mapping[str, Any]) -> Obj | None:

@@ -38,6 +38,14 @@ API_WRITES = Counter(
     "Mutating requests sent to the API server, by verb and kind",
     ["verb", "kind"],
 )
+LEADER = Gauge(
+    "hypersend_operator_leader",
+    "1 while this replica holds the leader Lease and may write, else 0",
+)
+LEADER_TRANSITIONS = Counter(
+    "hypersend_operator_leader_transitions_total",
+    "Times this replica started or stopped leading",
+)
 # Not `namespace`/`name`: a scrape would rename `namespace` to `exported_namespace`, since the
 # target's own namespace label (the operator's) takes that name.
 CLUSTER_READY = Gauge(
