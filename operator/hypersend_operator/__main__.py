@@ -19,6 +19,7 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
+from hypersend_operator import metrics
 from hypersend_operator.handlers import (
     Runner,
     RunnerConfig,
@@ -141,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             on_started_leading=lambda: runner.wake_all(),
         )
         kube.set_fence(elector.is_leader)
+    else:
+        metrics.LEADER.set(1)  # without election this process always writes
     runner = Runner(
         kube,
         RunnerConfig(resync_seconds=args.resync_seconds),

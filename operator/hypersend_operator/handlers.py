@@ -155,6 +155,7 @@ class Runner:
     async def run_pass(self, namespace: str, name: str, trigger: str) -> None:
         self._known.add((namespace, name))
         if not self.leader():
+            metrics.RECONCILES.labels(trigger, "not_leader").inc()  # a follower's trigger
             return
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
         async with lock:
