@@ -187,6 +187,9 @@ class Kube:
                 raise ApiError(0, type(e).__name__, str(e) or type(e).__name__) from e
             if resp.status_code == 404:
                 return None
+            if resp.status_code == 403:
+                # A caller may turn it into status; the log keeps missing RBAC visible.
+                log.warning("Forbidden: %s %s", method, path)
             if resp.status_code >= 400:
                 try:
                     status = resp.json()
