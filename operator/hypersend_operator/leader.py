@@ -116,6 +116,11 @@ def decide(observed: Observed | None, me: str, now: float) -> Action:
     return Action.ACQUIRE
 
 
+def lost(observed: Observed | None, me: str) -> bool:
+    """The Lease as read is not ours (any more): whatever we believed, we do not lead."""
+    return observed is None or observed.record.holder != me
+
+
 def observe(previous: Observed | None, lease: Mapping[str, Any], now: float) -> Observed:
     """The observation after reading `lease`: the clock restarts only when the record changed."""
     record = Record.of(lease)
@@ -201,6 +206,8 @@ class Elector:
             log.warning("cannot read Lease %s/%s: %s", self.namespace, self.name, e)
             return None
         self._observed = None if lease is None else observe(self._observed, lease, self._clock())
+        if lost(self._observed, self.identity):
+            self._renewed_at = None  # someone else holds it now: stop at once, not at the deadline
         action = decide(self._observed, self.identity, self._clock())
         if action is Action.FOLLOW:
             return action

@@ -77,6 +77,16 @@ def test_the_clock_restarts_only_when_the_record_changes() -> None:
     assert leader.decide(renewed, ME, 39.0) is Action.ACQUIRE
 
 
+@pytest.mark.parametrize(
+    ("observed", "is_lost"),
+    [(None, True), (seen(None), True), (seen(OTHER), True), (seen(ME), False)],
+)
+def test_a_lease_read_as_someone_elses_or_released_is_lost(
+    observed: Observed | None, is_lost: bool
+) -> None:
+    assert leader.lost(observed, ME) is is_lost
+
+
 def test_acquiring_from_another_holder_counts_a_transition() -> None:
     current = Record(OTHER, 15, "a", "b", 3)
     got = leader.wanted(Action.ACQUIRE, current, ME, "now", 15)
