@@ -130,6 +130,15 @@ def observe(previous: Observed | None, lease: Mapping[str, Any], now: float) -> 
     return Observed(record, version, now)
 
 
+def next_try(observed: Observed | None, me: str, now: float, retry: float) -> float:
+    """Seconds until the next round: the retry period, but a follower tries again the moment
+    the lease it follows expires rather than up to a retry period later."""
+    if observed is None or decide(observed, me, now) is not Action.FOLLOW:
+        return retry
+    expires = observed.since + observed.record.duration_seconds
+    return max(0.0, min(retry, expires - now))
+
+
 def wanted(action: Action, current: Record | None, me: str, stamp: str, duration: int) -> Record:
     """The record to write for `action` (CREATE, ACQUIRE or RENEW) at wall-clock `stamp`."""
     if action is Action.RENEW and current is not None:
@@ -261,7 +270,7 @@ class Elector:
             delay = self.timing.retry_period
             if not self.is_leader():
                 delay *= 1 + random.random() * 0.2  # jitter, not a secret
-            await asyncio.sleep(delay)
+            await asyncio.sleep(next_try(self._observed, self.identity, self._clock(), delay))
 
     async def start(self) -> None:
         """One round now (so a lone replica leads before its first pass), then the loop."""

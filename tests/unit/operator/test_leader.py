@@ -87,6 +87,22 @@ def test_a_lease_read_as_someone_elses_or_released_is_lost(
     assert leader.lost(observed, ME) is is_lost
 
 
+@pytest.mark.parametrize(
+    ("observed", "now", "delay"),
+    [
+        (None, 0.0, 2.0),  # nothing to wait for
+        (seen(ME, since=100.0), 200.0, 2.0),  # a leader renews every retry period
+        (seen(OTHER, since=100.0), 101.0, 2.0),  # the lease runs long: a normal retry
+        (seen(OTHER, since=100.0), 114.5, 0.5),  # ...but not past its expiry
+        (seen(OTHER, since=100.0), 115.0, 2.0),  # expired: acquiring is the next step anyway
+    ],
+)
+def test_a_follower_tries_again_when_the_lease_expires(
+    observed: Observed | None, now: float, delay: float
+) -> None:
+    assert leader.next_try(observed, ME, now, 2.0) == delay
+
+
 def test_acquiring_from_another_holder_counts_a_transition() -> None:
     current = Record(OTHER, 15, "a", "b", 3)
     got = leader.wanted(Action.ACQUIRE, current, ME, "now", 15)
