@@ -3,6 +3,7 @@ Lease, on the monotonic clock."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -173,3 +174,53 @@ def test_identities_differ_per_process_on_one_host() -> None:
     a, b = leader.default_identity(), leader.default_identity()
     assert a != b
     assert a.rsplit("_", 1)[0] == b.rsplit("_", 1)[0]
+
+
+# ------------------------------------------------------------------ the command line
+
+
+@pytest.fixture
+def outside_a_pod(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from hypersend_operator import __main__ as cli
+
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    monkeypatch.setattr(cli, "SA_NAMESPACE_FILE", str(tmp_path / "absent"))
+
+
+@pytest.mark.usefixtures("outside_a_pod")
+def test_leader_election_is_off_on_a_workstation() -> None:
+    from hypersend_operator.__main__ import parse_args
+
+    args = parse_args(["run"])
+    assert args.leader_election is False
+
+
+@pytest.mark.usefixtures("outside_a_pod")
+def test_leader_election_is_on_in_a_pod_or_with_a_namespace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hypersend_operator.__main__ import parse_args
+
+    args = parse_args(["run", "--leader-election-namespace", "ops"])
+    assert (args.leader_election, args.leader_election_namespace) == (True, "ops")
+    assert args.leader_election_id == "hypersend-operator"
+    monkeypatch.setenv("POD_NAMESPACE", "hypersend-system")
+    args = parse_args(["run"])
+    assert (args.leader_election, args.leader_election_namespace) == (True, "hypersend-system")
+    assert parse_args(["run", "--no-leader-election"]).leader_election is False
+
+
+@pytest.mark.usefixtures("outside_a_pod")
+def test_leader_election_without_a_namespace_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from hypersend_operator.__main__ import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["run", "--leader-election"])
+    assert "--leader-election-namespace" in capsys.readouterr().err
+
+
+def test_a_namespaced_run_scans_nothing_cluster_wide() -> None:
+    from hypersend_operator.__main__ import parse_args, settings
+
+    assert settings(parse_args(["run", "-n", "team-a", "--no-leader-election"])).scanning.disabled
+    assert not settings(parse_args(["run", "-A", "--no-leader-election"])).scanning.disabled
