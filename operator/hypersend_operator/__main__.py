@@ -140,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.leader_election_namespace,
             args.leader_election_id,
             on_started_leading=lambda: runner.wake_all(),
+            # A follower's Ready series would go stale next to the new leader's.
+            on_stopped_leading=metrics.CLUSTER_READY.clear,
         )
         kube.set_fence(elector.is_leader)
     else:

@@ -215,6 +215,8 @@ def test_a_paused_leader_steps_down_on_resume_without_writing(
     )
     assert not is_leader(leader)
     assert child_writes(leader) == writes_before, leader.log_tail()
+    # Its per-cluster Ready series went with its leadership (the new leader's are current).
+    assert not any(k.startswith("hypersend_operator_cluster_ready{") for k in leader.metrics())
     assert is_leader(follower)
     spec = pair.lease_spec()
     assert spec["holderIdentity"] not in (None, old_holder)
