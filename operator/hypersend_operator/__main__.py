@@ -1,7 +1,9 @@
 """`hypersend-operator run [--namespace N ... | --all-namespaces]`: run the operator.
 
 Connects like kubectl (--kubeconfig, KUBECONFIG, in-cluster service account). Serves a liveness
-endpoint (kopf's) and Prometheus metrics on their own ports.
+endpoint (kopf's) and Prometheus metrics on their own ports. With leader election (on by default
+wherever the Lease's namespace is known: in a pod, or with --leader-election-namespace), only the
+replica holding the Lease writes (leader.py).
 """
 
 from __future__ import annotations
@@ -18,10 +20,25 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
+from hypersend_operator import metrics
 from hypersend_operator.api import API_VERSION, KIND, PLURAL
 from hypersend_operator.cache import ChildCache
 from hypersend_operator.handlers import WATCHED_CHILDREN, Runner, RunnerConfig, register
 from hypersend_operator.kube import Kind, Kube
+from hypersend_operator.leader import DEFAULT_LEASE_NAME, Elector
+
+SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def pod_namespace() -> str | None:
+    """The namespace this pod runs in (downward API, else the service account's), if any."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        with open(SA_NAMESPACE_FILE) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -47,7 +64,27 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="clusters whose chat pods an operator upgrade may roll at the same time",
     )
     run.add_argument("--log-level", default=os.environ.get("HYPERSEND_OPERATOR_LOG_LEVEL", "info"))
+    run.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="only the holder of a Lease writes (default: on in a pod or with "
+        "--leader-election-namespace, off on a workstation)",
+    )
+    run.add_argument(
+        "--leader-election-namespace",
+        default=None,
+        help="namespace of the Lease (default: POD_NAMESPACE, the pod's namespace)",
+    )
+    run.add_argument("--leader-election-id", default=DEFAULT_LEASE_NAME, help="name of the Lease")
     args = parser.parse_args(argv)
+    if args.command == "run":
+        explicit = args.leader_election_namespace
+        args.leader_election_namespace = explicit or pod_namespace()
+        if args.leader_election is None:
+            args.leader_election = args.leader_election_namespace is not None
+        if args.leader_election and not args.leader_election_namespace:
+            parser.error("--leader-election needs --leader-election-namespace (or POD_NAMESPACE)")
     if not args.namespace and not args.all_namespaces:
         args.all_namespaces = True
     return args
@@ -70,7 +107,14 @@ def settings(args: argparse.Namespace) -> kopf.OperatorSettings:
     s.networking.connect_timeout = 10
     # Events: ours carry typed reasons; kopf's own only for warnings and errors.
     s.posting.level = logging.WARNING
+    # kopf's peering would pause it while another peer runs; leader election (leader.py) decides
+    # who writes instead, and a follower keeps its watches warm.
     s.peering.standalone = True
+    # Scanning watches CustomResourceDefinitions (and, for a namespace list, Namespaces)
+    # cluster-wide to notice kinds and namespaces appearing. A namespaced install has no
+    # cluster-wide read: the CRD must exist before the operator starts (the chart installs it
+    # first) and the listed namespaces are taken as they are.
+    s.scanning.disabled = not args.all_namespaces
     return s
 
 
@@ -99,24 +143,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         Kind(API_VERSION, KIND, PLURAL, namespaced=True),
         *(Kind(k.api_version, k.kind, k.plural, namespaced=True) for k in WATCHED_CHILDREN),
     )
-    config = RunnerConfig(
-        resync_seconds=args.resync_seconds, max_concurrent_rollouts=args.max_concurrent_rollouts
+    namespaces = None if args.all_namespaces else args.namespace
+    children = ChildCache(
+        kube, WATCHED_CHILDREN, namespaces, lambda t, o: runner.on_child_event(t, o)
     )
-    # The caches and the runner need the running loop: made at kopf's startup.
-    state: dict[str, Any] = {}
+    elector: Elector | None = None
+    if args.leader_election:
+        elector = Elector(
+            kube,
+            args.leader_election_namespace,
+            args.leader_election_id,
+            on_started_leading=lambda: runner.wake_all("leader"),
+            # A follower's Ready series would go stale next to the new leader's.
+            on_stopped_leading=metrics.CLUSTER_READY.clear,
+        )
+        kube.set_fence(elector.is_leader)
+    else:
+        metrics.LEADER.set(1)  # without election this process always writes
+    runner = Runner(
+        kube,
+        RunnerConfig(
+            resync_seconds=args.resync_seconds,
+            max_concurrent_rollouts=args.max_concurrent_rollouts,
+        ),
+        children,
+        leader=elector.is_leader if elector else lambda: True,
+    )
+    register(registry, runner)
+    tasks: list[asyncio.Task[None]] = []
 
     @kopf.on.startup(registry=registry)
     async def _startup(**_: Any) -> None:
-        namespaces = None if args.all_namespaces else args.namespace
-        children = ChildCache(
-            kube, WATCHED_CHILDREN, namespaces, lambda t, o: state["runner"].on_child_event(t, o)
-        )
-        runner = Runner(kube, config, children)
-        state.update(runner=runner, children=children)
+        # Followers watch too: a new leader starts with warm caches.
         children.start()
-        state["resync"] = asyncio.create_task(runner.resync_forever())
-
-    register(registry, lambda: state["runner"])
+        tasks.append(asyncio.create_task(runner.resync_forever()))
+        if elector is not None:
+            await elector.start()
 
     @kopf.on.login(registry=registry)
     def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -125,10 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     @kopf.on.cleanup(registry=registry)
     async def _cleanup(**_: Any) -> None:
-        if "runner" in state:
-            state["resync"].cancel()
-            state["runner"].cancel_all()
-            await state["children"].stop()
+        for task in tasks:
+            task.cancel()
+        runner.cancel_all()
+        await children.stop()
+        if elector is not None:
+            await elector.stop(release=True)
         await kube.close()
 
     kopf.run(

@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import kopf
 
@@ -45,12 +45,6 @@ def operator_version() -> str:
         return importlib.metadata.version("hypersend")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-class Leadership(Protocol):
-    """Who may write (leader.py); a Runner without one always may."""
-
-    def is_leader(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -87,11 +81,12 @@ class Runner:
         kube: Kube,
         config: RunnerConfig,
         children: ChildCache,
-        leader: Leadership | None = None,
+        leader: Callable[[], bool] = lambda: True,
     ) -> None:
         self.kube = kube
         self.config = config
         self.children = children
+        # Only the leader runs passes (leader.Elector.is_leader; always True without election).
         self.leader = leader
         self.version = operator_version()
         self.slots = RolloutSlots(config.max_concurrent_rollouts)
@@ -180,8 +175,10 @@ class Runner:
     # ------------------------------------------------------------------ one pass
 
     async def run_pass(self, namespace: str, name: str, trigger: str) -> None:
-        if self.leader is not None and not self.leader.is_leader():
-            return  # the leader does the work; a new leader wakes every cluster
+        if not self.leader():
+            # The leader does the work; a new leader wakes every cluster (wake_all).
+            metrics.RECONCILES.labels(trigger, "not_leader").inc()
+            return
         lock = self._locks.setdefault((namespace, name), asyncio.Lock())
         async with lock:
             try:
@@ -304,7 +301,7 @@ def _owner(body: Mapping[str, Any]) -> str | None:
     return None
 
 
-def register(registry: kopf.OperatorRegistry, runner: Callable[[], Runner]) -> None:
+def register(registry: kopf.OperatorRegistry, runner: Runner) -> None:
     """Attach the operator's handlers to `registry`.
 
     Only raw watch events: kopf then writes nothing to the CRs (no progress or diff-base
@@ -313,4 +310,4 @@ def register(registry: kopf.OperatorRegistry, runner: Callable[[], Runner]) -> N
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="watch-clusters")
     async def on_cluster(type: str | None, body: kopf.Body, **_: Any) -> None:
-        runner().on_cluster_event(type, body)
+        runner.on_cluster_event(type, body)

@@ -403,6 +403,10 @@ class Kube:
                 err = _api_error(e)
             if err.not_found:
                 return None
+            if err.code == 403:
+                # A caller may turn it into status; the log keeps missing RBAC visible (the RBAC
+                # tests read it).
+                log.warning("Forbidden: %s %s: %s", verb, kind, err.message)
             raise err
 
         return await retry_transient(once, self._backoff) if retry else await once()

@@ -60,6 +60,14 @@ QUEUED_ROLLOUTS = Gauge(
     "hypersend_operator_queued_rollouts",
     "Clusters whose pod-template change (an operator upgrade) waits for a fleet rollout slot",
 )
+LEADER = Gauge(
+    "hypersend_operator_leader",
+    "1 while this replica holds the leader Lease and may write, else 0",
+)
+LEADER_TRANSITIONS = Counter(
+    "hypersend_operator_leader_transitions_total",
+    "Times this replica started or stopped leading",
+)
 # Not `namespace`/`name`: a scrape would rename `namespace` to `exported_namespace`, since the
 # target's own namespace label (the operator's) takes that name.
 CLUSTER_READY = Gauge(

@@ -132,8 +132,11 @@ def test_template_passes_server_side_dry_run_default_values(
         "customresourcedefinition.apiextensions.k8s.io",
         "clusterrole.rbac.authorization.k8s.io",
         "clusterrolebinding.rbac.authorization.k8s.io",
+        "role.rbac.authorization.k8s.io",  # the leader Lease's
+        "rolebinding.rbac.authorization.k8s.io",
         "service",
         "deployment.apps",
+        "poddisruptionbudget.policy",
     }
 
 
@@ -157,8 +160,11 @@ def test_template_passes_server_side_dry_run_namespaced_and_service_monitor(
     }
     out = dry_run(kube, helm.template_text(values, namespace=release_ns))
     kinds = [line.split("/")[0] for line in out.splitlines()]
-    assert kinds.count("role.rbac.authorization.k8s.io") == 2
-    assert kinds.count("rolebinding.rbac.authorization.k8s.io") == 2
+    # One per watched namespace and the leader Lease's; nothing cluster-wide.
+    assert kinds.count("role.rbac.authorization.k8s.io") == 3
+    assert kinds.count("rolebinding.rbac.authorization.k8s.io") == 3
+    assert "clusterrole.rbac.authorization.k8s.io" not in kinds
+    assert "clusterrolebinding.rbac.authorization.k8s.io" not in kinds
     assert "servicemonitor.monitoring.coreos.com" in kinds
     assert "prometheusrule.monitoring.coreos.com" in kinds
     assert "configmap" in kinds  # the Grafana dashboard
@@ -213,8 +219,11 @@ def test_install_upgrade_uninstall(
     )  # fmt: skip
     deployment = f"{release}-hypersend-operator"
     dep = get_json(kube, "deployment", deployment, "-n", release_ns)
-    assert dep["status"].get("readyReplicas") == 1, dep["status"]
-    assert dep["spec"]["strategy"]["type"] == "Recreate"
+    # Two replicas, one leader (kwok pods run nothing, so no Lease is taken here).
+    assert dep["status"].get("readyReplicas") == 2, dep["status"]
+    assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
+    pdb = get_json(kube, "poddisruptionbudget", deployment, "-n", release_ns)
+    assert pdb["spec"]["maxUnavailable"] == 1
     kube.wait_crd_established(CRD_NAME)
     crd = get_json(kube, "crd", CRD_NAME)
     assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"

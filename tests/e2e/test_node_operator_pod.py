@@ -118,11 +118,19 @@ def installed(
 def test_the_chart_runs_the_operator_image_and_it_reconciles_real_pods(
     node_cluster: KubeCluster, installed: ChartInstall
 ) -> None:
-    (operator_pod,) = node_cluster.json(
+    pods = node_cluster.json(
         "get", "pods", "-n", installed.release_namespace, "-l", OPERATOR_SELECTOR
     )["items"]
-    assert is_ready(operator_pod)
-    assert operator_pod["spec"]["containers"][0]["image"] == images.OPERATOR_IMAGE
+    assert len(pods) == 2  # two replicas, one leader
+    for pod in pods:
+        assert is_ready(pod)
+        assert pod["spec"]["containers"][0]["image"] == images.OPERATOR_IMAGE
+    # The Lease (named after the release) is held by one of them: identity = hostname + suffix.
+    lease = node_cluster.json(
+        "get", "lease", f"{RELEASE}-hypersend-operator", "-n", installed.release_namespace
+    )
+    holder = lease["spec"]["holderIdentity"]
+    assert any(holder.startswith(p["metadata"]["name"] + "_") for p in pods), holder
     assert all_ready(node_cluster, installed.team, "chat", 1)
     hpa = node_cluster.json("get", "hpa", f"{installed.cluster.name}-chat", "-n", installed.team)
     active = {c["type"]: c["status"] for c in hpa["status"]["conditions"]}

@@ -88,7 +88,7 @@ def throttled_operator(
     op = OperatorProcess(
         kubeconfig=hypersend_operator.kubeconfig,
         log_path=tmp_path / "operator.log",
-        extra_args=["--max-concurrent-rollouts", "1"],
+        extra_args=("--max-concurrent-rollouts", "1"),
     )
     try:
         op.start()

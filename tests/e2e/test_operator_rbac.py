@@ -1,5 +1,8 @@
 """deploy/operator.yaml's RBAC is enough and no more: the operator, authenticated as the
-ServiceAccount the manifest binds, brings a cluster to Ready; that account cannot list Secrets."""
+ServiceAccount the manifest binds and electing itself leader on the manifest's Lease, brings a
+cluster to Ready; that account can neither update nor delete Secrets, nor touch another Lease.
+(tests/e2e/test_helm_rbac.py compares the chart's grants with rbac_needs.py through the API
+server; tests/unit/delivery/test_chart.py holds this manifest to the same table.)"""
 
 from __future__ import annotations
 
@@ -28,10 +31,13 @@ def rbac_documents() -> list[dict[str, Any]]:
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
         "Deployment",
+        "PodDisruptionBudget",
     ]
-    # The Deployment would only make a fake pod here; the operator runs as a host process.
-    return [d for d in docs if d["kind"] != "Deployment"]
+    # The Deployment would only make fake pods here; the operator runs as a host process.
+    return [d for d in docs if d["kind"] not in {"Deployment", "PodDisruptionBudget"}]
 
 
 def service_account_kubeconfig(kube: KubeCluster, path: Path) -> Path:
@@ -63,7 +69,15 @@ def least_privilege_operator(hsc: ClusterHelper, tmp_path: Path) -> Iterator[Ope
     kubeconfig = service_account_kubeconfig(kube, tmp_path / "sa.kubeconfig")
     session = hsc.operator
     session.stop()  # one operator at a time
-    restricted = OperatorProcess(kubeconfig=kubeconfig, log_path=tmp_path / "operator.log")
+    restricted = OperatorProcess(
+        kubeconfig=kubeconfig,
+        log_path=tmp_path / "operator.log",
+        # The manifest's Lease, in its namespace (the pod would learn it from POD_NAMESPACE).
+        extra_args=(
+            "--leader-election-namespace", SA_NAMESPACE,
+            "--leader-election-id", "hypersend-operator",
+        ),
+    )  # fmt: skip
     try:
         restricted.start()
         hsc.operator = restricted
@@ -80,8 +94,16 @@ def test_operator_works_with_the_deployed_rbac(
     hsc.apply(hsc.manifest())
     hsc.wait_phase("Ready", timeout=120)
     assert "Forbidden" not in least_privilege_operator.log_tail(400)
+    assert least_privilege_operator.metrics().get("hypersend_operator_leader") == 1.0
     who = f"system:serviceaccount:{SA_NAMESPACE}:{SA}"
-    can = hsc.kube.kubectl(
-        "auth", "can-i", "list", "secrets", "-n", hsc.namespace, "--as", who, check=False
-    )
-    assert can.stdout.strip() == "no"
+
+    def can(*args: str) -> str:
+        proc = hsc.kube.kubectl("auth", "can-i", *args, "--as", who, check=False)
+        return proc.stdout.strip()
+
+    assert can("get", "secrets", "-n", hsc.namespace) == "yes"
+    for verb in ("update", "delete", "deletecollection"):
+        assert can(verb, "secrets", "-n", hsc.namespace) == "no", verb
+    assert can("update", "leases/hypersend-operator", "-n", SA_NAMESPACE) == "yes"
+    assert can("update", "leases/another", "-n", SA_NAMESPACE) == "no"
+    assert can("create", "leases", "-n", hsc.namespace) == "no"

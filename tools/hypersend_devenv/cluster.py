@@ -201,6 +201,9 @@ def apiserver_args(
         # No kubernetes-Service endpoints: they would name 127.0.0.1, which Endpoints reject.
         "--endpoint-reconciler-type=none",
         "--allow-privileged=true",
+        # On in OpenShift: setting blockOwnerDeletion in an owner reference needs update on the
+        # owner's finalizers; the operator's RBAC tests prove it has that (rbac_needs.py).
+        "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
         "--profiling=false",
     ]
     if not real_node:

@@ -33,9 +33,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
 {{/*
-What the operator does in a namespace it manages (deploy/operator.yaml grants the same cluster-wide;
-a unit test compares them). Server-side apply needs create + patch, never update; children are
-watched to wake their parent and deleted only when pruned.
+What the operator does in a namespace it manages: operator/hypersend_operator/rbac_needs.py is the
+table (why each verb), deploy/operator.yaml grants the same cluster-wide; tests compare all three.
+Server-side apply needs create + patch, never update; children are watched to wake their parent
+and deleted only when pruned.
 */}}
 {{- define "hypersend-operator.namespacedRules" -}}
 - apiGroups: ["hypersend.io"]
@@ -44,6 +45,11 @@ watched to wake their parent and deleted only when pruned.
 - apiGroups: ["hypersend.io"]
   resources: ["hypersendclusters/status"]
   verbs: ["get", "patch"]
+# Children carry blockOwnerDeletion owner references: OwnerReferencesPermissionEnforcement
+# (OpenShift) wants update on the owner's finalizers.
+- apiGroups: ["hypersend.io"]
+  resources: ["hypersendclusters/finalizers"]
+  verbs: ["update"]
 - apiGroups: [""]
   resources: ["services", "configmaps"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
@@ -66,11 +72,12 @@ watched to wake their parent and deleted only when pruned.
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors", "prometheusrules"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Secrets by name only: the generated ones are applied and read back, user ones (Atlas, Redis URL)
-# only read; no list or watch of anyone's Secrets, no delete (owner references let the GC do it).
+# Generated Secrets are applied and read back, user ones (Atlas, Redis URL) read by name; list and
+# watch (with the operator's label selector) feed the cache of generated Secrets. No update, no
+# delete: owner references let the GC remove them.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # MongoDB PVCs are created by the StatefulSet; removed only under mongo.deletePolicy: Delete.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
@@ -80,11 +87,27 @@ watched to wake their parent and deleted only when pruned.
   verbs: ["create"]
 {{- end -}}
 
-{{/* Cluster-level reads: kopf follows which custom resources exist. */}}
+{{/* Cluster-level reads, cluster-wide installs only: kopf follows which custom resources exist.
+A namespaced install turns kopf's scanning off and needs nothing cluster-wide. */}}
 {{- define "hypersend-operator.clusterRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
+{{- end -}}
+
+{{/* The leader Lease: in the release namespace only; get and update on that one name. */}}
+{{- define "hypersend-operator.leaseName" -}}
+{{- include "hypersend-operator.fullname" . -}}
+{{- end -}}
+
+{{- define "hypersend-operator.leaseRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ include "hypersend-operator.leaseName" . | quote }}]
+  verbs: ["get", "update"]
 {{- end -}}
 
 {{- define "hypersend-operator.image" -}}

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypersend_operator import rbac_needs
+from hypersend_operator.rbac_needs import Scope
 
 from tests.unit.delivery import helm
 
@@ -55,8 +57,12 @@ def test_crd_can_be_left_to_someone_else() -> None:
 def test_operator_deployment_shape() -> None:
     dep = helm.one(helm.render(), "Deployment")
     spec = dep["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # Two replicas, one leader; a rolling update starts the new pod before stopping an old one.
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "hs-hypersend-operator"
     (container,) = pod["containers"]
@@ -73,9 +79,49 @@ def test_operator_deployment_shape() -> None:
         "--health-port=8081",
         "--log-level=info",
         "--all-namespaces",
+        "--leader-election",
+        "--leader-election-id=hs-hypersend-operator",
     ]
+    # The Lease's namespace (the operator's own) through the downward API.
+    assert {
+        "name": "POD_NAMESPACE",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+    } in (container["env"])
     assert container["resources"]["limits"]
     assert container["resources"]["requests"]
+    spread = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    (term,) = spread
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert (
+        term["podAffinityTerm"]["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    )
+
+
+def test_disruption_budget_keeps_one_replica_through_a_drain() -> None:
+    objs = helm.render()
+    pdb = helm.one(objs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    dep = helm.one(objs, "Deployment")
+    assert pdb["spec"]["selector"] == dep["spec"]["selector"]
+    assert not any(
+        o["kind"] == "PodDisruptionBudget"
+        for o in helm.render({"podDisruptionBudget.enabled": "false"})
+    )
+
+
+def test_one_replica_without_leader_election_recreates() -> None:
+    values = {"replicaCount": "1", "leaderElection.enabled": "false"}
+    objs = helm.render(values)
+    dep = helm.one(objs, "Deployment")
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert "--no-leader-election" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(o["kind"] == "Role" for o in objs)
+    proc = helm.helm(
+        "template", "hs", str(helm.CHART), *helm.set_args({"leaderElection.enabled": "false"}),
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "needs leaderElection.enabled" in proc.stderr
 
 
 def test_pod_meets_the_restricted_pod_security_standard() -> None:
@@ -104,17 +150,25 @@ def rules_text(role: dict[str, Any]) -> list[tuple[str, str, str]]:
 def test_cluster_wide_watch_uses_one_cluster_role() -> None:
     objs = helm.render()
     role = helm.one(objs, "ClusterRole")
-    granted = rules_text(role)
-    assert ("hypersend.io", "hypersendclusters/status", "patch") in granted
-    assert ("", "secrets", "create") in granted
-    assert ("apiextensions.k8s.io", "customresourcedefinitions", "list") in granted
-    assert not any(o["kind"] in {"Role", "RoleBinding"} for o in objs)
+    perms = rules_text(role)
+    assert ("hypersend.io", "hypersendclusters/status", "patch") in perms
+    assert ("", "secrets", "create") in perms
+    assert ("apiextensions.k8s.io", "customresourcedefinitions", "list") in perms
+    assert ("hypersend.io", "hypersendclusters/finalizers", "update") in perms
+    # Only the leader-election Role, in the release namespace.
+    roles = [o for o in objs if o["kind"] in {"Role", "RoleBinding"}]
+    assert {(o["kind"], o["metadata"]["namespace"]) for o in roles} == {
+        ("Role", "hypersend-system"),
+        ("RoleBinding", "hypersend-system"),
+    }
     # Least privilege: nothing may escalate, impersonate, or read pods' logs / exec into them.
-    assert not any(verb in {"*", "escalate", "bind", "impersonate"} for _, _, verb in granted)
-    assert not any(res in {"*", "pods/exec", "pods/log", "nodes"} for _, res, _ in granted)
-    # Secrets: read and apply, never list (which would expose every Secret) or delete.
-    assert {verb for _, res, verb in granted if res == "secrets"} == {"get", "create", "patch"}
-    assert not any(verb == "update" for _, _, verb in granted)  # server-side apply patches
+    assert not any(verb in {"*", "escalate", "bind", "impersonate"} for _, _, verb in perms)
+    assert not any(res in {"*", "pods/exec", "pods/log", "nodes"} for _, res, _ in perms)
+    # Secrets: read, apply, and list/watch for the generated Secrets' cache; never update or delete.
+    secrets = {verb for _, res, verb in perms if res == "secrets"}
+    assert secrets == {"get", "list", "watch", "create", "patch"}
+    # Server-side apply patches; update only where the owner-reference check asks for it.
+    assert {res for _, res, verb in perms if verb == "update"} == {"hypersendclusters/finalizers"}
     binding = helm.one(objs, "ClusterRoleBinding")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "hs-hypersend-operator", "namespace": "hypersend-system"}
@@ -123,10 +177,8 @@ def test_cluster_wide_watch_uses_one_cluster_role() -> None:
 
 def test_namespace_scoped_watch_grants_only_those_namespaces() -> None:
     objs = helm.render({"watch.namespaces": "{team-a,team-b}"})
-    cluster = rules_text(helm.one(objs, "ClusterRole"))
-    # Only reads at cluster scope (kopf watches namespaces even for an explicit list).
-    assert {res for _, res, _ in cluster} == {"customresourcedefinitions", "namespaces"}
-    assert {verb for _, _, verb in cluster} == {"get", "list", "watch"}
+    # Nothing cluster-wide: kopf's scanning (CRDs, namespaces) is off in a namespaced run.
+    assert not any(o["kind"] in {"ClusterRole", "ClusterRoleBinding"} for o in objs)
     for ns in ("team-a", "team-b"):
         role = helm.one(objs, "Role", ns)
         assert ("", "secrets", "create") in rules_text(role)
@@ -169,10 +221,11 @@ def test_service_monitor_without_service_is_refused() -> None:
     assert "needs metrics.service.enabled" in proc.stderr
 
 
-def test_operator_accepts_the_charts_arguments() -> None:
+def test_operator_accepts_the_charts_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     """The Deployment's args parse with the operator's own command line (after `run`)."""
     from hypersend_operator.__main__ import parse_args
 
+    monkeypatch.setenv("POD_NAMESPACE", "hypersend-system")  # the downward API's value
     for values in ({}, {"watch.namespaces": "{team-a,team-b}", "operator.logLevel": "debug"}):
         pod = helm.one(helm.render(values), "Deployment")["spec"]["template"]["spec"]
         args = parse_args(["run", *pod["containers"][0]["args"]])
@@ -180,36 +233,63 @@ def test_operator_accepts_the_charts_arguments() -> None:
         assert (args.metrics_port, args.health_port) == (8080, 8081)
         assert args.all_namespaces is not bool(values)
         assert args.namespace == (["team-a", "team-b"] if values else [])
+        assert args.leader_election is True
+        assert args.leader_election_namespace == "hypersend-system"
+        assert args.leader_election_id == "hs-hypersend-operator"
 
 
-# What the chart may grant beyond deploy/operator.yaml (the kubectl install): watching the optional
-# monitoring kinds, so that their changes wake the parent like every other child.
-CHART_EXTRAS = {
-    ("monitoring.coreos.com", "servicemonitors", "watch"),
-    ("monitoring.coreos.com", "prometheusrules", "watch"),
-}
+def granted(role: dict[str, Any]) -> set[tuple[str, str, str, str]]:
+    """(group, resource, verb, resourceName or "") of a Role or ClusterRole."""
+    return {
+        (group, resource, verb, name)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+        for name in rule.get("resourceNames") or [""]
+    }
 
 
-def test_cluster_wide_rbac_matches_the_kubectl_install() -> None:
-    """The chart and deploy/operator.yaml grant the operator the same permissions."""
-    deploy = [
-        d
-        for d in yaml.safe_load_all((helm.ROOT / "deploy" / "operator.yaml").read_text())
-        if d and d["kind"] == "ClusterRole"
-    ]
-    (reference,) = deploy
-    chart = set(rules_text(helm.one(helm.render(), "ClusterRole")))
-    wanted = set(rules_text(reference))
-    assert wanted - chart == set(), "the chart lacks permissions the operator needs"
-    assert chart - wanted <= CHART_EXTRAS, "the chart grants more than the operator needs"
+def test_cluster_wide_rbac_is_exactly_the_declared_needs() -> None:
+    """The chart grants what rbac_needs declares, no more, no less (cluster-wide install)."""
+    objs = helm.render()
+    cluster = granted(helm.one(objs, "ClusterRole"))
+    assert cluster == rbac_needs.rules(Scope.MANAGED) | rbac_needs.rules(Scope.CLUSTER)
+    lease = granted(helm.one(objs, "Role", "hypersend-system"))
+    assert lease == rbac_needs.rules(Scope.OWN, lease="hs-hypersend-operator")
 
 
-def test_namespaced_rbac_is_the_cluster_wide_rules_per_namespace() -> None:
-    cluster_wide = set(rules_text(helm.one(helm.render(), "ClusterRole")))
+def test_namespaced_rbac_is_exactly_the_declared_needs() -> None:
     objs = helm.render({"watch.namespaces": "{team-a}"})
-    role = set(rules_text(helm.one(objs, "Role", "team-a")))
-    cluster = set(rules_text(helm.one(objs, "ClusterRole")))
-    assert role | {r for r in cluster if r[1] == "customresourcedefinitions"} == cluster_wide
+    assert granted(helm.one(objs, "Role", "team-a")) == rbac_needs.rules(Scope.MANAGED)
+    lease = granted(helm.one(objs, "Role", "hypersend-system"))
+    assert lease == rbac_needs.rules(Scope.OWN, lease="hs-hypersend-operator")
+
+
+def test_kubectl_install_rbac_is_exactly_the_declared_needs() -> None:
+    """deploy/operator.yaml grants the same as the chart (its Lease is `hypersend-operator`)."""
+    docs = [
+        d for d in yaml.safe_load_all((helm.ROOT / "deploy" / "operator.yaml").read_text()) if d
+    ]
+    (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    (lease_role,) = [d for d in docs if d["kind"] == "Role"]
+    assert granted(cluster_role) == rbac_needs.rules(Scope.MANAGED) | rbac_needs.rules(
+        Scope.CLUSTER
+    )
+    assert lease_role["metadata"]["namespace"] == "hypersend-system"
+    assert granted(lease_role) == rbac_needs.rules(Scope.OWN, lease="hypersend-operator")
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--leader-election-id=hypersend-operator" in args
+    assert dep["spec"]["replicas"] == 2
+    assert any(d["kind"] == "PodDisruptionBudget" for d in docs)
+
+
+def test_every_declared_need_says_why() -> None:
+    for need in rbac_needs.NEEDS:
+        assert need.why
+        assert set(need.verbs) <= set(rbac_needs.ALL_VERBS)
+        assert not (need.names and "create" in need.verbs), "create cannot be limited by name"
 
 
 def test_service_monitor_takes_the_prometheus_selector_labels() -> None:

@@ -74,6 +74,8 @@ def test_apiserver_serves_aggregated_apis_with_service_accounts_and_rbac() -> No
     assert f["requestheader-client-ca-file"] == str(pki.front_proxy_ca_cert)
     assert f["requestheader-allowed-names"] == "front-proxy-client"
     assert f["client-ca-file"] == str(pki.ca_cert)
+    # As on OpenShift: the operator's RBAC must cover blockOwnerDeletion (its finalizers rule).
+    assert f["enable-admission-plugins"] == "OwnerReferencesPermissionEnforcement"
 
 
 def test_controller_manager_runs_a_fast_hpa_without_leader_election() -> None:
