@@ -24,7 +24,7 @@ import kopf
 from hypersend_operator import metrics, reconcile
 from hypersend_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from hypersend_operator.builders import OwnedKind, owned_kinds
-from hypersend_operator.cache import ChildCache
+from hypersend_operator.cache import ChildCache, is_newer
 from hypersend_operator.kube import ApiError, Kube, NotLeader
 from hypersend_operator.plan import RolloutSlots, clusters_rolling
 
@@ -202,10 +202,14 @@ class Runner:
         return cr
 
     def _remember(self, obj: Obj | None) -> None:
-        """The CR as this process just wrote it (so the next pass does not write it again)."""
+        """The CR as this process just wrote it (so the next pass does not write it again), unless
+        its watch already delivered a later version."""
         if obj:
             meta = obj["metadata"]
-            self._crs[(meta["namespace"], meta["name"])] = obj
+            key = (meta["namespace"], meta["name"])
+            cached = self._crs.get(key)
+            if cached is None or is_newer(obj, cached):
+                self._crs[key] = obj
 
     async def _run_pass_locked(self, namespace: str, name: str, trigger: str) -> None:
         started = time.monotonic()
@@ -269,14 +273,14 @@ class Runner:
     async def _announce_queue(self, cr: Mapping[str, Any], result: reconcile.Pass) -> None:
         """One Event when a cluster's rollout starts waiting for a slot (not one per pass)."""
         key = (cr["metadata"]["namespace"], cr["metadata"]["name"])
-        metrics.QUEUED_ROLLOUTS.set(len(self._queued))
-        if not result.queued_rollout:
+        announced = key in self._queued
+        if result.queued_rollout:
+            self._queued.add(key)
+        else:
             self._queued.discard(key)
-            return
-        if key in self._queued:
-            return
-        self._queued.add(key)
         metrics.QUEUED_ROLLOUTS.set(len(self._queued))
+        if not result.queued_rollout or announced:
+            return
         involved = {"apiVersion": API_VERSION, "kind": KIND, "metadata": cr["metadata"]}
         await self.kube.post_event(
             involved,

@@ -78,6 +78,7 @@ def test_operator_deployment_shape() -> None:
         "--metrics-port=8080",
         "--health-port=8081",
         "--log-level=info",
+        "--max-concurrent-rollouts=3",
         "--all-namespaces",
         "--leader-election",
         "--leader-election-id=hs-hypersend-operator",
