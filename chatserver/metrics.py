@@ -115,6 +115,23 @@ REDIS_UP: Final = Gauge(
     "by connection (commands, pubsub).",
     ["connection"],
 )
+# Backend-independent cost figures (issue #16): what the server asks of its datastores, whatever
+# their speed. Commands per stored message = commands / hypersend_messages_received_total.
+REDIS_COMMANDS: Final = Counter(
+    "hypersend_redis_commands_total",
+    "Redis commands this process sent, by command (each command of a pipeline counts).",
+    ["command"],
+)
+REDIS_ROUND_TRIPS: Final = Counter(
+    "hypersend_redis_round_trips_total",
+    "Round trips to Redis: a pipeline of many commands is one (chatserver/bus.py, Pipeliner).",
+)
+MONGO_COMMANDS: Final = Counter(
+    "hypersend_mongo_commands_total",
+    "MongoDB commands this process started (PyMongo command monitoring), by command name; "
+    "each is one round trip.",
+    ["command"],
+)
 PUBSUB_RECONNECTS: Final = Counter(
     "hypersend_pubsub_reconnects_total",
     "New pub/sub connections opened to replace a lost or dead one.",
