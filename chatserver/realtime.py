@@ -25,7 +25,7 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, Final
 
 from fastapi import APIRouter, WebSocket
@@ -153,6 +153,9 @@ class Session:
         self._catch_up: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._presence_seen: dict[str, bool] = {}
+        # Closed by a drain: its presence is removed with everyone else's in one batch
+        # (Hub.drain), and its subscriptions are left to the process's exit.
+        self.drained = False
         self._close_reason = ""
         self._flush_before_close = False
         self._writer: asyncio.Task[None] | None = None
@@ -418,6 +421,9 @@ class Hub:
         self.catch_up_slots = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
         self._shed_queue: dict[Session, tuple[int, str]] = {}
         self._shedder: asyncio.Task[None] | None = None
+        # Set while no authenticated socket is open (a drain waits for it).
+        self._no_sessions = asyncio.Event()
+        self._no_sessions.set()
 
     @property
     def connection_count(self) -> int:
@@ -430,24 +436,58 @@ class Hub:
         self._ticker = asyncio.create_task(self._tick(), name="ws-ticker")
 
     async def drain(self) -> None:
-        """Send every socket a jittered ``reconnect`` hint, then close them in batches (1012)."""
+        """Send every socket a jittered ``reconnect`` hint, close them in batches (1012), remove
+        their presence in one pipelined batch, and return once every socket has closed.
+
+        Nothing here waits on one peer or makes a Redis round trip per socket (issue #16: 19,500
+        sockets overran the drain budget that way). Closing a batch only marks its sockets; each
+        socket's own task writes what is queued and the close frame (the ASGI server writes it
+        without waiting for the peer's answer), concurrently with every other socket.
+        """
         self.draining = True
         sessions = list(self.sessions)
         for session in sessions:
+            session.drained = True
             session.send(events.reconnect(reconnect_after_ms(self._rng)))
         batch = self.settings.drain_batch_size
         batches = max(1, -(-len(sessions) // batch))
-        # Spread the batches over part of the drain budget, never more than a second apart.
-        budget = max(0.0, self.settings.drain_seconds - self.settings.drain_delay_seconds) / 2
+        # Spread the batches over part of the drain budget, never more than a second apart, so
+        # the clients' reconnects (jittered as well) do not hit the other pods at once.
+        budget = max(0.0, self.settings.drain_seconds - self.settings.drain_delay_seconds) / 4
         pause = min(1.0, budget / batches)
         for start in range(0, len(sessions), batch):
             chunk = sessions[start : start + batch]
             for session in chunk:
                 session.close(Close.SERVICE_RESTART, "server draining, reconnect", flush=True)
             metrics.SHED_SOCKETS.labels(str(int(Close.SERVICE_RESTART))).inc(len(chunk))
-            await asyncio.gather(*(s.finish_close() for s in chunk), return_exceptions=True)
             if start + batch < len(sessions):
                 await asyncio.sleep(pause)
+        await self._drop_presence(sessions)
+        await self._no_sessions.wait()
+
+    async def _drop_presence(self, sessions: list[Session]) -> None:
+        """Remove the presence of drained sockets in one batch; announce who went offline."""
+        if not sessions:
+            return
+        try:
+            offline = await self.bus.presence_disconnect_many(
+                (s.user_id, s.connection_id) for s in sessions
+            )
+        except Exception as exc:  # degraded: the entries expire (bus.PRESENCE_TTL_MS)
+            log.warning("presence removal at drain failed: %s", type(exc).__name__)
+            return
+        announced: set[str] = set()
+        publishes: list[Awaitable[bool]] = []
+        for session, gone in zip(sessions, offline, strict=True):
+            if gone and session.user_id not in announced and session.rooms:
+                announced.add(session.user_id)
+                publishes.append(
+                    self.bus.publish_rooms(
+                        list(session.rooms), events.presence(session.user_id, False)
+                    )
+                )
+        # Pipelined together by the bus: a few round trips for all of them.
+        await asyncio.gather(*publishes, return_exceptions=True)
 
     def shed(self, session: Session, code: int, reason: str) -> None:
         """Close ``session`` with a jittered ``reconnect`` hint first, in batches of SHED_BATCH
@@ -628,6 +668,16 @@ class Hub:
             with contextlib.suppress(Exception):
                 await self.bus.unsubscribe("room", gone)
 
+    def _unfollow_locally(self, session: Session) -> None:
+        """Drop the session from the local indexes without unsubscribing (a drain)."""
+        for room_id in session.rooms:
+            members = self._room_sessions.get(room_id)
+            if members is not None:
+                members.discard(session)
+        users = self._user_sessions.get(session.user_id)
+        if users is not None:
+            users.discard(session)
+
     async def _follow_user(self, session: Session) -> None:
         sessions = self._user_sessions.setdefault(session.user_id, set())
         first = not sessions
@@ -799,6 +849,7 @@ class Hub:
         user_id = token.user_id
         session = Session(self, websocket, token)
         self.sessions.add(session)
+        self._no_sessions.clear()
         session.start_writer()
         room_ids: list[str] = []
         reader: asyncio.Task[None] | None = None
@@ -835,10 +886,17 @@ class Hub:
                     await reader
             await session.finish_close()
             self.sessions.discard(session)
-            await self._unfollow(session, list(session.rooms))
-            await self._unfollow_user(session)
-            with contextlib.suppress(Exception):
-                await self._announce(session, False)
+            if not self.sessions:
+                self._no_sessions.set()
+            if session.drained:
+                # The process is going: its subscriptions go with its pub/sub connection, and
+                # the drain removed this socket's presence with everyone else's.
+                self._unfollow_locally(session)
+            else:
+                await self._unfollow(session, list(session.rooms))
+                await self._unfollow_user(session)
+                with contextlib.suppress(Exception):
+                    await self._announce(session, False)
 
     async def _resume_window(self, session: Session) -> None:
         await asyncio.sleep(RESUME_WINDOW_SECONDS)
