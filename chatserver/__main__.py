@@ -20,13 +20,14 @@ from types import FrameType
 from typing import Any, Final
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic import ValidationError
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.server import ServerProtocol
 
 from chatserver.api import max_body_bytes
-from chatserver.app import SHUTDOWN_RESERVE_SECONDS, create_app, drain
+from chatserver.app import SHUTDOWN_RESERVE_SECONDS, create_app, drain, with_websocket_fast_path
 from chatserver.config import Settings
 
 log = logging.getLogger("chatserver")
@@ -120,9 +121,10 @@ def configure_logging(settings: Settings) -> None:
 class DrainingServer(uvicorn.Server):
     """uvicorn.Server whose first SIGTERM drains the app before shutting down."""
 
-    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+    def __init__(self, config: uvicorn.Config, settings: Settings, app: FastAPI) -> None:
         super().__init__(config)
         self.settings = settings
+        self.app = app
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task[None] | None = None
 
@@ -148,7 +150,7 @@ class DrainingServer(uvicorn.Server):
 
     async def _drain(self, deadline: float) -> None:
         try:
-            await drain(self.config.app, deadline)  # type: ignore[arg-type]
+            await drain(self.app, deadline)
         except Exception:
             log.exception("drain failed; shutting down")
         # What is left of the budget goes to uvicorn's graceful shutdown.
@@ -182,7 +184,7 @@ def main() -> None:
     configure_logging(settings)
     app = create_app(settings)
     config = uvicorn.Config(
-        app,
+        with_websocket_fast_path(app),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -205,7 +207,7 @@ def main() -> None:
         ws_ping_timeout=None,
         timeout_graceful_shutdown=max(1, int(settings.drain_seconds)),
     )
-    DrainingServer(config, settings).run()
+    DrainingServer(config, settings, app).run()
 
 
 if __name__ == "__main__":
