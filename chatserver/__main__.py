@@ -29,6 +29,7 @@ from websockets.server import ServerProtocol
 from chatserver.api import max_body_bytes
 from chatserver.app import SHUTDOWN_RESERVE_SECONDS, create_app, drain, with_websocket_fast_path
 from chatserver.config import Settings
+from chatserver.lean import Flag, LeanQueue
 
 log = logging.getLogger("chatserver")
 
@@ -67,9 +68,29 @@ DEFLATE_WINDOW_BITS: Final = 10
 DEFLATE_MEM_LEVEL: Final = 4
 
 
-class CompressingSansIOProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol, negotiating permessage-deflate without context
-    takeover (uvicorn only offers its own parameters, ``--ws-per-message-deflate``)."""
+class LeanSansIOProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol, lighter per socket (issue #16, idle memory): its
+    receive queue and writable flag without asyncio's deques (chatserver.lean), and without the
+    parsed handshake request and response it kept for the socket's whole life (headers twice
+    over), which nothing reads once the handshake is answered."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The same interface, without the deques asyncio.Queue and asyncio.Event allocate.
+        self.queue = LeanQueue()  # type: ignore[assignment]
+        self.writable = Flag()  # type: ignore[assignment]
+        self.writable.set()
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self.handshake_complete and getattr(self, "request", None) is not None:
+            self.request = None  # type: ignore[assignment]
+            self.response = None  # type: ignore[assignment]
+
+
+class CompressingSansIOProtocol(LeanSansIOProtocol):
+    """LeanSansIOProtocol negotiating permessage-deflate without context takeover (uvicorn only
+    offers its own parameters, ``--ws-per-message-deflate``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -189,7 +210,7 @@ def main() -> None:
         port=settings.port,
         loop="uvloop",
         http="httptools",
-        ws=CompressingSansIOProtocol if settings.ws_compression == "on" else "websockets-sansio",
+        ws=CompressingSansIOProtocol if settings.ws_compression == "on" else LeanSansIOProtocol,
         # HYPERSEND_WS_COMPRESSION=off: uvicorn's deflate (on by default) would hold a zlib
         # context per socket; "on" negotiates it in CompressingSansIOProtocol instead.
         ws_per_message_deflate=False,

@@ -25,7 +25,7 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, MutableMapping
 from typing import Any, Final
 
 from fastapi import APIRouter, WebSocket
@@ -36,6 +36,7 @@ from chatserver.auth import AccessToken, AuthError, token_revoked, verify_access
 from chatserver.bus import Bus, BusUnavailable, Delivery
 from chatserver.clientip import client_address, limit_key
 from chatserver.config import Settings, allowed_origins, trusted_networks
+from chatserver.lean import Flag
 from chatserver.models import Message, Room
 from chatserver.resume import Outgoing, RoomCursor, SendQueue
 from chatserver.store import RoomNotFound, SeqContention, Store
@@ -110,6 +111,12 @@ def outgoing(frame: dict[str, Any], published_at: float | None = None) -> Outgoi
     )
 
 
+def handshake_header(scope: MutableMapping[str, Any], name: bytes) -> list[str]:
+    """Every value of header ``name`` (lower case) in an ASGI scope, in order. Read from the raw
+    list rather than through ``WebSocket.headers``, which would keep a parsed copy alive."""
+    return [value.decode("latin-1") for key, value in scope["headers"] if key == name]
+
+
 def reconnect_after_ms(rng: random.Random) -> int:
     """Jittered reconnect delay so drained clients do not all reconnect at once."""
     return rng.randint(RECONNECT_MIN_MS, RECONNECT_MAX_MS)
@@ -143,10 +150,14 @@ class Session:
         self.last_rx = time.monotonic()
         self.handling = False
         self.last_ping = time.monotonic()
-        self.closed = asyncio.Event()
+        self.closed = Flag()
         self.close_code: int | None = None
-        self._wake = asyncio.Event()
-        self._space = asyncio.Event()
+        self._wake = Flag()
+        self._space = Flag()
+        # The session's task while it waits for the client's next frame: close() cancels that
+        # wait (one task per socket reads, instead of a reader task and a waiter for close).
+        self.receiving: asyncio.Task[Any] | None = None
+        self.receive_cancelled = False
         self._room_locks: dict[str, asyncio.Lock] = {}
         self._fills: dict[str, asyncio.Task[None]] = {}
         # Rooms to read from history even without a visible gap (live events were missed).
@@ -241,6 +252,9 @@ class Session:
         if not flush and self._writer is not None:
             self._writer.cancel()
         self.closed.set()
+        if self.receiving is not None:
+            self.receive_cancelled = True
+            self.receiving.cancel()
 
     async def finish_close(self) -> None:
         """Wait for the writer (flushing if asked), then send the close frame."""
@@ -758,7 +772,7 @@ class Hub:
         autoscaling signal, nor against HYPERSEND_WS_MAX_CONNECTIONS; it is closed 4408 at
         HYPERSEND_WS_AUTH_TIMEOUT_SECONDS.
         """
-        origin = websocket.headers.get("origin")
+        origin = next(iter(handshake_header(websocket.scope, b"origin")), None)
         allowed = allowed_origins(self.settings.ws_allowed_origins)
         if origin is not None and allowed is not None and origin.lower() not in allowed:
             # A page of another site (cross-site WebSocket hijacking): refused in the handshake
@@ -773,7 +787,7 @@ class Hub:
         address = limit_key(
             client_address(
                 websocket.client.host if websocket.client else None,
-                websocket.headers.getlist("x-forwarded-for"),
+                handshake_header(websocket.scope, b"x-forwarded-for"),
                 trusted_networks(self.settings.trusted_proxies),
             )
         )
@@ -800,6 +814,10 @@ class Hub:
             metrics.WEBSOCKET_UNAUTHENTICATED.dec()
         if token is None:
             return
+        # Everything the socket needed from its handshake headers is read (Origin, the client
+        # address): the raw list would otherwise stay for the socket's life (issue #16, idle
+        # socket memory).
+        websocket.scope["headers"] = []
         if self._open >= self.settings.ws_max_connections:
             await websocket.close(Close.TRY_AGAIN_LATER, "too many connections on this server")
             return
@@ -852,7 +870,6 @@ class Hub:
         self._no_sessions.clear()
         session.start_writer()
         room_ids: list[str] = []
-        reader: asyncio.Task[None] | None = None
         try:
             room_ids = await self.store.room_ids_for_user(user_id)
             for room_id in room_ids:
@@ -870,20 +887,13 @@ class Hub:
             session.send(events.ready(user_id, room_ids, token.expires_at))
             session.spawn(self._resume_window(session), f"ws-resume-window-{session.id}")
             session.spawn(self._announce(session, True), f"ws-presence-{session.id}")
-            reader = asyncio.create_task(self._read_loop(session), name=f"ws-reader-{session.id}")
-            closed = asyncio.create_task(session.closed.wait())
-            await asyncio.wait({reader, closed}, return_when=asyncio.FIRST_COMPLETED)
-            closed.cancel()
+            await self._read_loop(session)
         except Exception:
             log.exception("session failed user=%s", user_id)
             session.close(Close.INTERNAL_ERROR, "internal error, reconnect", flush=True)
         finally:
             if session.close_code is None:
                 session.close(Close.NORMAL, "", flush=False)
-            if reader is not None:
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await reader
             await session.finish_close()
             self.sessions.discard(session)
             if not self.sessions:
@@ -922,7 +932,18 @@ class Hub:
     async def _read_loop(self, session: Session) -> None:
         websocket = session.ws
         while session.close_code is None:
-            message = await websocket.receive()
+            session.receiving = asyncio.current_task()
+            try:
+                message = await websocket.receive()
+            except asyncio.CancelledError:
+                # Session.close() ends the wait; any other cancellation (the server stopping)
+                # is passed on. uncancel() > 0: someone else cancelled as well.
+                task = session.receiving
+                if not session.receive_cancelled or task is None or task.uncancel() > 0:
+                    raise
+                return
+            finally:
+                session.receiving = None
             if message["type"] == "websocket.disconnect":
                 return
             session.last_rx = time.monotonic()
