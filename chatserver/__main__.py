@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import resource
 import signal
 import sys
 import threading
@@ -139,6 +140,38 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(name).propagate = True
 
 
+# File descriptors a process needs besides its sockets: MongoDB and Redis pools, logs, listeners.
+FD_HEADROOM: Final = 1024
+
+
+def nofile_target(soft: int, hard: int, wanted: int) -> int:
+    """The soft open-files limit to set: ``wanted``, within the hard limit, never lowered.
+
+    Containers start with the runtime's soft limit (often 1,024) under a much higher hard one
+    (containerd's, typically 524,288 or more); an unprivileged process may raise its soft limit
+    up to the hard one, which is what HYPERSEND_WS_MAX_CONNECTIONS sockets need
+    (docs/configuration.md, "Sockets per pod").
+    """
+    ceiling = hard if hard != resource.RLIM_INFINITY else max(soft, wanted)
+    return max(soft, min(wanted, ceiling))
+
+
+def raise_nofile_limit(settings: Settings) -> None:
+    wanted = settings.ws_max_connections + settings.ws_max_unauthenticated + FD_HEADROOM
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = nofile_target(soft, hard, wanted)
+    if target != soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        log.warning(
+            "open-files limit %d (hard %d) is below the %d that HYPERSEND_WS_MAX_CONNECTIONS "
+            "needs: accepting sockets beyond it fails (EMFILE)",
+            target,
+            hard,
+            wanted,
+        )
+
+
 class DrainingServer(uvicorn.Server):
     """uvicorn.Server whose first SIGTERM drains the app before shutting down."""
 
@@ -203,6 +236,7 @@ def main() -> None:
         print(f"hypersend-server: invalid configuration: {problems}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings)
+    raise_nofile_limit(settings)
     app = create_app(settings)
     config = uvicorn.Config(
         with_websocket_fast_path(app),
