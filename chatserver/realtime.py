@@ -818,6 +818,10 @@ class Hub:
         # address): the raw list would otherwise stay for the socket's life (issue #16, idle
         # socket memory).
         websocket.scope["headers"] = []
+        if self.draining:
+            # Authenticated after the drain took its list of sockets: it would outlive it.
+            await websocket.close(Close.SERVICE_RESTART, "server draining, reconnect")
+            return
         if self._open >= self.settings.ws_max_connections:
             await websocket.close(Close.TRY_AGAIN_LATER, "too many connections on this server")
             return
