@@ -129,6 +129,40 @@ class SessionClosed(Exception):
 class Session:
     """One authenticated socket: its cursors per room, its send queue and its writer task."""
 
+    # Slots: no per-instance dict (~1 KiB per socket; issue #16, idle memory).
+    __slots__ = (
+        "_catch_up",
+        "_close_reason",
+        "_fills",
+        "_flush_before_close",
+        "_presence_seen",
+        "_room_locks",
+        "_space",
+        "_tasks",
+        "_wake",
+        "_writer",
+        "awaiting_resume",
+        "close_code",
+        "closed",
+        "connection_id",
+        "drained",
+        "expiry_warned",
+        "handling",
+        "hub",
+        "id",
+        "last_ping",
+        "last_rx",
+        "queue",
+        "receive_cancelled",
+        "receiving",
+        "resume_started",
+        "rooms",
+        "token",
+        "user_events",
+        "user_id",
+        "ws",
+    )
+
     def __init__(self, hub: Hub, websocket: WebSocket, token: AccessToken) -> None:
         self.hub = hub
         self.ws = websocket
