@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import resource
 import signal
 import sys
 import threading
@@ -20,11 +21,16 @@ from types import FrameType
 from typing import Any, Final
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic import ValidationError
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.server import ServerProtocol
 
 from chatserver.api import max_body_bytes
-from chatserver.app import SHUTDOWN_RESERVE_SECONDS, create_app, drain
+from chatserver.app import SHUTDOWN_RESERVE_SECONDS, create_app, drain, with_websocket_fast_path
 from chatserver.config import Settings
+from chatserver.lean import Flag, LeanQueue
 
 log = logging.getLogger("chatserver")
 
@@ -53,6 +59,52 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+# permessage-deflate when HYPERSEND_WS_COMPRESSION=on: no context takeover either way, so a socket
+# holds no zlib state between messages (a compressor lives for one message); 1 KiB windows are
+# plenty for chat frames of a few hundred bytes. uvicorn's own deflate keeps the context with
+# 4 KiB windows: measured 84 KiB of RSS per idle socket against 45 KiB without (issue #16).
+DEFLATE_WINDOW_BITS: Final = 10
+DEFLATE_MEM_LEVEL: Final = 4
+
+
+class LeanSansIOProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol, lighter per socket (issue #16, idle memory): its
+    receive queue and writable flag without asyncio's deques (chatserver.lean), and without the
+    parsed handshake request and response it kept for the socket's whole life (headers twice
+    over), which nothing reads once the handshake is answered."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The same interface, without the deques asyncio.Queue and asyncio.Event allocate.
+        self.queue = LeanQueue()  # type: ignore[assignment]
+        self.writable = Flag()  # type: ignore[assignment]
+        self.writable.set()
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self.handshake_complete and getattr(self, "request", None) is not None:
+            self.request = None  # type: ignore[assignment]
+            self.response = None  # type: ignore[assignment]
+
+
+class CompressingSansIOProtocol(LeanSansIOProtocol):
+    """LeanSansIOProtocol negotiating permessage-deflate without context takeover (uvicorn only
+    offers its own parameters, ``--ws-per-message-deflate``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        deflate = ServerPerMessageDeflateFactory(
+            server_no_context_takeover=True,
+            client_no_context_takeover=True,
+            server_max_window_bits=DEFLATE_WINDOW_BITS,
+            client_max_window_bits=DEFLATE_WINDOW_BITS,
+            compress_settings={"memLevel": DEFLATE_MEM_LEVEL},
+        )
+        self.conn = ServerProtocol(
+            extensions=[deflate], max_size=self.config.ws_max_size, logger=self.conn.logger
+        )
 
 
 # `token=<anything>` in a logged URL (uvicorn logs every WebSocket handshake's path with its
@@ -88,12 +140,45 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(name).propagate = True
 
 
+# File descriptors a process needs besides its sockets: MongoDB and Redis pools, logs, listeners.
+FD_HEADROOM: Final = 1024
+
+
+def nofile_target(soft: int, hard: int, wanted: int) -> int:
+    """The soft open-files limit to set: ``wanted``, within the hard limit, never lowered.
+
+    Containers start with the runtime's soft limit (often 1,024) under a much higher hard one
+    (containerd's, typically 524,288 or more); an unprivileged process may raise its soft limit
+    up to the hard one, which is what HYPERSEND_WS_MAX_CONNECTIONS sockets need
+    (docs/configuration.md, "Sockets per pod").
+    """
+    ceiling = hard if hard != resource.RLIM_INFINITY else max(soft, wanted)
+    return max(soft, min(wanted, ceiling))
+
+
+def raise_nofile_limit(settings: Settings) -> None:
+    wanted = settings.ws_max_connections + settings.ws_max_unauthenticated + FD_HEADROOM
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = nofile_target(soft, hard, wanted)
+    if target != soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        log.warning(
+            "open-files limit %d (hard %d) is below the %d that HYPERSEND_WS_MAX_CONNECTIONS "
+            "needs: accepting sockets beyond it fails (EMFILE)",
+            target,
+            hard,
+            wanted,
+        )
+
+
 class DrainingServer(uvicorn.Server):
     """uvicorn.Server whose first SIGTERM drains the app before shutting down."""
 
-    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+    def __init__(self, config: uvicorn.Config, settings: Settings, app: FastAPI) -> None:
         super().__init__(config)
         self.settings = settings
+        self.app = app
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task[None] | None = None
 
@@ -119,7 +204,7 @@ class DrainingServer(uvicorn.Server):
 
     async def _drain(self, deadline: float) -> None:
         try:
-            await drain(self.config.app, deadline)  # type: ignore[arg-type]
+            await drain(self.app, deadline)
         except Exception:
             log.exception("drain failed; shutting down")
         # What is left of the budget goes to uvicorn's graceful shutdown.
@@ -151,14 +236,18 @@ def main() -> None:
         print(f"hypersend-server: invalid configuration: {problems}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings)
+    raise_nofile_limit(settings)
     app = create_app(settings)
     config = uvicorn.Config(
-        app,
+        with_websocket_fast_path(app),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
         http="httptools",
-        ws="websockets-sansio",
+        ws=CompressingSansIOProtocol if settings.ws_compression == "on" else LeanSansIOProtocol,
+        # HYPERSEND_WS_COMPRESSION=off: uvicorn's deflate (on by default) would hold a zlib
+        # context per socket; "on" negotiates it in CompressingSansIOProtocol instead.
+        ws_per_message_deflate=False,
         # Frames larger than this are refused by the protocol layer (close 1009).
         ws_max_size=max_body_bytes(settings),
         lifespan="on",
@@ -173,7 +262,7 @@ def main() -> None:
         ws_ping_timeout=None,
         timeout_graceful_shutdown=max(1, int(settings.drain_seconds)),
     )
-    DrainingServer(config, settings).run()
+    DrainingServer(config, settings, app).run()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,14 @@ This is the only module that imports redis. One process holds two Redis connecti
 ``_client`` for commands (publish, rate limit, presence) and ONE pub/sub connection, subscribed
 only to the channels of rooms and users that have sockets on this process.
 
+Commands are pipelined (:class:`Pipeliner`): every command issued while a round trip is in flight
+waits in a queue and goes out with the others in the next one, on a single connection, in the
+order issued. Thousands of sockets therefore never compete for pool connections: before this,
+each command took a connection of a 64-connection pool for its whole round trip, and under load
+(event-loop lag in seconds) the pool ran dry -- "No connection available" after the pool's wait
+-- which put the whole process into degraded mode (issue #16). A pipelined command waits for its
+turn instead of failing; only an answer Redis does not give fails it.
+
 Channels (all under the key prefix):
   ``room:<room_id>`` -- events of a room (messages, edits, reactions, read receipts, typing,
   presence of its members); ``user:<user_id>`` -- events for one user (room_added/room_removed,
@@ -36,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import random
@@ -52,7 +61,7 @@ from pydantic import SecretStr
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from chatserver import metrics
 from chatserver.ratelimit import LocalRateLimiter
@@ -64,8 +73,11 @@ RATE_WINDOW_MS: Final = 60_000
 # A connection counts as online for this long unless its process refreshes it.
 PRESENCE_TTL_MS: Final = 90_000
 SUBSCRIBE_TIMEOUT_SECONDS: Final = 5.0
-COMMAND_POOL_SIZE: Final = 64
+# The pipeliner holds one connection, the health monitor another; the rest is headroom.
+COMMAND_POOL_SIZE: Final = 4
 COMMAND_POOL_WAIT_SECONDS: Final = 10.0
+# Commands sent in one pipeline at most (a longer queue goes out in several round trips).
+PIPELINE_MAX_COMMANDS: Final = 1000
 # A command (publish, rate check, presence) to a Redis that stopped answering fails after this
 # instead of hanging: a publish runs inside a room's send turn (see Store.append_message).
 COMMAND_SOCKET_TIMEOUT_SECONDS: Final = 5.0
@@ -138,6 +150,119 @@ return {removed, redis.call('ZCARD', KEYS[1])}
 """
 
 
+@dataclass(frozen=True, slots=True)
+class LuaScript:
+    """A Lua script run by EVALSHA, loaded with EVAL when Redis does not know it (yet)."""
+
+    text: str
+    sha: str
+
+    @classmethod
+    def of(cls, text: str) -> LuaScript:
+        return cls(text, hashlib.sha1(text.encode()).hexdigest())  # Redis names scripts by SHA1
+
+
+class Pipeliner:
+    """Sends commands in pipelines, one round trip at a time, in the order they were issued.
+
+    ``call`` queues a command and waits for its reply. A single task drains the queue: it takes
+    everything queued (up to PIPELINE_MAX_COMMANDS), sends it as one pipeline and hands each
+    command its reply (or its own error). Commands issued meanwhile go out in the next round
+    trip, so under load batches grow instead of connections being fought over, and a command's
+    order relative to the ones issued before it is kept.
+    """
+
+    def __init__(self, client: aioredis.Redis, up: Callable[[], bool] = lambda: True) -> None:
+        self._client = client
+        # Commands queued behind a round trip that found Redis down fail at once (BusUnavailable)
+        # instead of each batch waiting for the socket timeout again.
+        self._up = up
+        self._queue: deque[tuple[tuple[Any, ...], asyncio.Future[Any]]] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def call(self, *args: Any) -> Any:
+        """Run one command (``"PUBLISH", channel, payload``) and return its reply."""
+        return await self._enqueue(args)
+
+    async def call_many(self, commands: Iterable[tuple[Any, ...]]) -> list[Any]:
+        """Run several commands; each one's reply, or the error Redis answered it with."""
+        futures = [self._enqueue(args) for args in commands]
+        # Futures, not coroutines: gather adds a callback to each, no task per command.
+        return list(await asyncio.gather(*futures, return_exceptions=True))
+
+    def _enqueue(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        if self._closed:
+            raise BusUnavailable("the bus is closed")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((args, fut))
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain(), name="bus-pipeliner")
+        return fut
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch = [
+                    self._queue.popleft()
+                    for _ in range(min(len(self._queue), PIPELINE_MAX_COMMANDS))
+                ]
+                await self._send(batch)
+        finally:
+            self._task = None
+
+    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        live = [(args, fut) for args, fut in batch if not fut.done()]  # callers may be gone
+        if not live:
+            return
+        if not self._up():
+            for _, fut in live:
+                fut.set_exception(BusUnavailable("redis is unreachable (degraded mode)"))
+            return
+        names: dict[str, int] = {}
+        pipe = self._client.pipeline(transaction=False)
+        for args, _ in live:
+            pipe.execute_command(*args)
+            name = str(args[0]).lower()
+            names[name] = names.get(name, 0) + 1
+        metrics.REDIS_ROUND_TRIPS.inc()
+        for name, count in names.items():
+            metrics.REDIS_COMMANDS.labels(name).inc(count)
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else BusUnavailable("the bus is closing")
+            for _, fut in live:
+                if not fut.done():
+                    fut.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, fut), reply in zip(live, replies, strict=True):
+            if fut.done():
+                continue
+            if isinstance(reply, Exception):
+                fut.set_exception(reply)
+            else:
+                fut.set_result(reply)
+
+    async def close(self) -> None:
+        self._closed = True
+        task = self._task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        while self._queue:
+            _, fut = self._queue.popleft()
+            if not fut.done():
+                fut.set_exception(BusUnavailable("the bus is closed"))
+
+
 class BusSettings(Protocol):
     """The part of ``chatserver.config.Settings`` the bus reads."""
 
@@ -181,6 +306,21 @@ DeliveryHandler = Callable[[Delivery], None]
 ResyncHandler = Callable[[], Awaitable[None]]
 
 
+def _raise_first(replies: list[Any]) -> list[Any]:
+    """``replies`` unchanged, unless one of them is an error: then that error is raised."""
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            raise reply
+    return replies
+
+
+def _count_pubsub(command: str) -> None:
+    """A command on the pub/sub connection: one command and one write (its confirmations come
+    back on the reader's stream)."""
+    metrics.REDIS_ROUND_TRIPS.inc()
+    metrics.REDIS_COMMANDS.labels(command).inc()
+
+
 def envelope(event: dict[str, Any], now: float | None = None) -> str:
     """The JSON payload published for ``event``: the event plus its publish timestamp."""
     return json.dumps(
@@ -217,9 +357,10 @@ class Bus:
         self._pubsub_client = pubsub_client
         self.prefix = prefix
         self.rate_limit_per_minute = rate_limit_per_minute
-        self._rate_script = client.register_script(_RATE_LUA)
-        self._presence_add = client.register_script(_PRESENCE_ADD_LUA)
-        self._presence_remove = client.register_script(_PRESENCE_REMOVE_LUA)
+        self._pipeliner = Pipeliner(client, lambda: self.commands_ok)
+        self._rate_script = LuaScript.of(_RATE_LUA)
+        self._presence_add = LuaScript.of(_PRESENCE_ADD_LUA)
+        self._presence_remove = LuaScript.of(_PRESENCE_REMOVE_LUA)
         # One per-process window per limit (per user, per client address ...).
         self._local_rates = {
             rate_limit_per_minute: LocalRateLimiter(rate_limit_per_minute, RATE_WINDOW_MS / 1000)
@@ -247,15 +388,21 @@ class Bus:
         self._unpublished: dict[str, tuple[int, str]] = {}
 
     @classmethod
-    async def connect(cls, settings: BusSettings) -> Bus:
+    async def connect(
+        cls,
+        settings: BusSettings,
+        *,
+        pool_size: int = COMMAND_POOL_SIZE,
+        pool_wait_seconds: float = COMMAND_POOL_WAIT_SECONDS,
+    ) -> Bus:
         """Connect to ``settings.redis_url`` and check that Redis answers."""
         url = settings.redis_url.get_secret_value()
-        # Thousands of sockets share a few connections: a command waits for a free one instead
-        # of failing with "Too many connections" (redis-py's default pool raises at 100).
+        # The pipeliner and the health monitor hold a connection each; anything else waits for
+        # a free one instead of failing with "Too many connections" (redis-py's default pool).
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
-            max_connections=COMMAND_POOL_SIZE,
-            timeout=COMMAND_POOL_WAIT_SECONDS,
+            max_connections=pool_size,
+            timeout=pool_wait_seconds,
             socket_timeout=COMMAND_SOCKET_TIMEOUT_SECONDS,
             socket_connect_timeout=COMMAND_SOCKET_TIMEOUT_SECONDS,
             socket_keepalive=True,
@@ -339,7 +486,7 @@ class Bus:
             await asyncio.sleep(HEALTH_INTERVAL_SECONDS)
             try:
                 async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
-                    await self._client.ping()
+                    await self.ping()
             except REDIS_ERRORS as exc:
                 self._commands_down(exc)
                 continue
@@ -362,10 +509,12 @@ class Bus:
         pending, self._unpublished = self._unpublished, {}
         log.info("publishing the newest unpublished message of %d rooms", len(pending))
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for room_id, (_, payload) in pending.items():
-                    pipe.publish(self.channel("room", room_id), payload)
-                await pipe.execute()
+            _raise_first(
+                await self._pipeliner.call_many(
+                    ("PUBLISH", self.channel("room", room_id), payload)
+                    for room_id, (_, payload) in pending.items()
+                )
+            )
         except BaseException:
             for room_id, (seq, payload) in pending.items():
                 self._remember_unpublished(room_id, seq, payload)
@@ -374,8 +523,34 @@ class Bus:
     # -- commands ------------------------------------------------------------------------------
 
     async def ping(self) -> None:
-        """Raise if Redis does not answer."""
+        """Raise if Redis does not answer (on a connection of its own, not behind the queue)."""
+        metrics.REDIS_ROUND_TRIPS.inc()
+        metrics.REDIS_COMMANDS.labels("ping").inc()
         await self._client.ping()
+
+    async def _eval(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self._pipeliner.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # A Redis that restarted (or never saw it): EVAL runs the script and caches it.
+            return await self._pipeliner.call("EVAL", script.text, len(keys), *keys, *args)
+
+    async def _eval_many(
+        self, script: LuaScript, calls: list[tuple[list[str], list[Any]]]
+    ) -> list[Any]:
+        """Run ``script`` once per (keys, args) in one pipeline; raise the first error."""
+        replies = await self._pipeliner.call_many(
+            ("EVALSHA", script.sha, len(keys), *keys, *args) for keys, args in calls
+        )
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            # A Redis that restarted (or never saw it): EVAL runs the script and caches it.
+            again = await self._pipeliner.call_many(
+                ("EVAL", script.text, len(calls[i][0]), *calls[i][0], *calls[i][1]) for i in missing
+            )
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return _raise_first(replies)
 
     async def publish_room(
         self, room_id: str, event: dict[str, Any], *, seq: int | None = None
@@ -389,7 +564,7 @@ class Bus:
         payload = envelope(event)
         if self.commands_ok:
             try:
-                await self._client.publish(self.channel("room", room_id), payload)
+                await self._pipeliner.call("PUBLISH", self.channel("room", room_id), payload)
                 return True
             except REDIS_ERRORS as exc:
                 self._commands_down(exc)
@@ -403,10 +578,11 @@ class Bus:
             return False
         payload = envelope(event)
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for room_id in room_ids:
-                    pipe.publish(self.channel("room", room_id), payload)
-                await pipe.execute()
+            _raise_first(
+                await self._pipeliner.call_many(
+                    ("PUBLISH", self.channel("room", room_id), payload) for room_id in room_ids
+                )
+            )
         except REDIS_ERRORS as exc:
             self._commands_down(exc)
             return False
@@ -417,7 +593,7 @@ class Bus:
         if not self.commands_ok:
             return False
         try:
-            await self._client.publish(self.channel("user", user_id), envelope(event))
+            await self._pipeliner.call("PUBLISH", self.channel("user", user_id), envelope(event))
         except REDIS_ERRORS as exc:
             self._commands_down(exc)
             return False
@@ -432,9 +608,10 @@ class Bus:
         per_minute = self.rate_limit_per_minute if limit is None else limit
         if self.commands_ok:
             try:
-                allowed, retry_ms = await self._rate_script(
-                    keys=[f"{self.prefix}rate:{user_id}"],
-                    args=[per_minute, RATE_WINDOW_MS, secrets.token_hex(4)],
+                allowed, retry_ms = await self._eval(
+                    self._rate_script,
+                    [f"{self.prefix}rate:{user_id}"],
+                    [per_minute, RATE_WINDOW_MS, secrets.token_hex(4)],
                 )
             except REDIS_ERRORS as exc:
                 self._commands_down(exc)
@@ -462,8 +639,10 @@ class Bus:
     async def presence_connect(self, user_id: str, connection_id: str) -> bool:
         """Record a live connection; True if the user just came online (first connection)."""
         count = await self._command(
-            lambda: self._presence_add(
-                keys=[f"{self.prefix}presence:{user_id}"], args=[connection_id, PRESENCE_TTL_MS]
+            lambda: self._eval(
+                self._presence_add,
+                [f"{self.prefix}presence:{user_id}"],
+                [connection_id, PRESENCE_TTL_MS],
             )
         )
         return int(count) == 1
@@ -471,25 +650,38 @@ class Bus:
     async def presence_disconnect(self, user_id: str, connection_id: str) -> bool:
         """Forget a connection; True if the user just went offline (it was the last one)."""
         removed, count = await self._command(
-            lambda: self._presence_remove(
-                keys=[f"{self.prefix}presence:{user_id}"], args=[connection_id]
+            lambda: self._eval(
+                self._presence_remove, [f"{self.prefix}presence:{user_id}"], [connection_id]
             )
         )
         return int(removed) == 1 and int(count) == 0
+
+    async def presence_disconnect_many(self, connections: Iterable[tuple[str, str]]) -> list[bool]:
+        """Forget many (user id, connection id) pairs at once (a drain); per pair, whether its
+        user just went offline. Pipelined: the cost is a few round trips, not one per pair."""
+        pairs = list(connections)
+
+        async def remove() -> list[Any]:
+            return await self._eval_many(
+                self._presence_remove,
+                [([f"{self.prefix}presence:{user}"], [connection]) for user, connection in pairs],
+            )
+
+        replies = await self._command(remove)
+        return [int(removed) == 1 and int(count) == 0 for removed, count in replies]
 
     async def presence_refresh(self, connections: Iterable[tuple[str, str]]) -> None:
         """Extend the expiry of live (user id, connection id) pairs held by this process."""
         pairs = list(connections)
 
         async def refresh() -> None:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for user_id, connection_id in pairs:
-                    pipe.zadd(
-                        f"{self.prefix}presence:{user_id}",
-                        {connection_id: time.time() * 1000 + PRESENCE_TTL_MS},
-                    )
-                    pipe.pexpire(f"{self.prefix}presence:{user_id}", PRESENCE_TTL_MS)
-                await pipe.execute()
+            expiry = time.time() * 1000 + PRESENCE_TTL_MS
+            commands: list[tuple[Any, ...]] = []
+            for user_id, connection_id in pairs:
+                key = f"{self.prefix}presence:{user_id}"
+                commands.append(("ZADD", key, expiry, connection_id))
+                commands.append(("PEXPIRE", key, PRESENCE_TTL_MS))
+            _raise_first(await self._pipeliner.call_many(commands))
 
         await self._command(refresh)
 
@@ -499,10 +691,12 @@ class Bus:
         now_ms = time.time() * 1000
 
         async def count() -> list[Any]:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for user_id in ids:
-                    pipe.zcount(f"{self.prefix}presence:{user_id}", now_ms, "+inf")
-                return list(await pipe.execute())
+            return _raise_first(
+                await self._pipeliner.call_many(
+                    ("ZCOUNT", f"{self.prefix}presence:{user_id}", now_ms, "+inf")
+                    for user_id in ids
+                )
+            )
 
         counts = await self._command(count)
         return {user_id: int(n) > 0 for user_id, n in zip(ids, counts, strict=True)}
@@ -560,6 +754,7 @@ class Bus:
         waits = self._register(channels)
         try:
             async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS + COMMAND_SOCKET_TIMEOUT_SECONDS):
+                _count_pubsub("subscribe")
                 await pubsub.subscribe(*channels)
         except BaseException:
             for fut in waits:
@@ -648,6 +843,7 @@ class Bus:
                         raise PubSubDead(f"no answer to PING within {HEALTH_TIMEOUT_SECONDS}s")
                 elif now - received[0] >= HEALTH_INTERVAL_SECONDS:
                     async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+                        _count_pubsub("ping")
                         await pubsub.ping()
                     ping_sent = now
         finally:
@@ -699,6 +895,7 @@ class Bus:
         waits = self._register(channels)
         try:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
+                _count_pubsub("subscribe")
                 await pubsub.subscribe(*channels)
                 await asyncio.gather(*waits)
         except REDIS_ERRORS as exc:
@@ -721,6 +918,7 @@ class Bus:
             self._pending.setdefault(ch, deque()).append(None)
         try:
             async with asyncio.timeout(COMMAND_SOCKET_TIMEOUT_SECONDS):
+                _count_pubsub("unsubscribe")
                 await pubsub.unsubscribe(*channels)
         except REDIS_ERRORS:
             self._kill_pubsub(self._generation)
@@ -766,6 +964,7 @@ class Bus:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        await self._pipeliner.close()
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]

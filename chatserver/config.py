@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     ws_idle_timeout_seconds: float = Field(default=300, gt=0)
     ws_max_connections: int = Field(default=5000, ge=1)
     ws_send_queue_size: int = Field(default=256, ge=1)
+    # permessage-deflate (docs/configuration.md, "WebSocket compression"): "off" refuses it,
+    # "on" accepts it without context takeover and with small windows (no idle memory per
+    # socket; a compressor per message instead).
+    ws_compression: Literal["off", "on"] = "off"
     # A socket that takes no frame for this long while history waits to be queued for it is a
     # slow consumer (chatserver/realtime.py, Session.push_wait).
     ws_send_stall_seconds: float = Field(default=10, gt=0)

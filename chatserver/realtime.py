@@ -25,7 +25,7 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable, MutableMapping
 from typing import Any, Final
 
 from fastapi import APIRouter, WebSocket
@@ -36,6 +36,7 @@ from chatserver.auth import AccessToken, AuthError, token_revoked, verify_access
 from chatserver.bus import Bus, BusUnavailable, Delivery
 from chatserver.clientip import client_address, limit_key
 from chatserver.config import Settings, allowed_origins, trusted_networks
+from chatserver.lean import Flag
 from chatserver.models import Message, Room
 from chatserver.resume import Outgoing, RoomCursor, SendQueue
 from chatserver.store import RoomNotFound, SeqContention, Store
@@ -110,6 +111,12 @@ def outgoing(frame: dict[str, Any], published_at: float | None = None) -> Outgoi
     )
 
 
+def handshake_header(scope: MutableMapping[str, Any], name: bytes) -> list[str]:
+    """Every value of header ``name`` (lower case) in an ASGI scope, in order. Read from the raw
+    list rather than through ``WebSocket.headers``, which would keep a parsed copy alive."""
+    return [value.decode("latin-1") for key, value in scope["headers"] if key == name]
+
+
 def reconnect_after_ms(rng: random.Random) -> int:
     """Jittered reconnect delay so drained clients do not all reconnect at once."""
     return rng.randint(RECONNECT_MIN_MS, RECONNECT_MAX_MS)
@@ -121,6 +128,40 @@ class SessionClosed(Exception):
 
 class Session:
     """One authenticated socket: its cursors per room, its send queue and its writer task."""
+
+    # Slots: no per-instance dict (~1 KiB per socket; issue #16, idle memory).
+    __slots__ = (
+        "_catch_up",
+        "_close_reason",
+        "_fills",
+        "_flush_before_close",
+        "_presence_seen",
+        "_room_locks",
+        "_space",
+        "_tasks",
+        "_wake",
+        "_writer",
+        "awaiting_resume",
+        "close_code",
+        "closed",
+        "connection_id",
+        "drained",
+        "expiry_warned",
+        "handling",
+        "hub",
+        "id",
+        "last_ping",
+        "last_rx",
+        "queue",
+        "receive_cancelled",
+        "receiving",
+        "resume_started",
+        "rooms",
+        "token",
+        "user_events",
+        "user_id",
+        "ws",
+    )
 
     def __init__(self, hub: Hub, websocket: WebSocket, token: AccessToken) -> None:
         self.hub = hub
@@ -143,16 +184,23 @@ class Session:
         self.last_rx = time.monotonic()
         self.handling = False
         self.last_ping = time.monotonic()
-        self.closed = asyncio.Event()
+        self.closed = Flag()
         self.close_code: int | None = None
-        self._wake = asyncio.Event()
-        self._space = asyncio.Event()
+        self._wake = Flag()
+        self._space = Flag()
+        # The session's task while it waits for the client's next frame: close() cancels that
+        # wait (one task per socket reads, instead of a reader task and a waiter for close).
+        self.receiving: asyncio.Task[Any] | None = None
+        self.receive_cancelled = False
         self._room_locks: dict[str, asyncio.Lock] = {}
         self._fills: dict[str, asyncio.Task[None]] = {}
         # Rooms to read from history even without a visible gap (live events were missed).
         self._catch_up: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._presence_seen: dict[str, bool] = {}
+        # Closed by a drain: its presence is removed with everyone else's in one batch
+        # (Hub.drain), and its subscriptions are left to the process's exit.
+        self.drained = False
         self._close_reason = ""
         self._flush_before_close = False
         self._writer: asyncio.Task[None] | None = None
@@ -238,6 +286,9 @@ class Session:
         if not flush and self._writer is not None:
             self._writer.cancel()
         self.closed.set()
+        if self.receiving is not None:
+            self.receive_cancelled = True
+            self.receiving.cancel()
 
     async def finish_close(self) -> None:
         """Wait for the writer (flushing if asked), then send the close frame."""
@@ -418,6 +469,9 @@ class Hub:
         self.catch_up_slots = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
         self._shed_queue: dict[Session, tuple[int, str]] = {}
         self._shedder: asyncio.Task[None] | None = None
+        # Set while no authenticated socket is open (a drain waits for it).
+        self._no_sessions = asyncio.Event()
+        self._no_sessions.set()
 
     @property
     def connection_count(self) -> int:
@@ -430,24 +484,58 @@ class Hub:
         self._ticker = asyncio.create_task(self._tick(), name="ws-ticker")
 
     async def drain(self) -> None:
-        """Send every socket a jittered ``reconnect`` hint, then close them in batches (1012)."""
+        """Send every socket a jittered ``reconnect`` hint, close them in batches (1012), remove
+        their presence in one pipelined batch, and return once every socket has closed.
+
+        Nothing here waits on one peer or makes a Redis round trip per socket (issue #16: 19,500
+        sockets overran the drain budget that way). Closing a batch only marks its sockets; each
+        socket's own task writes what is queued and the close frame (the ASGI server writes it
+        without waiting for the peer's answer), concurrently with every other socket.
+        """
         self.draining = True
         sessions = list(self.sessions)
         for session in sessions:
+            session.drained = True
             session.send(events.reconnect(reconnect_after_ms(self._rng)))
         batch = self.settings.drain_batch_size
         batches = max(1, -(-len(sessions) // batch))
-        # Spread the batches over part of the drain budget, never more than a second apart.
-        budget = max(0.0, self.settings.drain_seconds - self.settings.drain_delay_seconds) / 2
+        # Spread the batches over part of the drain budget, never more than a second apart, so
+        # the clients' reconnects (jittered as well) do not hit the other pods at once.
+        budget = max(0.0, self.settings.drain_seconds - self.settings.drain_delay_seconds) / 4
         pause = min(1.0, budget / batches)
         for start in range(0, len(sessions), batch):
             chunk = sessions[start : start + batch]
             for session in chunk:
                 session.close(Close.SERVICE_RESTART, "server draining, reconnect", flush=True)
             metrics.SHED_SOCKETS.labels(str(int(Close.SERVICE_RESTART))).inc(len(chunk))
-            await asyncio.gather(*(s.finish_close() for s in chunk), return_exceptions=True)
             if start + batch < len(sessions):
                 await asyncio.sleep(pause)
+        await self._drop_presence(sessions)
+        await self._no_sessions.wait()
+
+    async def _drop_presence(self, sessions: list[Session]) -> None:
+        """Remove the presence of drained sockets in one batch; announce who went offline."""
+        if not sessions:
+            return
+        try:
+            offline = await self.bus.presence_disconnect_many(
+                (s.user_id, s.connection_id) for s in sessions
+            )
+        except Exception as exc:  # degraded: the entries expire (bus.PRESENCE_TTL_MS)
+            log.warning("presence removal at drain failed: %s", type(exc).__name__)
+            return
+        announced: set[str] = set()
+        publishes: list[Awaitable[bool]] = []
+        for session, gone in zip(sessions, offline, strict=True):
+            if gone and session.user_id not in announced and session.rooms:
+                announced.add(session.user_id)
+                publishes.append(
+                    self.bus.publish_rooms(
+                        list(session.rooms), events.presence(session.user_id, False)
+                    )
+                )
+        # Pipelined together by the bus: a few round trips for all of them.
+        await asyncio.gather(*publishes, return_exceptions=True)
 
     def shed(self, session: Session, code: int, reason: str) -> None:
         """Close ``session`` with a jittered ``reconnect`` hint first, in batches of SHED_BATCH
@@ -628,6 +716,16 @@ class Hub:
             with contextlib.suppress(Exception):
                 await self.bus.unsubscribe("room", gone)
 
+    def _unfollow_locally(self, session: Session) -> None:
+        """Drop the session from the local indexes without unsubscribing (a drain)."""
+        for room_id in session.rooms:
+            members = self._room_sessions.get(room_id)
+            if members is not None:
+                members.discard(session)
+        users = self._user_sessions.get(session.user_id)
+        if users is not None:
+            users.discard(session)
+
     async def _follow_user(self, session: Session) -> None:
         sessions = self._user_sessions.setdefault(session.user_id, set())
         first = not sessions
@@ -708,7 +806,7 @@ class Hub:
         autoscaling signal, nor against HYPERSEND_WS_MAX_CONNECTIONS; it is closed 4408 at
         HYPERSEND_WS_AUTH_TIMEOUT_SECONDS.
         """
-        origin = websocket.headers.get("origin")
+        origin = next(iter(handshake_header(websocket.scope, b"origin")), None)
         allowed = allowed_origins(self.settings.ws_allowed_origins)
         if origin is not None and allowed is not None and origin.lower() not in allowed:
             # A page of another site (cross-site WebSocket hijacking): refused in the handshake
@@ -723,7 +821,7 @@ class Hub:
         address = limit_key(
             client_address(
                 websocket.client.host if websocket.client else None,
-                websocket.headers.getlist("x-forwarded-for"),
+                handshake_header(websocket.scope, b"x-forwarded-for"),
                 trusted_networks(self.settings.trusted_proxies),
             )
         )
@@ -749,6 +847,14 @@ class Hub:
             self._unauthenticated -= 1
             metrics.WEBSOCKET_UNAUTHENTICATED.dec()
         if token is None:
+            return
+        # Everything the socket needed from its handshake headers is read (Origin, the client
+        # address): the raw list would otherwise stay for the socket's life (issue #16, idle
+        # socket memory).
+        websocket.scope["headers"] = []
+        if self.draining:
+            # Authenticated after the drain took its list of sockets: it would outlive it.
+            await websocket.close(Close.SERVICE_RESTART, "server draining, reconnect")
             return
         if self._open >= self.settings.ws_max_connections:
             await websocket.close(Close.TRY_AGAIN_LATER, "too many connections on this server")
@@ -799,9 +905,9 @@ class Hub:
         user_id = token.user_id
         session = Session(self, websocket, token)
         self.sessions.add(session)
+        self._no_sessions.clear()
         session.start_writer()
         room_ids: list[str] = []
-        reader: asyncio.Task[None] | None = None
         try:
             room_ids = await self.store.room_ids_for_user(user_id)
             for room_id in room_ids:
@@ -819,26 +925,26 @@ class Hub:
             session.send(events.ready(user_id, room_ids, token.expires_at))
             session.spawn(self._resume_window(session), f"ws-resume-window-{session.id}")
             session.spawn(self._announce(session, True), f"ws-presence-{session.id}")
-            reader = asyncio.create_task(self._read_loop(session), name=f"ws-reader-{session.id}")
-            closed = asyncio.create_task(session.closed.wait())
-            await asyncio.wait({reader, closed}, return_when=asyncio.FIRST_COMPLETED)
-            closed.cancel()
+            await self._read_loop(session)
         except Exception:
             log.exception("session failed user=%s", user_id)
             session.close(Close.INTERNAL_ERROR, "internal error, reconnect", flush=True)
         finally:
             if session.close_code is None:
                 session.close(Close.NORMAL, "", flush=False)
-            if reader is not None:
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await reader
             await session.finish_close()
             self.sessions.discard(session)
-            await self._unfollow(session, list(session.rooms))
-            await self._unfollow_user(session)
-            with contextlib.suppress(Exception):
-                await self._announce(session, False)
+            if not self.sessions:
+                self._no_sessions.set()
+            if session.drained:
+                # The process is going: its subscriptions go with its pub/sub connection, and
+                # the drain removed this socket's presence with everyone else's.
+                self._unfollow_locally(session)
+            else:
+                await self._unfollow(session, list(session.rooms))
+                await self._unfollow_user(session)
+                with contextlib.suppress(Exception):
+                    await self._announce(session, False)
 
     async def _resume_window(self, session: Session) -> None:
         await asyncio.sleep(RESUME_WINDOW_SECONDS)
@@ -864,7 +970,18 @@ class Hub:
     async def _read_loop(self, session: Session) -> None:
         websocket = session.ws
         while session.close_code is None:
-            message = await websocket.receive()
+            session.receiving = asyncio.current_task()
+            try:
+                message = await websocket.receive()
+            except asyncio.CancelledError:
+                # Session.close() ends the wait; any other cancellation (the server stopping)
+                # is passed on. uncancel() > 0: someone else cancelled as well.
+                task = session.receiving
+                if not session.receive_cancelled or task is None or task.uncancel() > 0:
+                    raise
+                return
+            finally:
+                session.receiving = None
             if message["type"] == "websocket.disconnect":
                 return
             session.last_rx = time.monotonic()

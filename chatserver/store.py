@@ -47,6 +47,10 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 from pymongo.monitoring import (
+    CommandFailedEvent,
+    CommandListener,
+    CommandStartedEvent,
+    CommandSucceededEvent,
     ConnectionCheckedInEvent,
     ConnectionCheckedOutEvent,
     ConnectionCheckOutFailedEvent,
@@ -262,6 +266,24 @@ class PoolMetrics(ConnectionPoolListener):
         pass
 
 
+class CommandMetrics(CommandListener):
+    """Counts `hypersend_mongo_commands_total{command}` from PyMongo's command monitoring.
+
+    Each started command is one round trip to MongoDB (a getMore of a long cursor is one more),
+    whatever the backend's speed: divided by the stored messages, the round trips per message
+    (issue #16). The driver's own monitoring (hello heartbeats) is not a command event.
+    """
+
+    def started(self, event: CommandStartedEvent) -> None:
+        metrics.MONGO_COMMANDS.labels(event.command_name).inc()
+
+    def succeeded(self, event: CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: CommandFailedEvent) -> None:
+        pass
+
+
 class Store:
     """Async MongoDB access (PyMongo's `AsyncMongoClient`)."""
 
@@ -282,7 +304,7 @@ class Store:
             maxPoolSize=self._settings.mongo_max_pool,
             serverSelectionTimeoutMS=5000,
             appname=f"hypersend-{self._settings.pod_name}",
-            event_listeners=[PoolMetrics()],
+            event_listeners=[PoolMetrics(), CommandMetrics()],
         )
         metrics.MONGO_POOL_MAX_CONNECTIONS.set(self._settings.mongo_max_pool)
         self._db = self._client[self._settings.mongo_db]

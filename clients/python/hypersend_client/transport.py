@@ -8,7 +8,7 @@ import asyncio
 import json
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -36,12 +36,15 @@ class FrameSocket:
         keepalive: tuple[float, float] | None = None,
         close_timeout: float = 10.0,
         headers: Mapping[str, str] | None = None,
+        compression: Literal["deflate"] | None = "deflate",
     ) -> FrameSocket:
         """Open ``url``. ``max_queue``: frames buffered unread (None: unbounded); ``sock``: an
         already connected socket to speak over (e.g. one with a tiny receive buffer);
         ``keepalive``: (interval, timeout) of WebSocket-level pings that close the socket when a
         server stops answering (a frozen process keeps its TCP connections open); ``headers``:
-        extra handshake headers (an ``Origin``, or what a proxy in front would add)."""
+        extra handshake headers (an ``Origin``, or what a proxy in front would add);
+        ``compression``: offer permessage-deflate (the server decides whether to use it,
+        docs/configuration.md) or not."""
         extra: dict[str, Any] = {} if sock is None else {"sock": sock}
         if headers:
             extra["additional_headers"] = dict(headers)
@@ -58,6 +61,7 @@ class FrameSocket:
                 close_timeout=close_timeout,
                 max_size=max_size,
                 max_queue=max_queue,
+                compression=compression,
                 **extra,
             )
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:

@@ -21,6 +21,7 @@ CONTRACT_DEFAULTS = {
     "ws_idle_timeout_seconds": 300,
     "ws_max_connections": 5000,
     "ws_send_queue_size": 256,
+    "ws_compression": "off",
     "ws_send_stall_seconds": 10,
     "max_message_bytes": 16_384,
     "rate_limit_per_minute": 100,
@@ -80,7 +81,13 @@ def test_jwt_secret_is_required_and_long() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("port", 70000), ("max_message_bytes", 0), ("log_level", "loud"), ("drain_seconds", 0)],
+    [
+        ("port", 70000),
+        ("max_message_bytes", 0),
+        ("log_level", "loud"),
+        ("drain_seconds", 0),
+        ("ws_compression", "sometimes"),
+    ],
 )
 def test_invalid_values_are_refused(field: str, value: object) -> None:
     with pytest.raises(ValidationError, match=field):
