@@ -47,6 +47,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Final
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
@@ -228,15 +229,10 @@ def first_duplicate(details: Mapping[str, Any]) -> int | None:
 
 
 async def _deliver_after(
-    previous: asyncio.Task[None] | None,
-    rooms: list[list[tuple[_PendingSend, Message, bool]]],
+    previous: asyncio.Task[None] | None, sends: list[tuple[_PendingSend, Message, bool]]
 ) -> None:
     if previous is not None:
         await asyncio.wait([previous])
-    await asyncio.gather(*(_deliver_room(sends) for sends in rooms))
-
-
-async def _deliver_room(sends: list[tuple[_PendingSend, Message, bool]]) -> None:
     for send, msg, created in sends:
         if send.on_stored is not None:
             try:
@@ -341,7 +337,8 @@ class Store:
         self._in_flight: list[_PendingSend] = []
         self._wake = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
-        self._delivering: asyncio.Task[None] | None = None
+        # Per room, the task publishing and answering its latest stored messages.
+        self._delivering: dict[str, asyncio.Task[None]] = {}
         # Room summaries waiting for their bulk update.
         self._dirty_summaries: dict[str, Message] = {}
         self._summaries_wake = asyncio.Event()
@@ -371,8 +368,8 @@ class Store:
                 with suppress(asyncio.CancelledError):
                     await task
         self._committer = self._summarizer = None
-        if self._delivering is not None:
-            await asyncio.wait([self._delivering])
+        if self._delivering:
+            await asyncio.wait(list(self._delivering.values()))
         closed = ConnectionFailure("the store was closed")
         for send in (*self._in_flight, *self._pending):
             send.fail(closed)  # answered ones keep their answer
@@ -849,15 +846,22 @@ class Store:
         return None
 
     def _deliver(self, done: list[tuple[_PendingSend, Message, bool]]) -> None:
-        """Publish and answer `done` after every earlier batch's, each room in seq order."""
+        """Publish and answer `done`, each room in seq order after its earlier batches: a
+        publish that hangs (Redis gone) holds up its room only."""
         by_room: dict[str, list[tuple[_PendingSend, Message, bool]]] = {}
         for item in done:
             by_room.setdefault(item[1].room_id, []).append(item)
             self._summaries_due(item[1])
-        previous = self._delivering
-        self._delivering = asyncio.create_task(
-            _deliver_after(previous, list(by_room.values())), name="store-deliver"
-        )
+        for room_id, sends in by_room.items():
+            task = asyncio.create_task(
+                _deliver_after(self._delivering.get(room_id), sends), name="store-deliver"
+            )
+            self._delivering[room_id] = task
+            task.add_done_callback(partial(self._delivered, room_id))
+
+    def _delivered(self, room_id: str, task: asyncio.Task[None]) -> None:
+        if self._delivering.get(room_id) is task:
+            del self._delivering[room_id]
 
     def _summaries_due(self, msg: Message) -> None:
         due = self._dirty_summaries.get(msg.room_id)
