@@ -1,5 +1,22 @@
-"""Micro-benchmark of the message hot path: append latency p50/p99 when the messages
-collection already holds 0, 1,000 and 10,000 messages.
+"""Micro-benchmark of the message hot path: MongoDB round trips per stored message and stored
+messages/s at 1, 10 and 100 concurrent senders over many rooms (``throughput``, the default),
+and append latency p50/p99 when the messages collection already holds 0, 1,000 and 10,000
+messages (``latency``).
+
+    .venv/bin/python bench/store_bench.py --backend postgresql
+    .venv/bin/python bench/store_bench.py --backend postgresql --senders 1,10,100,200 \
+        --rooms 1000 --messages 4000 --membership
+
+``throughput`` counts every command PyMongo starts while the senders run (a CommandListener on
+the bench's own Store, so the figure does not depend on the server's metrics): round trips per
+stored message are that count over the messages stored. Each sender sends to rooms round robin
+(sender i starts at room i), every message with a fresh client id. ``--membership`` adds the
+membership check the send paths make before storing (chatserver/realtime.py `_send`,
+chatserver/api.py `send_message`), so the figure is the whole send path's. Each row gets its
+own database and Store; the rooms are created and every room gets one message before the timed
+part (a warm process: every room's seq is known).
+
+The latency table:
 
 Compares the store's `append_message` (point operations on `_id`: room hint, probing insert,
 client-id record and room summary) with the previous algorithm kept here as ``legacy``
@@ -21,11 +38,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import secrets
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +51,20 @@ from pydantic import SecretStr
 from pymongo import DESCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+from pymongo.monitoring import (
+    CommandFailedEvent,
+    CommandListener,
+    CommandStartedEvent,
+    CommandSucceededEvent,
+    register,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
 
 from chatserver.config import Settings  # noqa: E402
 from chatserver.models import utcnow  # noqa: E402
-from chatserver.store import Store, client_key, message_id, new_message_doc  # noqa: E402
+from chatserver.store import Store, message_id, new_message_doc  # noqa: E402
 
 Document = dict[str, Any]
 LEVELS = (0, 1_000, 10_000)
@@ -77,18 +102,14 @@ async def legacy_append(db: AsyncDatabase[Document], room_id: str, sender: str, 
 async def prefill(db: AsyncDatabase[Document], count: int) -> None:
     """`count` messages in 10 filler rooms (the collection size is what FerretDB scans)."""
     batch: list[Document] = []
-    claims: list[Document] = []
     for i in range(count):
         room, seq = f"fill{i % 10}", i // 10 + 1
         batch.append(new_message_doc(room, seq, "filler", f"f{i}", "x" * 100, utcnow()))
-        claims.append({"_id": client_key(room, "filler", f"f{i}"), "seq": seq})
         if len(batch) == 1000:
             await db.messages.insert_many(batch)
-            await db.message_client_ids.insert_many(claims)
-            batch, claims = [], []
+            batch = []
     if batch:
         await db.messages.insert_many(batch)
-        await db.message_client_ids.insert_many(claims)
 
 
 async def timed(appends: int, one: Callable[[int], Awaitable[object]]) -> list[float]:
@@ -98,6 +119,101 @@ async def timed(appends: int, one: Callable[[int], Awaitable[object]]) -> list[f
         await one(i)
         took.append((time.perf_counter() - started) * 1000)
     return took
+
+
+class CommandCounter(CommandListener):
+    """Counts the commands PyMongo sends (one round trip each), by command name."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def started(self, event: CommandStartedEvent) -> None:
+        self.counts[event.command_name] = self.counts.get(event.command_name, 0) + 1
+
+    def succeeded(self, event: CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: CommandFailedEvent) -> None:
+        pass
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+async def send_all(
+    store: Store, room_ids: list[str], concurrency: int, messages: int, membership: bool
+) -> list[float]:
+    """`messages` sends by `concurrency` senders; the latency of each in ms."""
+    ids: Iterator[int] = itertools.count()
+    took: list[float] = []
+
+    async def sender(index: int, count: int) -> None:
+        for k in range(count):
+            at = (index + k * concurrency) % len(room_ids)
+            room, user = room_ids[at], (f"u{at % 50}" if membership else "owner")
+            started = time.perf_counter()
+            if membership and not await store.is_member(room, user):
+                raise AssertionError("the bench's sender is a member")
+            await store.append_message(room, user, f"c{next(ids)}", "x" * 100)
+            took.append((time.perf_counter() - started) * 1000)
+
+    per_sender = [
+        messages // concurrency + (i < messages % concurrency) for i in range(concurrency)
+    ]
+    await asyncio.gather(*(sender(i, n) for i, n in enumerate(per_sender)))
+    return took
+
+
+async def measure_throughput(
+    mongo_url: str, senders: list[int], rooms: int, messages: int, membership: bool
+) -> None:
+    print(
+        f"{'senders':>7} {'rooms':>6} {'stored':>7} {'seconds':>8} {'msg/s':>8} "
+        f"{'trips/msg':>9} {'p50 ms':>7} {'p99 ms':>7}  commands"
+    )
+    # Registered globally, so it sees the Store's own client without changing how it is built;
+    # the Store is the only client open while the senders run.
+    counter = CommandCounter()
+    register(counter)
+    for concurrency in senders:
+        name = f"storebench_{secrets.token_hex(4)}"
+        settings = Settings(
+            jwt_secret=SecretStr("k" * 32), mongo_url=SecretStr(mongo_url), mongo_db=name
+        )
+        store = Store(settings)
+        await store.connect()
+        try:
+            await store.ensure_indexes()
+            room_ids = [
+                (await store.create_group_room("owner", f"r{i}", [f"u{i % 50}"])).id
+                for i in range(rooms)
+            ]
+            # Warm: every room's seq is known to this process, as on a server that has run.
+            await asyncio.gather(*(store.append_message(r, "owner", "warm", "w") for r in room_ids))
+            counter.counts.clear()
+            started = time.perf_counter()
+            took = await send_all(store, room_ids, concurrency, messages, membership)
+            seconds = time.perf_counter() - started
+            for room in room_ids[: min(rooms, 20)]:
+                seqs = [m.seq for m in await store.messages_after(room, 0, 10_000)]
+                assert seqs == list(range(1, len(seqs) + 1)), f"gap in {room}: {seqs}"
+        finally:
+            await store.close()
+        # Counted up to the close, which writes what bookkeeping was still due; the check of
+        # the first rooms' seqs above (messages and reactions) is not counted.
+        counter.counts.pop("endSessions", None)
+        counter.counts["find"] = counter.counts.get("find", 0) - 2 * min(rooms, 20)
+        trips = counter.total()
+        commands = ", ".join(f"{k} {v}" for k, v in sorted(counter.counts.items()))
+        print(
+            f"{concurrency:>7} {rooms:>6} {messages:>7} {seconds:>8.2f} "
+            f"{messages / seconds:>8.0f} {trips / messages:>9.3f} "
+            f"{percentile(took, 0.5):>7.1f} {percentile(took, 0.99):>7.1f}  {commands}",
+            flush=True,
+        )
+        client: AsyncMongoClient[Document] = AsyncMongoClient(mongo_url)
+        await client.drop_database(name)
+        await client.close()
 
 
 async def measure(mongo_url: str, appends: int) -> None:
@@ -143,7 +259,18 @@ async def measure(mongo_url: str, appends: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--appends", type=int, default=200, help="timed appends per algorithm")
+    parser.add_argument("table", nargs="?", choices=("throughput", "latency"), default="throughput")
+    parser.add_argument("--appends", type=int, default=200, help="latency: appends per algorithm")
+    parser.add_argument(
+        "--senders", default="1,10,100", help="throughput: concurrent senders per row (a list)"
+    )
+    parser.add_argument("--rooms", type=int, default=1000, help="throughput: rooms")
+    parser.add_argument("--messages", type=int, default=2000, help="throughput: per row")
+    parser.add_argument(
+        "--membership",
+        action="store_true",
+        help="throughput: check membership before each send, as the send paths do",
+    )
     parser.add_argument("--mongo-url", help="an existing MongoDB/FerretDB (default: start one)")
     parser.add_argument(
         "--backend",
@@ -159,8 +286,16 @@ def main(argv: list[str] | None = None) -> None:
             from hypersend_devenv.datastores import ferretdb_server
 
             mongo_url = stack.enter_context(ferretdb_server(args.backend)).url
-        print(f"# append latency, {args.appends} sequential appends per row, {where}")
-        asyncio.run(measure(mongo_url, args.appends))
+        if args.table == "latency":
+            print(f"# append latency, {args.appends} sequential appends per row, {where}")
+            asyncio.run(measure(mongo_url, args.appends))
+            return
+        senders = [int(n) for n in args.senders.split(",")]
+        check = ", membership checked" if args.membership else ""
+        print(f"# stored messages/s and MongoDB round trips per message, {where}{check}")
+        asyncio.run(
+            measure_throughput(mongo_url, senders, args.rooms, args.messages, args.membership)
+        )
 
 
 if __name__ == "__main__":

@@ -4,12 +4,19 @@ Works on MongoDB 6+/Atlas and on FerretDB v1, so it uses only indexes (unique, c
 find with sort/limit, findAndModify, upserts and plain updates: no TTL indexes, `$lookup`,
 change streams or transactions. Refresh-token expiry is done by the application.
 
-Sequence numbers: a message's `_id` is `"<room_id>:<seq>"`. `append_message` reads the room's
-highest stored seq and inserts seq + 1; a concurrent sender that took the same seq makes the
-insert fail on the unique `_id`, and the loser retries with the next one. So a seq exists only
-once its message is stored, seq N is stored only after N-1 was, and per-room sequences have no
-gaps: resume can always fetch a missing seq from history instead of waiting for it. (A separate
-`$inc` counter would leave a hole whenever the process dies between allocating and inserting.)
+Sequence numbers: a message's `_id` is `"<room_id>:<seq>"`, and a unique index on
+(room_id, sender_id, client_id) makes the message document its own idempotency record. Sends
+go through a group commit (`append_message`): while one batch is being inserted the next
+collects, and a batch is one ordered `insert_many` of many rooms' messages, each room's seqs
+continuing from its highest stored seq. An ordered insert stores exactly the documents before
+its first error, so every room gets a prefix of its seqs: no hole, also when the process dies
+mid-insert. The error is a duplicate: another process stored that seq first (the room's
+highest is read again and the rest of the batch goes again), or the client id was stored
+before (the send is answered with that message and its room's next send takes the seq). So a
+seq exists only once its message is stored and seq N is stored only after N-1: resume can
+always fetch a missing seq from history. (A separate `$inc` counter would leave a hole whenever
+the process dies between allocating and inserting, and FerretDB v1's `$inc` is not atomic.)
+The room summaries are written behind the messages, batched (`_summary_loop`).
 
 FerretDB v1 applies findAndModify/update as read-modify-write of the whole document without a
 transaction (FerretDB/FerretDB#3040): a conditional update can have several winners and
@@ -17,8 +24,9 @@ concurrent updates of one document can lose each other's changes. So every race 
 decided by a unique key on insert instead: message seqs and client ids, direct rooms (their id
 is derived from the pair), memberships, refresh-token use (a claim document per token) and
 family revocation, and reactions (one document per user, emoji and message). What stays
-read-modify-write is best-effort by design: a room's `last_seq`/`last_activity_at` summary (the
-next message corrects it; reads that need the exact value use `highest_seq`), read markers, and
+read-modify-write is best-effort by design: a room's `last_seq`/`last_activity_at` summary
+(written a moment after the messages, and the next message corrects it; reads that need the
+exact value use `highest_seq`), read markers, and
 the rare race of an edit with a delete of the same message.
 
 Hot paths (send, resume, membership checks) are point operations on `_id`, fast everywhere.
@@ -33,19 +41,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Final
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, PyMongoError
 from pymongo.monitoring import (
     CommandFailedEvent,
     CommandListener,
@@ -75,13 +83,22 @@ OnStored = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
-# Within a process senders take turns per room, so a seq race is lost only to other processes;
+# A process stores its messages in batches, so a seq race is lost only to other processes;
 # after this many lost races the sender gets `SeqContention` (a "try_again" answer).
 MAX_SEQ_ATTEMPTS: Final = 64
-# Jittered pause after a lost race (full jitter, exponential up to the cap), so racing processes
-# spread out instead of colliding on every next seq.
-BACKOFF_BASE_SECONDS: Final = 0.001
-BACKOFF_CAP_SECONDS: Final = 0.05
+# Messages in one group commit at most (one insert command). The group commit relies on an
+# ordered insert storing exactly the documents before the first error; FerretDB v1 does so only
+# within one of its insert batches (`--test-batch-size`, 100 by default): after a duplicate in
+# one batch it goes on with the next (internal/handler/msg_insert.go in its module), which
+# would leave a hole in a room's seqs.
+MAX_COMMIT_BATCH: Final = 100
+# Room summaries (`last_seq`, `last_activity_at`) are written at most this often per process,
+# at most this many rooms per update command: FerretDB v1 keeps every statement's cursor open
+# until the command ends (internal/handler/msg_update.go in its module), so a command of a few
+# hundred statements exhausts its backend's connections and hangs (measured: 50 statements
+# 0.19 s on PostgreSQL, 200 never finished on SQLite).
+SUMMARY_INTERVAL_SECONDS: Final = 0.25
+SUMMARY_CHUNK: Final = 16
 # Rooms whose highest known seq a process remembers (a cache; cleared when full).
 MAX_SEQ_HINTS: Final = 100_000
 # `_id` probes past the room's `last_seq` before `highest_seq` falls back to the seq index.
@@ -89,6 +106,9 @@ MAX_SEQ_PROBES: Final = 64
 # Rooms listed by GET /rooms at most (newest activity first).
 MAX_ROOMS_LISTED: Final = 500
 
+
+# The server error code of a duplicate key (MongoDB and FerretDB).
+DUPLICATE_KEY: Final = 11000
 
 # Errors meaning MongoDB is unreachable right now (callers answer 503, not 500).
 UNAVAILABLE_ERRORS: Final[tuple[type[Exception], ...]] = (ConnectionFailure,)
@@ -108,6 +128,10 @@ class RoomNotFound(StoreError):
 
 class SeqContention(StoreError):
     """Other processes kept winning the room's next seq; nothing was stored, retry later."""
+
+
+class UnexplainedDuplicate(StoreError):
+    """A message collided on a unique index other than its seq and client id: not stored."""
 
 
 class EditContention(SeqContention):
@@ -150,10 +174,76 @@ def client_key(room_id: str, sender_id: str, client_id: str) -> str:
     return f"{room_id}:{sender_id}:{client_id}"
 
 
-def contention_backoff(attempt: int, draw: float | None = None) -> float:
-    """Seconds to wait after losing seq race number `attempt` (0-based): full jitter."""
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2.0**attempt)
-    return ceiling * (random.random() if draw is None else draw)
+@dataclass(slots=True)
+class _PendingSend:
+    """A send waiting for its group commit."""
+
+    room_id: str
+    sender_id: str
+    client_id: str
+    text: str
+    on_stored: OnStored | None
+    future: asyncio.Future[tuple[Message, bool]]
+    attempts: int = 0
+    # Sends with the same client key in the same batch: answered with this one's message.
+    retries: list[_PendingSend] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return client_key(self.room_id, self.sender_id, self.client_id)
+
+    def answer(self, msg: Message, created: bool) -> None:
+        for send, first in ((self, created), *((r, False) for r in self.retries)):
+            if not send.future.done():  # a caller that gave up (cancelled) has no answer
+                send.future.set_result((msg, first))
+
+    def fail(self, exc: BaseException) -> None:
+        for send in (self, *self.retries):
+            if not send.future.done():
+                send.future.set_exception(exc)
+
+
+def merge_retries(batch: list[_PendingSend]) -> list[_PendingSend]:
+    """The batch without sends repeating an earlier one's client key (attached to it)."""
+    first: dict[str, _PendingSend] = {}
+    for send in batch:
+        if send.key in first:
+            first[send.key].retries.append(send)
+        else:
+            first[send.key] = send
+    return list(first.values())
+
+
+def assign_seqs(rooms: list[str], highest: Mapping[str, int]) -> list[int]:
+    """Seqs for sends to `rooms` (in order): each room's continue from its highest stored."""
+    nxt = dict(highest)
+    seqs = []
+    for room in rooms:
+        nxt[room] = nxt[room] + 1
+        seqs.append(nxt[room])
+    return seqs
+
+
+def first_duplicate(details: Mapping[str, Any]) -> int | None:
+    """Index of the duplicate that stopped an ordered insert; None if it failed otherwise."""
+    errors = details.get("writeErrors") or []
+    if len(errors) != 1 or errors[0].get("code") != DUPLICATE_KEY:
+        return None
+    return int(errors[0]["index"])
+
+
+async def _deliver_after(
+    previous: asyncio.Task[None] | None, sends: list[tuple[_PendingSend, Message, bool]]
+) -> None:
+    if previous is not None:
+        await asyncio.wait([previous])
+    for send, msg, created in sends:
+        if send.on_stored is not None:
+            try:
+                await send.on_stored(msg)
+            except Exception:
+                log.exception("on_stored failed room=%s seq=%d", msg.room_id, msg.seq)
+        send.answer(msg, created)
 
 
 def new_message_doc(
@@ -172,34 +262,6 @@ def new_message_doc(
         "deleted_at": None,
         "edits": [],
     }
-
-
-class _RoomTurn:
-    """`async with`: one sender of this process at a time per room (locks freed when idle)."""
-
-    def __init__(self, locks: dict[str, tuple[asyncio.Lock, int]], room_id: str) -> None:
-        self._locks = locks
-        self._room_id = room_id
-
-    async def __aenter__(self) -> None:
-        lock, users = self._locks.get(self._room_id, (asyncio.Lock(), 0))
-        self._locks[self._room_id] = (lock, users + 1)
-        try:
-            await lock.acquire()
-        except BaseException:
-            self._leave()
-            raise
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._locks[self._room_id][0].release()
-        self._leave()
-
-    def _leave(self) -> None:
-        lock, users = self._locks[self._room_id]
-        if users <= 1:
-            del self._locks[self._room_id]
-        else:
-            self._locks[self._room_id] = (lock, users - 1)
 
 
 def _user(doc: Mapping[str, Any]) -> User:
@@ -291,8 +353,18 @@ class Store:
         self._settings = settings
         self._client: AsyncMongoClient[Document] | None = None
         self._db: AsyncDatabase[Document] | None = None
-        self._room_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._seq_hints: dict[str, int] = {}
+        # The group commit (see `append_message`).
+        self._pending: list[_PendingSend] = []
+        self._in_flight: list[_PendingSend] = []
+        self._wake = asyncio.Event()
+        self._committer: asyncio.Task[None] | None = None
+        # Per room, the task publishing and answering its latest stored messages.
+        self._delivering: dict[str, asyncio.Task[None]] = {}
+        # Room summaries waiting for their bulk update.
+        self._dirty_summaries: dict[str, Message] = {}
+        self._summaries_wake = asyncio.Event()
+        self._summarizer: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -310,6 +382,22 @@ class Store:
         self._db = self._client[self._settings.mongo_db]
 
     async def close(self) -> None:
+        # Sends still queued or in flight get an error (their outcome is unknown: a retry with
+        # the same client id finds a stored one); stored ones are answered first.
+        for task in (self._committer, self._summarizer):
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+        self._committer = self._summarizer = None
+        if self._delivering:
+            await asyncio.wait(list(self._delivering.values()))
+        closed = ConnectionFailure("the store was closed")
+        for send in (*self._in_flight, *self._pending):
+            send.fail(closed)  # answered ones keep their answer
+        self._in_flight, self._pending = [], []
+        if self._client is not None:
+            await self._write_summaries()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -380,10 +468,6 @@ class Store:
     @property
     def _messages(self) -> AsyncCollection[Document]:
         return self._database["messages"]
-
-    @property
-    def _client_ids(self) -> AsyncCollection[Document]:
-        return self._database["message_client_ids"]
 
     # -- users ----------------------------------------------------------------------------------
 
@@ -569,15 +653,19 @@ class Store:
         }
         if not members:
             return []
-        room_docs = [
-            doc
-            async for doc in self._rooms.find({"_id": {"$in": list(members)}}).sort(
-                "last_activity_at", DESCENDING
-            )
-        ]
+        room_docs = [doc async for doc in self._rooms.find({"_id": {"$in": list(members)}})]
+        for doc in room_docs:
+            # The summaries are written behind the messages (`_summary_loop`): what this
+            # process stored itself it knows already.
+            doc["last_seq"] = max(int(doc["last_seq"] or 0), self._seq_hints.get(doc["_id"], 0))
         last_ids = [message_id(d["_id"], int(d["last_seq"])) for d in room_docs if d["last_seq"]]
         found = [_message(doc) async for doc in self._messages.find({"_id": {"$in": last_ids}})]
         last_messages = {m.room_id: m for m in await self._with_reactions(found)}
+        for doc in room_docs:
+            last = last_messages.get(doc["_id"])
+            if last is not None and last.created_at > doc["last_activity_at"]:
+                doc["last_activity_at"] = last.created_at
+        room_docs.sort(key=lambda doc: doc["last_activity_at"], reverse=True)
         return [
             (_room(doc, last_messages.get(doc["_id"])), members[doc["_id"]]) for doc in room_docs
         ]
@@ -639,74 +727,199 @@ class Store:
     ) -> tuple[Message, bool]:
         """Store a message with the room's next seq; (message, created).
 
-        A retry with the same (room_id, sender_id, client_id) returns the stored message with
-        created=False; the unique index makes that hold for concurrent retries too. Raises
-        `SeqContention` (nothing stored) when other processes kept winning the seq race.
+        The send joins this process's group commit: sends that arrive while a batch is being
+        inserted go into the next one, many rooms' messages in one ordered `insert_many`
+        (docs/architecture.md, "Group commit"). Returns once the message is stored. A retry
+        with the same (room_id, sender_id, client_id) returns the stored message with
+        created=False, also when it races the first attempt or sits in the same batch. Raises
+        `SeqContention` (nothing stored) when other processes kept winning the room's seqs,
+        and the database's error when the batch failed (then this message may or may not be
+        stored: the sender retries with the same client id and gets the one message).
 
-        `on_stored` (the caller's publish; it must not raise) runs right after the insert, still
-        in this process's turn for the room: so a process publishes a room's messages in seq
-        order, and receivers never wait for the bookkeeping writes that follow (a publish that
-        overtakes an earlier seq makes every receiver hold it back until the gap is filled).
+        `on_stored` (the caller's publish) runs right after the insert and before this returns;
+        a process runs it for a room's messages in seq order (a publish that overtakes an
+        earlier seq makes every receiver hold it back until the gap is filled). Its failure is
+        logged: the message is stored and the sender gets its ack.
         """
-        # Senders of this process take turns per room, so seqs are raced only across processes.
-        async with self._room_lock(room_id):
-            msg, created = await self._insert_next(room_id, sender_id, client_id, text)
-            if on_stored is not None:
-                await on_stored(msg)
-        if created:
-            # Both best-effort: the message is stored and needs neither to be found or ordered
-            # (a missing client-id record falls back to the unique index, the next message
-            # corrects the summary). Their failure must not turn a stored message into an error
-            # answer: the sender would be told "not stored" and nobody told it exists.
-            outcomes = await asyncio.gather(
-                self._record_client_id(msg),
-                self._rooms.update_one(
-                    {"_id": room_id, "last_seq": {"$lt": msg.seq}},
-                    {"$set": {"last_seq": msg.seq, "last_activity_at": msg.created_at}},
-                ),
-                return_exceptions=True,
-            )
-            for step, outcome in zip(("client-id record", "room summary"), outcomes, strict=True):
-                if isinstance(outcome, PyMongoError):
-                    problem = str(outcome)[:200]
-                    log.warning("%s not written room=%s: %s", step, room_id, problem)
-                elif isinstance(outcome, BaseException):
-                    raise outcome
-        return msg, created
+        send = _PendingSend(
+            room_id,
+            sender_id,
+            client_id,
+            text,
+            on_stored,
+            asyncio.get_running_loop().create_future(),
+        )
+        self._pending.append(send)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_loop(), name="store-group-commit")
+        self._wake.set()
+        return await send.future
 
-    async def _insert_next(
-        self, room_id: str, sender_id: str, client_id: str, text: str
-    ) -> tuple[Message, bool]:
-        # Every probe is a point operation on `_id`: FerretDB v1 scans for anything else. The
-        # first seq tried is at most the highest stored + 1 (hints never run ahead of stored
-        # messages) and a seq is only tried after the one below it was seen stored, so the
-        # seq that wins is always exactly highest + 1: no gap.
-        seq = max(self._seq_hints.get(room_id, 0), await self._room_last_seq(room_id)) + 1
-        for attempt in range(MAX_SEQ_ATTEMPTS):
-            doc = new_message_doc(room_id, seq, sender_id, client_id, text, utcnow())
-            try:
-                await self._messages.insert_one(doc)
-            except DuplicateKeyError:
-                taken = await self._messages.find_one({"_id": message_id(room_id, seq)})
-                if taken is None:
-                    # The seq is free, so the client id collided: a retry of a stored message.
-                    existing = await self._find_by_client_id(room_id, sender_id, client_id)
-                    if existing is not None:
-                        return existing, False
-                    continue  # pragma: no cover - messages are never removed
-                if taken["sender_id"] == sender_id and taken["client_id"] == client_id:
-                    return _message(taken), False
-                # Another process stored this seq first: go on from the freshest hint.
-                self._note_seq(room_id, seq)
-                seq = max(seq, await self._room_last_seq(room_id)) + 1
-                await asyncio.sleep(contention_backoff(attempt))
+    async def _commit_loop(self) -> None:
+        # One batch in flight per process: a room's messages of two concurrent batches could
+        # leave a hole if the earlier batch failed and the later one did not.
+        while True:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
                 continue
-            self._note_seq(room_id, seq)
-            return _message(doc), True
-        raise SeqContention(room_id)
+            self._in_flight = self._pending[:MAX_COMMIT_BATCH]
+            del self._pending[:MAX_COMMIT_BATCH]
+            await self._commit(self._in_flight)
+            self._in_flight = []
 
-    def _room_lock(self, room_id: str) -> _RoomTurn:
-        return _RoomTurn(self._room_locks, room_id)
+    async def _commit(self, batch: list[_PendingSend]) -> None:
+        todo = merge_retries(batch)
+        highest: dict[str, int] = {}
+        while todo:
+            done: list[tuple[_PendingSend, Message, bool]] = []
+            try:
+                await self._learn_highest(highest, {send.room_id for send in todo})
+                now = utcnow()
+                docs = [
+                    new_message_doc(s.room_id, seq, s.sender_id, s.client_id, s.text, now)
+                    for s, seq in zip(
+                        todo, assign_seqs([s.room_id for s in todo], highest), strict=True
+                    )
+                ]
+                try:
+                    await self._messages.insert_many(docs, ordered=True)
+                    stored = len(docs)
+                except BulkWriteError as exc:
+                    duplicate = first_duplicate(exc.details)
+                    if duplicate is None:
+                        raise
+                    stored = duplicate
+                done = [
+                    (send, _message(doc), True)
+                    for send, doc in zip(todo[:stored], docs[:stored], strict=True)
+                ]
+                for _, msg, _ in done:
+                    highest[msg.room_id] = msg.seq
+                    self._note_seq(msg.room_id, msg.seq)
+                # Ordered: the docs before `stored` are in, the one at `stored` is a duplicate
+                # and nothing after it was tried.
+                todo = todo[stored:]
+                if todo:
+                    send, rest = todo[0], todo[1:]
+                    try:
+                        existing = await self._settle_duplicate(send, docs[stored], highest)
+                    except UnexplainedDuplicate as exc:
+                        # Not stored; its room's later sends take its seq.
+                        send.fail(exc)
+                        todo = rest
+                    else:
+                        todo = self._after_duplicate(send, existing, rest, done)
+            except Exception as exc:
+                # Not stored as far as we know (or in part: then the retry finds it by its
+                # client id). What was stored is a prefix of each room's seqs, so no hole.
+                log.warning("storing %d messages failed: %s", len(todo), str(exc)[:200])
+                for send in todo:
+                    send.fail(exc)
+                todo = []
+            if done:
+                self._deliver(done)
+
+    @staticmethod
+    def _after_duplicate(
+        send: _PendingSend,
+        existing: Message | None,
+        rest: list[_PendingSend],
+        done: list[tuple[_PendingSend, Message, bool]],
+    ) -> list[_PendingSend]:
+        """What is left to insert after `send` hit a duplicate (`existing`: it was a retry)."""
+        if existing is not None:
+            done.append((send, existing, False))
+            return rest
+        if send.attempts + 1 >= MAX_SEQ_ATTEMPTS:
+            send.fail(SeqContention(send.room_id))
+            return rest
+        send.attempts += 1
+        return [send, *rest]  # first again: its room's later sends follow it
+
+    async def _learn_highest(self, highest: dict[str, int], rooms: set[str]) -> None:
+        """Fill `highest` for `rooms` from this process's hints, else the rooms' summaries."""
+        unknown = [room for room in rooms if room not in highest]
+        for room in list(unknown):
+            if room in self._seq_hints:
+                highest[room] = self._seq_hints[room]
+                unknown.remove(room)
+        # A lower bound (the summary is written after the insert): a stale one costs a
+        # duplicate on insert, never a hole.
+        found = await asyncio.gather(*(self._room_last_seq(room) for room in unknown))
+        highest.update(zip(unknown, found, strict=True))
+
+    async def _settle_duplicate(
+        self, send: _PendingSend, doc: Document, highest: dict[str, int]
+    ) -> Message | None:
+        """The stored message if `send` is a retry, else None after catching up the room."""
+        taken = await self._messages.find_one({"_id": doc["_id"]})
+        if taken is None:
+            # The seq is free, so the client id collided: a retry of a stored message.
+            found = await self._find_by_client_id(send.room_id, send.sender_id, send.client_id)
+            if found is None:
+                raise UnexplainedDuplicate(f"message {doc['_id']} collided on another index")
+            return found
+        if taken["sender_id"] == send.sender_id and taken["client_id"] == send.client_id:
+            return _message(taken)
+        # Another process stored this seq first: start again from the room's highest.
+        self._note_seq(send.room_id, int(doc["seq"]))
+        highest[send.room_id] = await self.highest_seq(send.room_id)
+        return None
+
+    def _deliver(self, done: list[tuple[_PendingSend, Message, bool]]) -> None:
+        """Publish and answer `done`, each room in seq order after its earlier batches: a
+        publish that hangs (Redis gone) holds up its room only."""
+        by_room: dict[str, list[tuple[_PendingSend, Message, bool]]] = {}
+        for item in done:
+            by_room.setdefault(item[1].room_id, []).append(item)
+            self._summaries_due(item[1])
+        for room_id, sends in by_room.items():
+            task = asyncio.create_task(
+                _deliver_after(self._delivering.get(room_id), sends), name="store-deliver"
+            )
+            self._delivering[room_id] = task
+            task.add_done_callback(partial(self._delivered, room_id))
+
+    def _delivered(self, room_id: str, task: asyncio.Task[None]) -> None:
+        if self._delivering.get(room_id) is task:
+            del self._delivering[room_id]
+
+    def _summaries_due(self, msg: Message) -> None:
+        due = self._dirty_summaries.get(msg.room_id)
+        if due is None or due.seq < msg.seq:
+            self._dirty_summaries[msg.room_id] = msg
+        if self._summarizer is None or self._summarizer.done():
+            self._summarizer = asyncio.create_task(self._summary_loop(), name="store-summaries")
+        self._summaries_wake.set()
+
+    async def _summary_loop(self) -> None:
+        # Best-effort and off the send path: one bulk update for every room that got messages
+        # since the last one (a crash loses at most an interval of them; the next message
+        # corrects the summary, reads that need the exact value use `highest_seq`).
+        while True:
+            await self._summaries_wake.wait()
+            self._summaries_wake.clear()
+            await self._write_summaries()
+            await asyncio.sleep(SUMMARY_INTERVAL_SECONDS)
+
+    async def _write_summaries(self) -> None:
+        due, self._dirty_summaries = self._dirty_summaries, {}
+        if not due:
+            return
+        updates = [
+            UpdateOne(
+                {"_id": room_id, "last_seq": {"$lt": msg.seq}},
+                {"$set": {"last_seq": msg.seq, "last_activity_at": msg.created_at}},
+            )
+            for room_id, msg in due.items()
+        ]
+        for start in range(0, len(updates), SUMMARY_CHUNK):
+            try:
+                await self._rooms.bulk_write(updates[start : start + SUMMARY_CHUNK], ordered=False)
+            except PyMongoError as exc:
+                problem = str(exc)[:200]
+                log.warning("room summaries not written (%d rooms): %s", len(due), problem)
 
     def _note_seq(self, room_id: str, seq: int) -> None:
         """Remember that `seq` is stored (a lower bound of the room's highest seq)."""
@@ -718,12 +931,6 @@ class Store:
     async def _room_last_seq(self, room_id: str) -> int:
         doc = await self._rooms.find_one({"_id": room_id}, projection={"last_seq": True})
         return 0 if doc is None else int(doc.get("last_seq") or 0)
-
-    async def _record_client_id(self, msg: Message) -> None:
-        with suppress(DuplicateKeyError):
-            await self._client_ids.insert_one(
-                {"_id": client_key(msg.room_id, msg.sender_id, msg.client_id), "seq": msg.seq}
-            )
 
     async def highest_seq(self, room_id: str) -> int:
         """The room's highest stored seq (0 if empty): exact, unlike `Room.last_seq`."""
@@ -745,14 +952,11 @@ class Store:
     async def _find_by_client_id(
         self, room_id: str, sender_id: str, client_id: str
     ) -> Message | None:
-        claim = await self._client_ids.find_one({"_id": client_key(room_id, sender_id, client_id)})
-        if claim is not None:
-            doc = await self._messages.find_one({"_id": message_id(room_id, int(claim["seq"]))})
-        else:
-            # Only if the process died (or is still busy) between storing and recording it.
-            doc = await self._messages.find_one(
-                {"room_id": room_id, "sender_id": sender_id, "client_id": client_id}
-            )
+        # Only for a retry of a stored message (rare): an indexed equality query on MongoDB and
+        # FerretDB/PostgreSQL, a scan on FerretDB/SQLite.
+        doc = await self._messages.find_one(
+            {"room_id": room_id, "sender_id": sender_id, "client_id": client_id}
+        )
         return None if doc is None else _message(doc)
 
     async def get_message(self, room_id: str, seq: int) -> Message | None:

@@ -1,56 +1,46 @@
-"""Pure helpers of the store: contention backoff, per-room turns, document keys."""
+"""Pure helpers of the store: document keys and the group commit's planning."""
 
 from __future__ import annotations
 
 import asyncio
 
 from chatserver.store import (
-    BACKOFF_BASE_SECONDS,
-    BACKOFF_CAP_SECONDS,
-    _RoomTurn,
+    DUPLICATE_KEY,
+    _PendingSend,
+    assign_seqs,
     client_key,
-    contention_backoff,
+    first_duplicate,
+    merge_retries,
 )
-
-
-def test_backoff_grows_exponentially_up_to_the_cap_with_full_jitter() -> None:
-    assert contention_backoff(0, draw=1.0) == BACKOFF_BASE_SECONDS
-    assert contention_backoff(3, draw=1.0) == BACKOFF_BASE_SECONDS * 8
-    assert contention_backoff(40, draw=1.0) == BACKOFF_CAP_SECONDS
-    assert contention_backoff(40, draw=0.0) == 0.0
-    assert all(0 <= contention_backoff(5) <= BACKOFF_CAP_SECONDS for _ in range(100))
 
 
 def test_client_key_names_room_sender_and_client_id() -> None:
     assert client_key("r1", "u1", "a:b") == "r1:u1:a:b"
 
 
-async def test_room_turns_serialise_one_room_and_free_their_lock() -> None:
-    locks: dict[str, tuple[asyncio.Lock, int]] = {}
-    inside: list[int] = []
-    peak = 0
+def test_seqs_continue_each_room_from_its_highest_in_arrival_order() -> None:
+    rooms = ["a", "b", "a", "c", "a", "b"]
+    assert assign_seqs(rooms, {"a": 0, "b": 41, "c": 7}) == [1, 42, 2, 8, 3, 43]
 
-    async def turn(i: int, room: str) -> None:
-        nonlocal peak
-        async with _RoomTurn(locks, room):
-            inside.append(i)
-            peak = max(peak, len(inside))
-            await asyncio.sleep(0.001)
-            inside.remove(i)
 
-    await asyncio.gather(*(turn(i, "a") for i in range(20)))
-    assert peak == 1
-    assert locks == {}
-    started = asyncio.Event()
+def test_the_duplicate_that_stopped_an_ordered_insert_is_found() -> None:
+    duplicate = {"writeErrors": [{"index": 3, "code": DUPLICATE_KEY, "errmsg": "E11000"}]}
+    assert first_duplicate(duplicate) == 3
+    # Anything else fails the batch: no seq is trusted.
+    assert first_duplicate({"writeErrors": [{"index": 0, "code": 2, "errmsg": "bad"}]}) is None
+    assert first_duplicate({"writeConcernErrors": [{"code": 64}]}) is None
 
-    async def hold(room: str) -> None:
-        async with _RoomTurn(locks, room):
-            started.set()
-            await asyncio.sleep(0.05)
 
-    holder = asyncio.create_task(hold("a"))
-    await started.wait()
-    # Another room is not held up by room "a".
-    await asyncio.wait_for(turn(99, "b"), timeout=0.04)
-    await holder
-    assert locks == {}
+async def test_repeated_client_keys_in_a_batch_are_answered_by_the_first() -> None:
+    loop = asyncio.get_running_loop()
+
+    def send(room: str, sender: str, client_id: str) -> _PendingSend:
+        return _PendingSend(room, sender, client_id, "t", None, loop.create_future())
+
+    batch = [send("r", "u", "1"), send("r", "v", "1"), send("r", "u", "1"), send("s", "u", "1")]
+    merged = merge_retries(batch)
+    assert merged == [batch[0], batch[1], batch[3]]
+    assert batch[0].retries == [batch[2]]
+    batch[0].fail(RuntimeError("down"))
+    assert batch[2].future.exception() is batch[0].future.exception()
+    assert not batch[1].future.done()
