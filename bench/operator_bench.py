@@ -164,7 +164,9 @@ def feed(cluster: Cluster, writer: MetricsWriter, stop: threading.Event) -> None
         stop.wait(2)
 
 
-def manifests(run: str, count: int) -> tuple[list[dict[str, Any]], list[str]]:
+def manifests(
+    run: str, count: int, autoscaling: bool = True
+) -> tuple[list[dict[str, Any]], list[str]]:
     base = yaml.safe_load((REPO / "examples" / "dev.yaml").read_text())
     docs: list[dict[str, Any]] = []
     namespaces = []
@@ -189,6 +191,9 @@ def manifests(run: str, count: int) -> tuple[list[dict[str, Any]], list[str]]:
     for ns in namespaces:
         cr = json.loads(json.dumps(base))
         cr["metadata"]["namespace"] = ns
+        if not autoscaling:
+            cr["spec"]["autoscaling"] = {"enabled": False}
+            cr["spec"]["chat"]["replicas"] = 1
         crs.append(cr)
     return docs + crs, namespaces
 
@@ -261,8 +266,10 @@ def watch_totals(op: Operator) -> tuple[float, float]:
     )
 
 
-def measure(cluster: Cluster, op: Operator, count: int, unrelated_count: int) -> dict[str, Any]:
-    docs, namespaces = manifests(f"{int(time.time()) % 100000}", count)
+def measure(
+    cluster: Cluster, op: Operator, count: int, unrelated_count: int, autoscaling: bool
+) -> dict[str, Any]:
+    docs, namespaces = manifests(f"{int(time.time()) % 100000}", count, autoscaling)
     requests0 = op.counter("hypersend_operator_api_requests_total")
     first0 = op.counter("hypersend_operator_reconciles_total")
     started = time.monotonic()
@@ -301,6 +308,7 @@ def measure(cluster: Cluster, op: Operator, count: int, unrelated_count: int) ->
     cluster.kubectl("delete", "pv", *[f"{ns}-mongo" for ns in namespaces], "--wait=false")
     return {
         "clusters": count,
+        "autoscaling": autoscaling,
         "apply_to_ready_median_s": statistics.median(times),
         "apply_to_ready_max_s": times[-1],
         "api_requests_to_ready_per_cluster": requests_to_ready / count,
@@ -327,6 +335,13 @@ def main() -> int:
     parser.add_argument(
         "--unrelated", type=int, default=1000, help="unrelated ConfigMaps and Deployments"
     )
+    parser.add_argument(
+        "--no-autoscaling",
+        action="store_true",
+        help="clusters without an HPA: Ready then waits on no metrics pipeline (the HPA's first "
+        "evaluation of 100 HPAs fed by this bench takes most of a minute), only on the operator "
+        "and the pods",
+    )
     args = parser.parse_args()
     with cluster_under_test() as cluster:
         assert cluster.local is not None
@@ -341,7 +356,7 @@ def main() -> int:
             op.wait_healthy()
             print(f"operator log: {log}; resync every {RESYNC:.0f}s", flush=True)
             for n in args.sizes:
-                result = measure(cluster, op, n, args.unrelated)
+                result = measure(cluster, op, n, args.unrelated, not args.no_autoscaling)
                 print(json.dumps(result), flush=True)
         finally:
             stop.set()

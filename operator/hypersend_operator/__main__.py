@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     async def _cleanup(**_: Any) -> None:
         for task in tasks:
             task.cancel()
-        runner.cancel_all()
+        await runner.stop()
         await children.stop()
         if elector is not None:
             await elector.stop(release=True)

@@ -304,3 +304,71 @@ class ChildCache:
 def _is_owned(obj: Mapping[str, Any]) -> bool:
     labels = (obj.get("metadata") or {}).get("labels") or {}
     return labels.get(lb.MANAGED_BY_KEY) == lb.MANAGED_BY
+
+
+class PodMetricCache:
+    """The chat pods' values of one custom metric (the connections the HPA scales on), read in
+    the background: a pass takes the last value and never waits on the metrics API, which can
+    take seconds per read when it serves many pods. A value older than `max_age` is read again
+    (at most `concurrency` reads at once); `on_change(namespace, cluster)` follows a new value."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        metric: str,
+        on_change: Callable[[str, str], None],
+        *,
+        max_age: float = 10.0,
+        concurrency: int = 4,
+    ) -> None:
+        self.kube = kube
+        self.metric = metric
+        self.max_age = max_age
+        self._on_change = on_change
+        self._values: dict[tuple[str, str], tuple[float, list[Obj] | None]] = {}
+        self._reading: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._limit = asyncio.Semaphore(concurrency)
+
+    def current(self, namespace: str, cluster: str, selector: str | None) -> list[Obj] | None:
+        if selector is None:
+            return None
+        key = (namespace, cluster)
+        kept = self._values.get(key)
+        stale = kept is None or asyncio.get_running_loop().time() - kept[0] > self.max_age
+        if stale and key not in self._reading:
+            task = asyncio.create_task(self._read(namespace, cluster, selector))
+            self._reading[key] = task
+            task.add_done_callback(lambda _: self._reading.pop(key, None))
+        return None if kept is None else kept[1]
+
+    async def _read(self, namespace: str, cluster: str, selector: str) -> None:
+        async with self._limit:
+            try:
+                found: list[Obj] | None = await self.kube.pod_metric(
+                    namespace, self.metric, selector
+                )
+            except ApiError as e:
+                log.debug("%s of %s/%s unknown: %s", self.metric, namespace, cluster, e)
+                found = None
+        key = (namespace, cluster)
+        before = self._values.get(key)
+        self._values[key] = (asyncio.get_running_loop().time(), found)
+        if before is None or _metric_values(before[1]) != _metric_values(found):
+            self._on_change(namespace, cluster)
+
+    def forget(self, namespace: str, cluster: str) -> None:
+        self._values.pop((namespace, cluster), None)
+
+    async def stop(self) -> None:
+        tasks = list(self._reading.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _metric_values(items: list[Obj] | None) -> list[tuple[str, str]] | None:
+    if items is None:
+        return None
+    return sorted(
+        (str((i.get("describedObject") or {}).get("name")), str(i.get("value"))) for i in items
+    )

@@ -24,7 +24,8 @@ import kopf
 from hypersend_operator import metrics, reconcile
 from hypersend_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from hypersend_operator.builders import OwnedKind, owned_kinds
-from hypersend_operator.cache import ChildCache, is_newer
+from hypersend_operator.builders.hpa import CONNECTIONS_METRIC
+from hypersend_operator.cache import ChildCache, PodMetricCache, is_newer
 from hypersend_operator.kube import ApiError, Kube, NotLeader
 from hypersend_operator.plan import RolloutSlots, clusters_rolling
 
@@ -58,6 +59,8 @@ class RunnerConfig:
     child_event_delay_seconds: float = 0.5
     # Fleet rollouts (plan.py): clusters whose pods an operator upgrade may roll at once.
     max_concurrent_rollouts: int = 3
+    # status.chat.connections is read in the background, again once older than this.
+    connections_max_age_seconds: float = 10.0
     cache_sync_timeout_seconds: float = 30.0
 
 
@@ -86,6 +89,14 @@ class Runner:
         self.kube = kube
         self.config = config
         self.children = children
+        self.connections = PodMetricCache(
+            kube,
+            CONNECTIONS_METRIC,
+            lambda namespace, name: self.wake(
+                namespace, name, config.child_event_delay_seconds, "metrics"
+            ),
+            max_age=config.connections_max_age_seconds,
+        )
         # Only the leader runs passes (leader.Elector.is_leader; always True without election).
         self.leader = leader
         self.version = operator_version()
@@ -106,6 +117,7 @@ class Runner:
         if type_ == "DELETED":
             self._crs.pop(key, None)
             self._queued.discard(key)
+            self.connections.forget(*key)
             metrics.forget_cluster(*key)
             return
         previous = self._crs.get(key)
@@ -244,6 +256,7 @@ class Runner:
                 rollouts=reconcile.Rollouts(
                     self.version, lambda: self.slots.try_acquire(key, rolling)
                 ),
+                connections=self.connections,
             )
             await reconcile.post_events(self.kube, cr, result.changes)
             await self._announce_queue(cr, result)
@@ -289,6 +302,10 @@ class Runner:
             f"pod template of operator {self.version} waits for a rollout slot: at most "
             f"{self.config.max_concurrent_rollouts} clusters roll at once",
         )
+
+    async def stop(self) -> None:
+        self.cancel_all()
+        await self.connections.stop()
 
     def cancel_all(self) -> None:
         for handle in self._wakes.values():

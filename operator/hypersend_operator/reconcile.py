@@ -54,7 +54,6 @@ from hypersend_operator.builders import (
     user_secret_refs,
 )
 from hypersend_operator.builders import labels as lb
-from hypersend_operator.builders.hpa import CONNECTIONS_METRIC
 from hypersend_operator.kube import ApiError, Kube
 from hypersend_operator.plan import (
     Prune,
@@ -475,19 +474,20 @@ async def pending_mongo_claims(
     return pending
 
 
-async def read_pod_connections(
-    kube: Kube, namespace: str, live: Mapping[tuple[str, str, str], Obj]
-) -> list[Obj] | None:
-    """The chat pods' open WebSockets as the HPA sees them (None when there is no HPA or no
-    custom metrics API to ask)."""
+def connections_selector(live: Mapping[tuple[str, str, str], Obj]) -> str | None:
+    """The chat pods' label selector when the HPA exists (the connection count is the HPA's
+    metric), else None: nothing to ask for."""
     deployment = _find(live, "Deployment", lb.CHAT)
     if deployment is None or _find(live, "HorizontalPodAutoscaler", lb.CHAT) is None:
         return None
-    try:
-        return await kube.pod_metric(namespace, CONNECTIONS_METRIC, st.pod_selector(deployment))
-    except ApiError as e:
-        log.debug("connections of %s unknown: %s", namespace, e)
-        return None
+    return st.pod_selector(deployment)
+
+
+class Connections(Protocol):
+    """The chat pods' open WebSockets as the HPA sees them (cache.PodMetricCache): the last value
+    read, never waited for (None: not known yet)."""
+
+    def current(self, namespace: str, cluster: str, selector: str | None) -> list[Obj] | None: ...
 
 
 class Children(Protocol):
@@ -554,6 +554,7 @@ async def reconcile(
     *,
     capabilities: frozenset[str],
     rollouts: Rollouts,
+    connections: Connections,
     now: str | None = None,
 ) -> Pass:
     """One full pass. Writes children (unless paused); the caller writes the returned status."""
@@ -610,7 +611,7 @@ async def reconcile(
                 paused=True,
                 applied_generation=None,
                 now=now,
-                pod_connections=await read_pod_connections(kube, namespace, live),
+                pod_connections=connections.current(namespace, name, connections_selector(live)),
             ),
             live=live,
         )
@@ -656,7 +657,7 @@ async def reconcile(
         applied_generation=result.applied_generation,
         blocking=blocking or queued,
         now=now,
-        pod_connections=await read_pod_connections(kube, namespace, result.live),
+        pod_connections=connections.current(namespace, name, connections_selector(result.live)),
     )
     result.ready = result.status.get("phase") == "Ready"
     return result
