@@ -259,6 +259,22 @@ def apply_docs(cluster: Cluster, docs: list[dict[str, Any]]) -> None:
         cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in chunk))
 
 
+def create_unrelated(cluster: Cluster, count: int) -> None:
+    """The unrelated objects, made before any measurement, and waited for until the controller
+    manager has handled every Deployment (a ReplicaSet each: done during a measurement, that work
+    would delay the clusters' own Deployments for minutes). Measurements then only change their
+    data and annotations, which costs the controllers nothing."""
+    apply_docs(cluster, unrelated(count, "initial"))
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        items = cluster.json("get", "deployments", "-A", "-l", "app=other")["items"]
+        done = [d for d in items if (d.get("status") or {}).get("observedGeneration")]
+        if len(done) >= count:
+            return
+        time.sleep(2)
+    raise RuntimeError("the controller manager did not handle the unrelated Deployments")
+
+
 def watch_totals(op: Operator) -> tuple[float, float]:
     return (
         op.counter("hypersend_operator_watch_events_total"),
@@ -355,6 +371,7 @@ def main() -> int:
         try:
             op.wait_healthy()
             print(f"operator log: {log}; resync every {RESYNC:.0f}s", flush=True)
+            create_unrelated(cluster, args.unrelated)
             for n in args.sizes:
                 result = measure(cluster, op, n, args.unrelated, not args.no_autoscaling)
                 print(json.dumps(result), flush=True)
