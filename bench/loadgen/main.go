@@ -10,6 +10,8 @@ package main
 import (
 	"bufio"
 	"context"
+	cryptorand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -93,9 +95,26 @@ var (
 	curPhase  atomic.Int64
 	closing   atomic.Bool
 	clientSeq atomic.Int64
+	// Client ids are "c<run>-<n>": every run of bench/side_by_side.py sends into the same
+	// database with the same users and rooms, and Hypersend answers a (sender, room, client id)
+	// it has stored with that stored message (docs/protocol.md, "Idempotent sends"). Ids
+	// counting from c1 in every run made a send whose sender had used the same id in an earlier
+	// workload an acknowledged retry of the old message: the new text was never stored, so
+	// no member could get it (issue #16: one "message some member never got" per quick run).
+	runID = newRunID()
+	// Texts carry their send time: one older than this process was not sent by this run.
+	startNs = time.Now().UnixNano()
 	// No proxy from the environment: the plan's (loopback) URL is dialled directly.
 	httpClient = &http.Client{Transport: &http.Transport{Proxy: nil}}
 )
+
+func newRunID() string {
+	var b [6]byte
+	if _, err := cryptorand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b[:])
+}
 
 func emit(v map[string]any) {
 	outMu.Lock()
@@ -169,6 +188,14 @@ func ack() {
 	st.mu.Lock()
 	st.phase(int(curPhase.Load())).acked++
 	st.mu.Unlock()
+}
+
+// staleAck reports whether an ack answers with a message this run did not send (its text's
+// timestamp is older than the process): the send was taken for a retry of a stored message,
+// so its own text was not stored and counting it as acknowledged would hide that.
+func staleAck(storedText string) bool {
+	ns, _, ok := parseText(storedText)
+	return ok && ns < startNs
 }
 
 func serverError(code string) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -51,5 +52,48 @@ func TestCentrifugoTokenIsHS256(t *testing.T) {
 	other := centrifugo{secret: []byte("other")}.token("u1")
 	if strings.Split(other, ".")[2] == parts[2] {
 		t.Error("the signature does not depend on the secret")
+	}
+}
+
+func TestClientIDsDifferBetweenRuns(t *testing.T) {
+	// Every run sends into the same database with the same users: an id of an earlier run
+	// would make the send a retry of that run's stored message.
+	if a, b := newRunID(), newRunID(); a == b {
+		t.Fatalf("two runs got the same id %q", a)
+	}
+	id := clientID(1)
+	if !strings.HasPrefix(id, "c"+runID+"-") || len(id) > 64 {
+		t.Fatalf("clientID(1) = %q", id)
+	}
+	for _, r := range id {
+		if !strings.ContainsRune("abcdefghijklmnopqrstuvwxyz0123456789-", r) {
+			t.Fatalf("clientID(1) = %q has %q, outside the protocol's client_id alphabet", id, r)
+		}
+	}
+}
+
+func TestAckOfAnEarlierRunsMessageIsNoAck(t *testing.T) {
+	mine, _ := makeText(1, 100)
+	if staleAck(mine) {
+		t.Errorf("an ack of this run's text %q counted as stale", mine)
+	}
+	if !staleAck(fmt.Sprintf("%d 1 xx", startNs-1)) {
+		t.Error("an ack of a text older than the run counted as this run's")
+	}
+	if staleAck("not a bench text") {
+		t.Error("a text without a timestamp counted as stale")
+	}
+	ackOf := func(text string) []byte {
+		return []byte(`{"type":"ack","room_id":"r1","client_id":"c1","seq":3,"message":{"id":"r1:3","text":` + quote(text) + `,"edits":[]}}`)
+	}
+	before := *st.phase(0)
+	hypersend{}.handle(&conn{}, ackOf(fmt.Sprintf("%d 1 xx", startNs-1)))
+	hypersend{}.handle(&conn{}, ackOf(mine))
+	after := st.phase(0)
+	if after.acked != before.acked+1 {
+		t.Errorf("acked went from %d to %d, want one more (this run's)", before.acked, after.acked)
+	}
+	if n := after.errors["ack of an earlier run's message (client_id reused)"]; n != 1 {
+		t.Errorf("stale acks counted as errors: %d, want 1", n)
 	}
 }

@@ -82,6 +82,11 @@ func (hypersend) handle(c *conn, data []byte) {
 			delivery(text, len(data))
 		}
 	case "ack":
+		// The ack carries the stored message; its first "text" is that message's text.
+		if text, ok := stringField(data, "text"); ok && staleAck(text) {
+			serverError("ack of an earlier run's message (client_id reused)")
+			return
+		}
 		ack()
 	case "ready":
 		c.ready.Store(true) // the pong that follows makes the socket live
@@ -107,8 +112,13 @@ func (hypersend) handle(c *conn, data []byte) {
 
 func (hypersend) send(c *conn, text string) []byte {
 	id := clientSeq.Add(1)
-	return []byte(`{"type":"send","room_id":` + quote(c.user.Room) + `,"client_id":"c` +
-		strconv.FormatInt(id, 10) + `","text":` + quote(text) + `}`)
+	return []byte(`{"type":"send","room_id":` + quote(c.user.Room) + `,"client_id":"` +
+		clientID(id) + `","text":` + quote(text) + `}`)
+}
+
+// clientID is the client id of this run's send number n (see runID).
+func clientID(n int64) string {
+	return "c" + runID + "-" + strconv.FormatInt(n, 10)
 }
 
 // centrifugo speaks Centrifugo's JSON protocol (v2, bidirectional): connect with a JWT, then
