@@ -54,12 +54,15 @@ class Driver:
             head = event.message.text.split(" ", 2)
             if len(head) == 3 and head[0].isdigit() and head[1].isdigit():
                 phase, sent = self.phase(int(head[1])), int(head[0])
-                phase.delivered += 1
-                phase.latencies_ms.append((time.time_ns() - sent) / 1e6)
                 due = phase.outstanding.pop(sent, 0)
                 if due == 0:
+                    # Not due (a second copy, or not this run's): as a delivery it would let
+                    # settle end with a message still missing.
                     phase.duplicates += 1
-                elif due > 1:
+                    return
+                phase.delivered += 1
+                phase.latencies_ms.append((time.time_ns() - sent) / 1e6)
+                if due > 1:
                     phase.outstanding[sent] = due - 1
         elif isinstance(event, events.ServerError):
             errors = self.phase(self.current).errors

@@ -171,12 +171,18 @@ func delivery(text string, size int) {
 	lat := float32(float64(now-sentNs) / 1e6)
 	st.mu.Lock()
 	ps := st.phase(phase)
+	due, ok := ps.outstanding[sentNs]
+	if !ok {
+		// Not due: a second copy, or a message this run never sent. Counted as a delivery it
+		// would let settle() end (delivered >= expected) with a message still missing.
+		ps.duplicates++
+		st.mu.Unlock()
+		return
+	}
 	ps.delivered++
 	ps.bytes += int64(size)
 	ps.latMs = append(ps.latMs, lat)
-	if due, ok := ps.outstanding[sentNs]; !ok {
-		ps.duplicates++
-	} else if due <= 1 {
+	if due <= 1 {
 		delete(ps.outstanding, sentNs)
 	} else {
 		ps.outstanding[sentNs] = due - 1

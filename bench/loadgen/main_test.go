@@ -97,3 +97,21 @@ func TestAckOfAnEarlierRunsMessageIsNoAck(t *testing.T) {
 		t.Errorf("stale acks counted as errors: %d, want 1", n)
 	}
 }
+
+func TestOnlyDueDeliveriesCount(t *testing.T) {
+	text, ns := makeText(9, 100)
+	st.mu.Lock()
+	st.phase(9).outstanding[ns] = 1
+	st.mu.Unlock()
+	delivery(text, 200)
+	delivery(text, 200)                         // a second copy
+	delivery(fmt.Sprintf("%d 9 xx", ns-1), 200) // a message this run never sent
+	ps := st.phase(9)
+	if ps.delivered != 1 || ps.duplicates != 2 || len(ps.latMs) != 1 || ps.bytes != 200 {
+		t.Errorf("delivered %d, duplicates %d, latencies %d, bytes %d; want 1, 2, 1, 200",
+			ps.delivered, ps.duplicates, len(ps.latMs), ps.bytes)
+	}
+	if len(ps.outstanding) != 0 {
+		t.Errorf("still outstanding: %v", ps.outstanding)
+	}
+}
