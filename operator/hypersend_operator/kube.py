@@ -13,10 +13,11 @@ discovery document (`/apis/<group>/<version>`: no raw request, and a resource pa
 plural), so
 - built-in kinds take plural and scope from lightkube-models' resource definitions, which are
   generated from the Kubernetes OpenAPI spec (`lightkube.resources.<group>_<version>`);
-- everything else comes from the CustomResourceDefinitions (one list, cached), which is also what
-  `served_kinds()` reports: the optional APIs the operator asks about (ServiceMonitor,
-  PrometheusRule) are CRDs. The operator's ClusterRole already reads CRDs (the chart's
-  `clusterRules`); kinds the caller already knows can be given with `add_kinds`.
+- everything else comes from the CustomResourceDefinitions (one list, cached, read again for an
+  unknown kind at most every CRD_RELOAD_SECONDS). The operator's ClusterRole already reads CRDs
+  (the chart's `clusterRules`); kinds the caller already knows can be given with `add_kinds`.
+  Whether an optional API (ServiceMonitor, PrometheusRule) is served is not asked here: it is
+  whether the informer's list of that kind answered (cache.py).
 The custom metrics API (`/apis/custom.metrics.k8s.io/<v>/namespaces/<ns>/pods/*/<metric>`) is read
 as a `list` of a generic resource whose plural is `pods/*/<metric>`: lightkube builds exactly that
 path, adds the labelSelector, and decodes the MetricValueList's items.
@@ -455,13 +456,6 @@ class Kube:
         self._crds_at = time.monotonic()
         self._kinds.update(kinds)  # a CRD's current plural and scope win over an older lookup
         return kinds
-
-    async def served_kinds(self) -> frozenset[str]:
-        """Every "group/version/Kind" served through a CustomResourceDefinition (Established,
-        served version): the cluster's optional APIs. Built-in kinds are not listed."""
-        async with self._discovery_lock:
-            kinds = await self._load_crds()
-        return frozenset(f"{k.api_version}/{k.kind}" for k in kinds.values())
 
     # ------------------------------------------------------------------ metrics
 
