@@ -657,23 +657,15 @@ class Kube:
         server-side apply leaves in place by design. None when the object is gone."""
         meta = manifest["metadata"]
         k = await self.kind(manifest["apiVersion"], manifest["kind"])
-        res = self._resource(k)
-        ns = self._namespace(k, meta.get("namespace"))
-        result = await self._send(
-            "patch",
-            k.kind,
-            lambda: self._client.patch(
-                res,
-                meta["name"],
-                dict(manifest),
-                patch_type=PatchType.MERGE,
-                field_manager=FIELD_MANAGER,
-                namespace=ns,
-            ),
-            write=("patch", k.kind),
-            fence=(k.api_version, k.kind),
+        return await self._merge_patch(
+            k,
+            self._resource(k),
+            meta.get("namespace"),
+            meta["name"],
+            dict(manifest),
+            written=k.kind,
+            manager=FIELD_MANAGER,
         )
-        return None if result is None else dict(result)
 
     async def create(self, manifest: Mapping[str, Any]) -> Obj:
         """POST a new object; ApiError 409 when it exists. Not retried: after a lost response
@@ -742,15 +734,42 @@ class Kube:
     ) -> Obj | None:
         """Merge-patch the status subresource. None when the object is gone."""
         k = await self.kind(api_version, kind)
-        status_res = self._resource(k).Status
+        return await self._merge_patch(
+            k,
+            self._resource(k).Status,
+            namespace,
+            name,
+            {"status": status},
+            written=k.kind + "/status",
+            manager=None,
+        )
+
+    async def _merge_patch(
+        self,
+        k: Kind,
+        res: _Resource,
+        namespace: str | None,
+        name: str,
+        body: Obj,
+        *,
+        written: str,
+        manager: str | None,
+    ) -> Obj | None:
+        """One JSON merge patch of `res` (the object, or its status subresource), fenced and
+        counted as a write of `written`. None when the object is gone."""
         ns = self._namespace(k, namespace)
         result = await self._send(
             "patch",
-            kind,
+            k.kind,
             lambda: self._client.patch(
-                status_res, name, {"status": status}, patch_type=PatchType.MERGE, namespace=ns
+                res,
+                name,
+                body,
+                patch_type=PatchType.MERGE,
+                field_manager=manager,
+                namespace=ns,
             ),
-            write=("patch", k.kind + "/status"),
+            write=("patch", written),
             fence=(k.api_version, k.kind),
         )
         return None if result is None else dict(result)
