@@ -63,6 +63,7 @@ from lightkube.generic_resource import (
 from lightkube.types import CascadeType, OnErrorAction, OnErrorResult, PatchType
 
 from hypersend_operator import metrics
+from hypersend_operator.apiversion import GroupVersion, split_api_version
 from hypersend_operator.drift import FIELD_MANAGER
 
 COMPONENT = "hypersend-operator"
@@ -114,21 +115,13 @@ class NotLeader(Exception):
 
 
 @dataclass(frozen=True)
-class Kind:
+class Kind(GroupVersion):
     """Where a kind lives on the REST API."""
 
     api_version: str
     kind: str
     plural: str
     namespaced: bool
-
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0]
-
-    @property
-    def version(self) -> str:
-        return self.api_version.rpartition("/")[2]
 
     def path(self, namespace: str | None, name: str | None = None) -> str:
         base = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
@@ -209,7 +202,7 @@ def parse_label_selector(selector: str) -> LabelSelector:
 def builtin_kind(api_version: str, kind: str) -> Kind | None:
     """Plural and scope of a built-in kind from lightkube-models' generated resources, or None
     when lightkube-models has no such kind (custom resources, aggregated APIs)."""
-    group, _, version = api_version.rpartition("/")
+    group, version = split_api_version(api_version)
     # Built-in groups are the core group, *.k8s.io and the dotless ones (apps, batch, policy...).
     if "." in group and not group.endswith(".k8s.io"):
         return None
