@@ -136,11 +136,13 @@ class Pass:
 
 # Reasons of a pass stopped by a generated Secret (SecretProblem).
 SECRET_CONFLICT = "SecretConflict"
+JWT_KEY_RING_MALFORMED = "JwtKeyRingMalformed"
+SECRET_UNREADABLE = "SecretUnreadable"
 
 
 class SecretProblem(Exception):
     """A generated Secret the pass may neither use nor write: someone else's Secret under the
-    generated name. Needs a human, so it becomes a
+    generated name, or content the operator cannot read. Needs a human, so it becomes a
     condition and an Event (`reconcile`), not an error the pass retries. Names only: never a
     value."""
 
@@ -161,7 +163,17 @@ def conflict_message(secret_name: str, cluster: str) -> str:
 
 
 def _decode(secret: Mapping[str, Any] | None, key: str) -> str | None:
-    return None if secret is None else decode_secret_value(secret, key)
+    if secret is None:
+        return None
+    try:
+        return decode_secret_value(secret, key)
+    except ValueError:  # binascii.Error, UnicodeDecodeError: kept, never replaced by a new value
+        name = (secret.get("metadata") or {}).get("name")
+        raise SecretProblem(
+            SECRET_UNREADABLE,
+            f"Secret {name} key {key} is not UTF-8 text; the operator does not replace a value "
+            "it cannot read. Restore the value, or delete the key to have a new one generated",
+        ) from None
 
 
 class Reader(Protocol):
@@ -233,11 +245,22 @@ async def read_or_rotate_jwt_ring(
     reader: Reader, owner: SecretOwner, reads: Reads, rotation: JwtRotation | None
 ) -> str:
     """The JWT key ring's JSON: as stored, or moved from a pre-ring single key, or new; then
-    acted on `rotation` if it is a request not acted on before (builders/jwtring.py)."""
-    live = await _read_secret(reader, owner, jwt_secret_name(owner.name), reads)
+    acted on `rotation` if it is a request not acted on before (builders/jwtring.py).
+    SecretProblem for a ring that cannot be read: its keys are never replaced (that would sign
+    every user out), and nothing is built from it."""
+    secret_name = jwt_secret_name(owner.name)
+    live = await _read_secret(reader, owner, secret_name, reads)
     stored, legacy = _decode(live, JWT_KEYS_KEY), _decode(live, JWT_SECRET_KEY)
     if stored:
-        ring = jwtring.parse_ring(stored)  # raises: never replace keys we cannot read
+        try:
+            ring = jwtring.parse_ring(stored)
+        except ValueError as e:  # its message names the problem, never a key
+            raise SecretProblem(
+                JWT_KEY_RING_MALFORMED,
+                f"Secret {secret_name} key {JWT_KEYS_KEY}: {e}. The operator does not replace "
+                "keys it cannot read (that would sign every user out): restore the ring, or "
+                "delete the key to have a new one generated",
+            ) from None
     elif legacy:
         ring = jwtring.legacy_ring(legacy)
     else:
@@ -271,7 +294,7 @@ async def read_or_generate_secrets(
 
     A failed read raises (never generate over a Secret we merely failed to read: that would
     rotate keys by accident); so does SecretProblem, for a Secret of a generated name that is
-    someone else's. Values are never logged.
+    someone else's or cannot be read. Values are never logged.
     """
     seen: Reads = {} if reads is None else reads
     ring = await read_or_rotate_jwt_ring(reader, owner, seen, jwt)
@@ -683,8 +706,8 @@ async def reconcile(
         )
 
     # ---- read. The user's Secrets the spec points at. Generated Secrets: what exists, generated
-    # only where missing; the JWT key ring rotated once per request. One that is someone else's
-    # stops the pass before anything is built from it.
+    # only where missing; the JWT key ring rotated once per request. One that is someone else's,
+    # or unreadable, stops the pass before anything is built from it.
     refs, user_values = await read_user_secrets(kube, namespace, spec)
     reads: Reads = {}
     try:

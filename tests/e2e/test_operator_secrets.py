@@ -1,7 +1,7 @@
 """Generated Secrets a pass may not use. A Secret under a generated name that is not this
-cluster's is never taken over: it stalls the cluster with a condition that says what to do and
-one Warning Event, while the passes go on without failing and write nothing; the cluster
-recovers once someone acts."""
+cluster's is never taken over, and a JWT key ring that does not parse is never replaced: either
+stalls the cluster with a condition that says what to do and one Warning Event, while the passes
+go on without failing and write nothing; the cluster recovers once someone acts."""
 
 from __future__ import annotations
 
@@ -110,3 +110,42 @@ def test_someone_elses_secret_under_a_generated_name_is_not_taken_over(
     assert [k["secret"] for k in ring["keys"]] == [THEIR_KEY]
     owners = adopted["metadata"].get("ownerReferences") or []
     assert [o["uid"] for o in owners] == [hsc.get()["metadata"]["uid"]]
+
+
+def test_a_malformed_jwt_key_ring_stalls_the_cluster_until_it_is_restored(
+    hsc: ClusterHelper,
+) -> None:
+    ns = hsc.namespace
+    hsc.apply(hsc.manifest())
+    hsc.wait_phase("Ready", timeout=120)
+    ring = hsc.get("secret", "demo-jwt")["data"]["jwt-keys"]
+    chat = hsc.get("deployment", "demo-chat")["metadata"]["generation"]
+    failed = passes(hsc, "error")
+
+    broken = b64('{"keys": [')
+    patch = json.dumps({"data": {"jwt-keys": broken}})
+    hsc.kube.kubectl("patch", "secret", "demo-jwt", "-n", ns, "--type=merge", "-p", patch)
+    status = hsc.wait_for(
+        lambda: stalled_by(hsc, "JwtKeyRingMalformed"), "Stalled: JwtKeyRingMalformed"
+    )
+    message = conditions(status)["Ready"]["message"]
+    assert message.startswith(
+        "Ready: Secret demo-jwt key jwt-keys: the JWT key ring is malformed (JSONDecodeError). "
+        "The operator does not replace keys it cannot read"
+    ), message
+    hsc.wait_for(lambda: warnings(hsc, "JwtKeyRingMalformed"), "a JwtKeyRingMalformed Event")
+
+    # No pass fails (nothing to retry in a loop), none replaces the ring or rolls the pods.
+    wait_passes(hsc, 2)
+    assert hsc.get("secret", "demo-jwt")["data"]["jwt-keys"] == broken
+    assert hsc.get("deployment", "demo-chat")["metadata"]["generation"] == chat
+    assert len(warnings(hsc, "JwtKeyRingMalformed")) == 1
+    assert passes(hsc, "error") == failed
+
+    # The ring restored, the cluster is Ready on the same keys: nothing rolled.
+    patch = json.dumps({"data": {"jwt-keys": ring}})
+    hsc.kube.kubectl("patch", "secret", "demo-jwt", "-n", ns, "--type=merge", "-p", patch)
+    status = hsc.wait_phase("Ready", timeout=60)
+    assert conditions(status)["Stalled"]["status"] == "False"
+    assert hsc.get("secret", "demo-jwt")["data"]["jwt-keys"] == ring
+    assert hsc.get("deployment", "demo-chat")["metadata"]["generation"] == chat

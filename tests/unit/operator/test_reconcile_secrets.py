@@ -1,9 +1,10 @@
 """Reading the generated Secrets back (reconcile.read_or_generate_secrets) against a stub API:
 values are kept whoever owns the Secret (a MongoDB Secret retained from a deleted cluster is owned
 by nobody, or still by the old uid while the garbage collector catches up), and only what is
-missing is generated (issue #11). A Secret of a generated name that is not this cluster's stops
-the pass as a SecretProblem (a condition, never a value in its message); which Secrets count as
-the cluster's (plan.belongs_to); a problem is announced once (reconcile.reported)."""
+missing is generated (issue #11). A Secret of a generated name that is not this cluster's, a JWT
+key ring that does not parse and a value that is not text stop the pass as a SecretProblem (a
+condition, never a value in its message); which Secrets count as the cluster's
+(plan.belongs_to); a problem is announced once (reconcile.reported)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any, cast
 import pytest
 from hypersend_operator import reconcile
 from hypersend_operator import status as st
+from hypersend_operator.builders import jwtring
 from hypersend_operator.kube import ApiError, Kube
 from hypersend_operator.plan import belongs_to
 
@@ -162,6 +164,41 @@ async def test_secrets_the_spec_does_not_build_are_not_read() -> None:
         "",
         "",
         "",
+    )
+
+
+@pytest.mark.parametrize(
+    "ring",
+    [
+        "not json",
+        '{"keys": []}',
+        '{"keys": [{"kid": "k1"}]}',
+        '["k1", "s3cr3t-value"]',
+    ],
+)
+async def test_a_malformed_jwt_key_ring_is_a_problem_never_replaced(ring: str) -> None:
+    kube = StubKube({"demo-jwt": secret("demo-jwt", jwt_keys=ring)})
+    with pytest.raises(reconcile.SecretProblem) as caught:
+        await reconcile.read_or_generate_secrets(cast(Kube, kube), OWNER)
+    problem = caught.value
+    assert problem.reason == reconcile.JWT_KEY_RING_MALFORMED
+    assert problem.message.startswith("Secret demo-jwt key jwt-keys: the JWT key ring ")
+    assert "s3cr3t" not in problem.message
+    assert kube.gets == ["demo-jwt"]
+
+
+async def test_a_value_that_is_not_text_is_a_problem_never_replaced() -> None:
+    ring = jwtring.ring_json(jwtring.new_ring("k1", "a-secret"))
+    broken = secret("demo-redis-credentials")
+    broken["data"]["password"] = base64.b64encode(b"\xff\xfe").decode()
+    kube = StubKube(
+        {"demo-jwt": secret("demo-jwt", jwt_keys=ring), "demo-redis-credentials": broken}
+    )
+    with pytest.raises(reconcile.SecretProblem) as caught:
+        await reconcile.read_or_generate_secrets(cast(Kube, kube), OWNER)
+    assert caught.value.reason == reconcile.SECRET_UNREADABLE
+    assert caught.value.message.startswith(
+        "Secret demo-redis-credentials key password is not UTF-8 text"
     )
 
 
