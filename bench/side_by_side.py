@@ -60,7 +60,7 @@ from hypersend_devenv import build  # noqa: E402
 from hypersend_devenv.datastores import (  # noqa: E402
     LOOPBACK,
     RedisServer,
-    _child_setup,
+    die_with_parent_hook,
     ferretdb_server,
 )
 from pydantic import SecretStr  # noqa: E402
@@ -101,7 +101,7 @@ def raise_fd_limit() -> int:
 
 def pinned(core: int | None) -> Callable[[], None]:
     """A preexec_fn: pin the child (all its future threads) to `core`, and let it die with us."""
-    die_with_parent = _child_setup()
+    die_with_parent = die_with_parent_hook()
 
     def setup() -> None:
         if core is not None:

@@ -306,11 +306,40 @@ def _is_owned(obj: Mapping[str, Any]) -> bool:
     return labels.get(lb.MANAGED_BY_KEY) == lb.MANAGED_BY
 
 
+@dataclass(frozen=True)
+class Kept:
+    """A metric read: when (the event loop's clock) and what (None: the read failed)."""
+
+    read_at: float
+    items: list[Obj] | None
+
+
+def due(kept: Kept | None, now: float, max_age: float) -> bool:
+    """Whether a value is to be read (again) at `now`: never read, or older than `max_age`."""
+    return kept is None or now - kept.read_at > max_age
+
+
+def metric_values(items: list[Obj] | None) -> list[tuple[str, str]] | None:
+    """What of a MetricValueList the status shows: (pod, value) pairs in pod order."""
+    if items is None:
+        return None
+    return sorted(
+        (str((i.get("describedObject") or {}).get("name")), str(i.get("value"))) for i in items
+    )
+
+
+def worth_a_pass(before: Kept | None, found: list[Obj] | None) -> bool:
+    """Whether a new read changes what a pass would write: the first read always does; later
+    ones when a pod's value changed, a pod came or went, or the value became (un)known."""
+    return before is None or metric_values(before.items) != metric_values(found)
+
+
 class PodMetricCache:
     """The chat pods' values of one custom metric (the connections the HPA scales on), read in
     the background: a pass takes the last value and never waits on the metrics API, which can
     take seconds per read when it serves many pods. A value older than `max_age` is read again
-    (at most `concurrency` reads at once); `on_change(namespace, cluster)` follows a new value."""
+    (at most `concurrency` reads at once); `on_change(namespace, cluster)` follows a new value.
+    A failed read leaves the value unknown (None), never a stale or empty one."""
 
     def __init__(
         self,
@@ -325,21 +354,23 @@ class PodMetricCache:
         self.metric = metric
         self.max_age = max_age
         self._on_change = on_change
-        self._values: dict[tuple[str, str], tuple[float, list[Obj] | None]] = {}
+        self._values: dict[tuple[str, str], Kept] = {}
         self._reading: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._limit = asyncio.Semaphore(concurrency)
 
     def current(self, namespace: str, cluster: str, selector: str | None) -> list[Obj] | None:
+        """The last value read (None: not known yet, or the last read failed); a read starts in
+        the background when it is due."""
         if selector is None:
             return None
         key = (namespace, cluster)
         kept = self._values.get(key)
-        stale = kept is None or asyncio.get_running_loop().time() - kept[0] > self.max_age
-        if stale and key not in self._reading:
+        now = asyncio.get_running_loop().time()
+        if due(kept, now, self.max_age) and key not in self._reading:
             task = asyncio.create_task(self._read(namespace, cluster, selector))
             self._reading[key] = task
             task.add_done_callback(lambda _: self._reading.pop(key, None))
-        return None if kept is None else kept[1]
+        return None if kept is None else kept.items
 
     async def _read(self, namespace: str, cluster: str, selector: str) -> None:
         async with self._limit:
@@ -352,8 +383,8 @@ class PodMetricCache:
                 found = None
         key = (namespace, cluster)
         before = self._values.get(key)
-        self._values[key] = (asyncio.get_running_loop().time(), found)
-        if before is None or _metric_values(before[1]) != _metric_values(found):
+        self._values[key] = Kept(asyncio.get_running_loop().time(), found)
+        if worth_a_pass(before, found):
             self._on_change(namespace, cluster)
 
     def forget(self, namespace: str, cluster: str) -> None:
@@ -364,11 +395,3 @@ class PodMetricCache:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _metric_values(items: list[Obj] | None) -> list[tuple[str, str]] | None:
-    if items is None:
-        return None
-    return sorted(
-        (str((i.get("describedObject") or {}).get("name")), str(i.get("value"))) for i in items
-    )

@@ -258,7 +258,7 @@ class Runner:
                 ),
                 connections=self.connections,
             )
-            await reconcile.post_events(self.kube, cr, result.changes)
+            await reconcile.post_events(self.kube, cr, result.changes, result.warnings)
             await self._announce_queue(cr, result)
             self._remember(await reconcile.write_status(self.kube, cr, result.status))
             metrics.observe_cluster(namespace, name, result.status)

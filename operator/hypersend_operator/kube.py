@@ -13,10 +13,11 @@ discovery document (`/apis/<group>/<version>`: no raw request, and a resource pa
 plural), so
 - built-in kinds take plural and scope from lightkube-models' resource definitions, which are
   generated from the Kubernetes OpenAPI spec (`lightkube.resources.<group>_<version>`);
-- everything else comes from the CustomResourceDefinitions (one list, cached), which is also what
-  `served_kinds()` reports: the optional APIs the operator asks about (ServiceMonitor,
-  PrometheusRule) are CRDs. The operator's ClusterRole already reads CRDs (the chart's
-  `clusterRules`); kinds the caller already knows can be given with `add_kinds`.
+- everything else comes from the CustomResourceDefinitions (one list, cached, read again for an
+  unknown kind at most every CRD_RELOAD_SECONDS). The operator's ClusterRole already reads CRDs
+  (the chart's `clusterRules`); kinds the caller already knows can be given with `add_kinds`.
+  Whether an optional API (ServiceMonitor, PrometheusRule) is served is not asked here: it is
+  whether the informer's list of that kind answered (cache.py).
 The custom metrics API (`/apis/custom.metrics.k8s.io/<v>/namespaces/<ns>/pods/*/<metric>`) is read
 as a `list` of a generic resource whose plural is `pods/*/<metric>`: lightkube builds exactly that
 path, adds the labelSelector, and decodes the MetricValueList's items.
@@ -62,6 +63,7 @@ from lightkube.generic_resource import (
 from lightkube.types import CascadeType, OnErrorAction, OnErrorResult, PatchType
 
 from hypersend_operator import metrics
+from hypersend_operator.apiversion import GroupVersion, split_api_version
 from hypersend_operator.drift import FIELD_MANAGER
 
 COMPONENT = "hypersend-operator"
@@ -113,21 +115,13 @@ class NotLeader(Exception):
 
 
 @dataclass(frozen=True)
-class Kind:
+class Kind(GroupVersion):
     """Where a kind lives on the REST API."""
 
     api_version: str
     kind: str
     plural: str
     namespaced: bool
-
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0]
-
-    @property
-    def version(self) -> str:
-        return self.api_version.rpartition("/")[2]
 
     def path(self, namespace: str | None, name: str | None = None) -> str:
         base = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
@@ -208,7 +202,7 @@ def parse_label_selector(selector: str) -> LabelSelector:
 def builtin_kind(api_version: str, kind: str) -> Kind | None:
     """Plural and scope of a built-in kind from lightkube-models' generated resources, or None
     when lightkube-models has no such kind (custom resources, aggregated APIs)."""
-    group, _, version = api_version.rpartition("/")
+    group, version = split_api_version(api_version)
     # Built-in groups are the core group, *.k8s.io and the dotless ones (apps, batch, policy...).
     if "." in group and not group.endswith(".k8s.io"):
         return None
@@ -456,13 +450,6 @@ class Kube:
         self._kinds.update(kinds)  # a CRD's current plural and scope win over an older lookup
         return kinds
 
-    async def served_kinds(self) -> frozenset[str]:
-        """Every "group/version/Kind" served through a CustomResourceDefinition (Established,
-        served version): the cluster's optional APIs. Built-in kinds are not listed."""
-        async with self._discovery_lock:
-            kinds = await self._load_crds()
-        return frozenset(f"{k.api_version}/{k.kind}" for k in kinds.values())
-
     # ------------------------------------------------------------------ metrics
 
     async def pod_metric(self, namespace: str, metric: str, label_selector: str) -> Objs:
@@ -663,23 +650,15 @@ class Kube:
         server-side apply leaves in place by design. None when the object is gone."""
         meta = manifest["metadata"]
         k = await self.kind(manifest["apiVersion"], manifest["kind"])
-        res = self._resource(k)
-        ns = self._namespace(k, meta.get("namespace"))
-        result = await self._send(
-            "patch",
-            k.kind,
-            lambda: self._client.patch(
-                res,
-                meta["name"],
-                dict(manifest),
-                patch_type=PatchType.MERGE,
-                field_manager=FIELD_MANAGER,
-                namespace=ns,
-            ),
-            write=("patch", k.kind),
-            fence=(k.api_version, k.kind),
+        return await self._merge_patch(
+            k,
+            self._resource(k),
+            meta.get("namespace"),
+            meta["name"],
+            dict(manifest),
+            written=k.kind,
+            manager=FIELD_MANAGER,
         )
-        return None if result is None else dict(result)
 
     async def create(self, manifest: Mapping[str, Any]) -> Obj:
         """POST a new object; ApiError 409 when it exists. Not retried: after a lost response
@@ -748,15 +727,42 @@ class Kube:
     ) -> Obj | None:
         """Merge-patch the status subresource. None when the object is gone."""
         k = await self.kind(api_version, kind)
-        status_res = self._resource(k).Status
+        return await self._merge_patch(
+            k,
+            self._resource(k).Status,
+            namespace,
+            name,
+            {"status": status},
+            written=k.kind + "/status",
+            manager=None,
+        )
+
+    async def _merge_patch(
+        self,
+        k: Kind,
+        res: _Resource,
+        namespace: str | None,
+        name: str,
+        body: Obj,
+        *,
+        written: str,
+        manager: str | None,
+    ) -> Obj | None:
+        """One JSON merge patch of `res` (the object, or its status subresource), fenced and
+        counted as a write of `written`. None when the object is gone."""
         ns = self._namespace(k, namespace)
         result = await self._send(
             "patch",
-            kind,
+            k.kind,
             lambda: self._client.patch(
-                status_res, name, {"status": status}, patch_type=PatchType.MERGE, namespace=ns
+                res,
+                name,
+                body,
+                patch_type=PatchType.MERGE,
+                field_manager=manager,
+                namespace=ns,
             ),
-            write=("patch", k.kind + "/status"),
+            write=("patch", written),
             fence=(k.api_version, k.kind),
         )
         return None if result is None else dict(result)

@@ -81,6 +81,20 @@ def is_chat_deployment(manifest: Mapping[str, Any]) -> bool:
     return manifest.get("kind") == "Deployment" and labels.get(lb.COMPONENT) == lb.CHAT
 
 
+def belongs_to(obj: Mapping[str, Any], cluster: str, uid: str) -> bool:
+    """Whether a live object bearing one of a cluster's child names is that cluster's own: it has
+    an owner reference to the cluster, or the operator's managed-by label with the cluster's
+    instance label (builders/labels.py: every child carries both labels; a MongoDB credentials
+    Secret kept under deletePolicy Retain has only the labels, and still names the old uid while
+    the garbage collector catches up with a re-created cluster). Anything else is someone else's
+    and never written."""
+    meta = obj.get("metadata") or {}
+    if any(ref.get("uid") == uid for ref in meta.get("ownerReferences") or []):
+        return True
+    labels = meta.get("labels") or {}
+    return labels.get(lb.MANAGED_BY_KEY) == lb.MANAGED_BY and labels.get(lb.INSTANCE) == cluster
+
+
 def stamp_version(manifest: Mapping[str, Any], version: str) -> Obj:
     """The chat Deployment carries the version of the operator that wrote it."""
     out = dict(manifest)

@@ -58,6 +58,7 @@ from hypersend_operator.kube import ApiError, Kube
 from hypersend_operator.plan import (
     Prune,
     Write,
+    belongs_to,
     is_fleet_rollout,
     plan_children,
     prunes_for,
@@ -127,13 +128,52 @@ class Pass:
     ready: bool = False
     applied_generation: int | None = None
     queued_rollout: bool = False
+    # Problems this pass is the first to report: one Warning Event each (post_events).
+    warnings: list[st.Check] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- secrets
 
+# Reasons of a pass stopped by a generated Secret (SecretProblem).
+SECRET_CONFLICT = "SecretConflict"
+JWT_KEY_RING_MALFORMED = "JwtKeyRingMalformed"
+SECRET_UNREADABLE = "SecretUnreadable"
+
+
+class SecretProblem(Exception):
+    """A generated Secret the pass may neither use nor write: someone else's Secret under the
+    generated name, or content the operator cannot read. Needs a human, so it becomes a
+    condition and an Event (`reconcile`), not an error the pass retries. Names only: never a
+    value."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def conflict_message(secret_name: str, cluster: str) -> str:
+    return (
+        f"Secret {secret_name} exists but is not this cluster's: it has neither the labels "
+        f"{lb.MANAGED_BY_KEY}={lb.MANAGED_BY} and {lb.INSTANCE}={cluster} nor an owner "
+        "reference to this HypersendCluster. The operator neither reads nor writes it and "
+        "creates nothing until the name is free: delete or rename that Secret, or give it those "
+        "two labels to have this cluster adopt it and its keys"
+    )
+
 
 def _decode(secret: Mapping[str, Any] | None, key: str) -> str | None:
-    return None if secret is None else decode_secret_value(secret, key)
+    if secret is None:
+        return None
+    try:
+        return decode_secret_value(secret, key)
+    except ValueError:  # binascii.Error, UnicodeDecodeError: kept, never replaced by a new value
+        name = (secret.get("metadata") or {}).get("name")
+        raise SecretProblem(
+            SECRET_UNREADABLE,
+            f"Secret {name} key {key} is not UTF-8 text; the operator does not replace a value "
+            "it cannot read. Restore the value, or delete the key to have a new one generated",
+        ) from None
 
 
 class Reader(Protocol):
@@ -146,20 +186,33 @@ class Reader(Protocol):
 Reads = dict[tuple[str, str, str], Obj | None]
 
 
+@dataclass(frozen=True)
+class SecretOwner:
+    """The cluster whose generated Secrets a pass reads: a Secret of a generated name is used
+    (and later written) only when it is this cluster's (plan.belongs_to)."""
+
+    namespace: str
+    name: str
+    uid: str
+
+
 async def _read_secret(
-    reader: Reader, namespace: str, secret_name: str, reads: Reads
+    reader: Reader, owner: SecretOwner, secret_name: str, reads: Reads
 ) -> Obj | None:
-    """A generated Secret as it is now (None if absent), recorded in `reads` for the apply."""
-    live = await reader.get("v1", "Secret", namespace, secret_name)  # raises on a failed read
+    """A generated Secret as it is now (None if absent), recorded in `reads` for the apply.
+    SecretProblem when a Secret of that name is someone else's."""
+    live = await reader.get("v1", "Secret", owner.namespace, secret_name)  # raises if it fails
+    if live is not None and not belongs_to(live, owner.name, owner.uid):
+        raise SecretProblem(SECRET_CONFLICT, conflict_message(secret_name, owner.name))
     reads[("v1", "Secret", secret_name)] = live
     return live
 
 
 async def _read_or_generate(
-    reader: Reader, namespace: str, secret_name: str, keys: Sequence[str], reads: Reads
+    reader: Reader, owner: SecretOwner, secret_name: str, keys: Sequence[str], reads: Reads
 ) -> list[str]:
     """The values of `keys` in one Secret (one read), each generated where absent."""
-    live = await _read_secret(reader, namespace, secret_name, reads)
+    live = await _read_secret(reader, owner, secret_name, reads)
     values = [_decode(live, key) for key in keys]
     return [value if value else pysecrets.token_urlsafe(32) for value in values]
 
@@ -189,14 +242,25 @@ def _new_jwt_key() -> tuple[str, str]:
 
 
 async def read_or_rotate_jwt_ring(
-    reader: Reader, namespace: str, name: str, reads: Reads, rotation: JwtRotation | None
+    reader: Reader, owner: SecretOwner, reads: Reads, rotation: JwtRotation | None
 ) -> str:
     """The JWT key ring's JSON: as stored, or moved from a pre-ring single key, or new; then
-    acted on `rotation` if it is a request not acted on before (builders/jwtring.py)."""
-    live = await _read_secret(reader, namespace, jwt_secret_name(name), reads)
+    acted on `rotation` if it is a request not acted on before (builders/jwtring.py).
+    SecretProblem for a ring that cannot be read: its keys are never replaced (that would sign
+    every user out), and nothing is built from it."""
+    secret_name = jwt_secret_name(owner.name)
+    live = await _read_secret(reader, owner, secret_name, reads)
     stored, legacy = _decode(live, JWT_KEYS_KEY), _decode(live, JWT_SECRET_KEY)
     if stored:
-        ring = jwtring.parse_ring(stored)  # raises: never replace keys we cannot read
+        try:
+            ring = jwtring.parse_ring(stored)
+        except ValueError as e:  # its message names the problem, never a key
+            raise SecretProblem(
+                JWT_KEY_RING_MALFORMED,
+                f"Secret {secret_name} key {JWT_KEYS_KEY}: {e}. The operator does not replace "
+                "keys it cannot read (that would sign every user out): restore the ring, or "
+                "delete the key to have a new one generated",
+            ) from None
     elif legacy:
         ring = jwtring.legacy_ring(legacy)
     else:
@@ -216,32 +280,41 @@ async def read_or_rotate_jwt_ring(
 
 async def read_or_generate_secrets(
     reader: Reader,
-    namespace: str,
-    name: str,
+    owner: SecretOwner,
     reads: Reads | None = None,
     jwt: JwtRotation | None = None,
+    *,
+    mongo_in_cluster: bool = True,
+    redis_in_cluster: bool = True,
 ) -> GeneratedSecrets:
     """The generated secret values: read from their Secrets, generated only where absent; the
-    JWT key ring also rotates when `jwt` asks anew.
+    JWT key ring also rotates when `jwt` asks anew. The MongoDB and Redis credentials only when
+    the spec runs them in the cluster (else their Secret is not built, nor read: the values are
+    empty and no builder uses them).
 
     A failed read raises (never generate over a Secret we merely failed to read: that would
-    rotate keys by accident). Values are never logged.
+    rotate keys by accident); so does SecretProblem, for a Secret of a generated name that is
+    someone else's or cannot be read. Values are never logged.
     """
     seen: Reads = {} if reads is None else reads
-    ring = await read_or_rotate_jwt_ring(reader, namespace, name, seen, jwt)
+    ring = await read_or_rotate_jwt_ring(reader, owner, seen, jwt)
     # The MongoDB credentials may be older than this CR (kept under deletePolicy Retain, owned by
     # nobody): they are read back like any other, so a re-created cluster keeps its passwords.
     # A Secret from before the application user gets its password added, root's kept.
-    mongo, mongo_app = await _read_or_generate(
-        reader,
-        namespace,
-        mongo_credentials_secret_name(name),
-        [MONGO_PASSWORD_KEY, MONGO_APP_PASSWORD_KEY],
-        seen,
-    )
-    (redis,) = await _read_or_generate(
-        reader, namespace, redis_credentials_secret_name(name), [REDIS_PASSWORD_KEY], seen
-    )
+    mongo, mongo_app = "", ""
+    if mongo_in_cluster:
+        mongo, mongo_app = await _read_or_generate(
+            reader,
+            owner,
+            mongo_credentials_secret_name(owner.name),
+            [MONGO_PASSWORD_KEY, MONGO_APP_PASSWORD_KEY],
+            seen,
+        )
+    redis = ""
+    if redis_in_cluster:
+        (redis,) = await _read_or_generate(
+            reader, owner, redis_credentials_secret_name(owner.name), [REDIS_PASSWORD_KEY], seen
+        )
     return GeneratedSecrets(
         jwt_keys=ring,
         mongo_root_password=mongo,
@@ -454,6 +527,19 @@ def build_status(
     return model.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+def reported(previous: Mapping[str, Any], problem: st.Check) -> bool:
+    """Whether the status already reports `problem` (its Ready condition has the reason and
+    carries the message): its Warning Event went out with the pass that first wrote it."""
+    for cond in previous.get("conditions") or []:
+        if cond.get("type") == st.READY:
+            return bool(
+                cond.get("status") == "False"
+                and cond.get("reason") == problem.reason
+                and problem.message in str(cond.get("message") or "")
+            )
+    return False
+
+
 # --------------------------------------------------------------------------- the pass
 
 
@@ -508,8 +594,8 @@ class Children(Protocol):
 
 class _Confirming:
     """Generated Secrets: from the cache, but absence confirmed with a GET. A Secret of that name
-    without our labels (made by hand, or by an older operator) is invisible to the watch, and
-    generating over it would replace its keys."""
+    without our labels is invisible to the watch; generating over it would replace its keys (the
+    pass stops at it instead: SecretConflict)."""
 
     def __init__(self, children: Children) -> None:
         self._children = children
@@ -547,6 +633,52 @@ async def read_live(
     return live
 
 
+def stopped_by_secret(
+    cr: Mapping[str, Any],
+    spec: HypersendClusterSpec,
+    children: Children,
+    refs: Mapping[str, st.SecretRef],
+    problem: SecretProblem,
+    *,
+    paused: bool,
+    connections: Connections,
+    now: str | None,
+) -> Pass:
+    """A pass stopped before it built anything by a generated Secret it may not use: nothing is
+    written; the status says what a human must do next to the components as they are."""
+    meta = cr["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    live = {key_of(obj): obj for obj in children.owned_by(namespace, name, meta["uid"]) or []}
+    blocking = st.failed(st.READY, problem.reason, problem.message)
+    status = build_status(
+        cr,
+        component_checks(spec, live, refs),
+        live,
+        paused=paused,
+        applied_generation=None,
+        blocking=blocking,
+        now=now,
+        pod_connections=connections.current(namespace, name, connections_selector(live)),
+    )
+    first = not reported(cr.get("status") or {}, blocking)
+    return Pass(status, live=live, warnings=[blocking] if first else [])
+
+
+async def read_user_secrets(
+    kube: Kube, namespace: str, spec: HypersendClusterSpec
+) -> tuple[dict[str, st.SecretRef], dict[str, str | None]]:
+    """The user's Secrets the spec points at (checked, never modified), by component, and their
+    values as stored by "name/key" (they roll the chat pods when they change)."""
+    refs: dict[str, st.SecretRef] = {}
+    values: dict[str, str | None] = {}
+    for user_ref in user_secret_refs(spec):
+        refs[user_ref.component], value = await read_secret_ref(
+            kube, namespace, user_ref.ref.name, user_ref.ref.key
+        )
+        values[f"{user_ref.ref.name}/{user_ref.ref.key}"] = value
+    return refs, values
+
+
 async def reconcile(
     kube: Kube,
     children: Children,
@@ -573,20 +705,27 @@ async def reconcile(
             )
         )
 
-    # ---- read. Secrets: what exists, generated only where missing; the JWT key ring rotated
-    # once per request. The user's Secrets the spec points at: checked, never modified; their
-    # values roll the chat pods when they change.
+    # ---- read. The user's Secrets the spec points at. Generated Secrets: what exists, generated
+    # only where missing; the JWT key ring rotated once per request. One that is someone else's,
+    # or unreadable, stops the pass before anything is built from it.
+    refs, user_values = await read_user_secrets(kube, namespace, spec)
     reads: Reads = {}
-    secrets = await read_or_generate_secrets(
-        _Confirming(children), namespace, name, reads, jwt_rotation(cr, spec)
-    )
-    refs: dict[str, st.SecretRef] = {}
-    user_values: dict[str, str | None] = {}
-    for user_ref in user_secret_refs(spec):
-        refs[user_ref.component], value = await read_secret_ref(
-            kube, namespace, user_ref.ref.name, user_ref.ref.key
+    try:
+        secrets = await read_or_generate_secrets(
+            _Confirming(children),
+            SecretOwner(namespace, name, meta["uid"]),
+            reads,
+            jwt_rotation(cr, spec),
+            mongo_in_cluster=spec.mongo.mode == "InCluster",
+            redis_in_cluster=spec.redis.mode == "InCluster",
         )
-        user_values[f"{user_ref.ref.name}/{user_ref.ref.key}"] = value
+    except SecretProblem as problem:
+        stopped = stopped_by_secret(
+            cr, spec, children, refs, problem, paused=paused, connections=connections, now=now
+        )
+        level = logging.WARNING if stopped.warnings else logging.DEBUG
+        log.log(level, "%s/%s: %s: %s", namespace, name, problem.reason, problem.message)
+        return stopped
     ctx = BuildContext(
         name=name,
         namespace=namespace,
@@ -683,15 +822,22 @@ async def write_status(
     return await kube.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"], dict(patch))
 
 
-async def post_events(kube: Kube, cr: Mapping[str, Any], changes: Sequence[Change]) -> None:
+async def post_events(
+    kube: Kube,
+    cr: Mapping[str, Any],
+    changes: Sequence[Change],
+    warnings: Sequence[st.Check] = (),
+) -> None:
     """One Event per kind of change in this pass (Created, Updated, Restarted, DriftCorrected,
-    Deleted), listing the children it touched."""
+    Deleted), listing the children it touched; one Warning per problem first reported."""
     involved = {"apiVersion": API_VERSION, "kind": KIND, "metadata": cr["metadata"]}
     by_action: dict[str, list[str]] = {}
     for change in changes:
         by_action.setdefault(change.action, []).append(change.describe())
     for action, what in by_action.items():
         await kube.post_event(involved, "Normal", action, "; ".join(what))
+    for problem in warnings:
+        await kube.post_event(involved, "Warning", problem.reason, problem.message)
 
 
 # --------------------------------------------------------------------------- deletion

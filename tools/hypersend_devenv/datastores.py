@@ -393,8 +393,10 @@ def _die_with_parent() -> None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _child_setup() -> Callable[[], None] | None:
-    # PDEATHSIG follows the starting *thread*; only the main thread lives as long as the process.
+def die_with_parent_hook() -> Callable[[], None] | None:
+    """A Popen `preexec_fn` that has the child SIGKILLed when this process ends, or None where
+    that cannot be promised: no prctl, or a caller off the main thread (PDEATHSIG follows the
+    starting *thread*; only the main thread lives as long as the process)."""
     if _PRCTL is None or threading.current_thread() is not threading.main_thread():
         return None
     return _die_with_parent
@@ -477,7 +479,7 @@ class _ServerProcess:
         PDEATHSIG on a change of credentials, so it must be set after the switch. extra_groups=[]
         drops root's supplementary groups.
         """
-        args: dict[str, Any] = {"preexec_fn": _child_setup()}
+        args: dict[str, Any] = {"preexec_fn": die_with_parent_hook()}
         if self._run_as is not None:
             args |= {"user": self._run_as.pw_uid, "group": self._run_as.pw_gid, "extra_groups": []}
         return args

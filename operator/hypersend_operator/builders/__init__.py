@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hypersend_operator.apiversion import GroupVersion
 from hypersend_operator.builders.configmap import chat_config_map
 from hypersend_operator.builders.context import (
     PROMETHEUS_RULE,
@@ -103,21 +104,13 @@ def build_all(ctx: BuildContext) -> list[Manifest]:
 
 
 @dataclass(frozen=True)
-class OwnedKind:
+class OwnedKind(GroupVersion):
     """A kind of child the operator creates (for watches and cleanup of switched-off parts)."""
 
     api_version: str
     kind: str
     plural: str
     capability: str | None = None  # only present when this optional API exists in the cluster
-
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0]
-
-    @property
-    def version(self) -> str:
-        return self.api_version.rpartition("/")[2]
 
 
 _OWNED_KINDS: tuple[OwnedKind, ...] = (

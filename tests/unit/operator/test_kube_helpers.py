@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypersend_operator.builders import OwnedKind
 from hypersend_operator.kube import (
     ApiError,
     Kind,
@@ -82,6 +83,23 @@ def test_builtin_kinds_come_from_lightkube_models(
 )
 def test_other_kinds_are_not_builtin(api_version: str, kind: str) -> None:
     assert builtin_kind(api_version, kind) is None
+
+
+@pytest.mark.parametrize(
+    ("api_version", "group", "version"),
+    [
+        ("v1", "", "v1"),
+        ("apps/v1", "apps", "v1"),
+        ("monitoring.coreos.com/v1", "monitoring.coreos.com", "v1"),
+    ],
+)
+def test_kinds_and_owned_kinds_split_an_api_version_alike(
+    api_version: str, group: str, version: str
+) -> None:
+    # One definition (apiversion.py) behind both layers' kinds, which may not import each other.
+    kind = Kind(api_version, "Thing", "things", namespaced=True)
+    owned = OwnedKind(api_version, "Thing", "things")
+    assert (kind.group, kind.version) == (owned.group, owned.version) == (group, version)
 
 
 def crd(established: str = "True") -> dict[str, Any]:
