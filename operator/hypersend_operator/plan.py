@@ -179,6 +179,31 @@ def plan_children(
     return plan
 
 
+# Writes go out in waves; the writes of one wave are independent and are sent together. What a
+# pod needs (its Secrets and config), or should never run without (its NetworkPolicy), exists
+# before the workloads; what refers to a workload (the HPA's target, an Ingress's backends)
+# comes after it. Kinds not named here go last.
+WAVES: tuple[frozenset[str], ...] = (
+    frozenset({"Secret", "ConfigMap", "Service", "NetworkPolicy", "PodDisruptionBudget"}),
+    frozenset({"Deployment", "StatefulSet"}),
+)
+
+
+def wave_of(kind: str) -> int:
+    for n, kinds in enumerate(WAVES):
+        if kind in kinds:
+            return n
+    return len(WAVES)
+
+
+def write_waves(writes: Sequence[Write]) -> list[list[Write]]:
+    """`writes` in waves, each wave in plan order; empty waves left out."""
+    waves: list[list[Write]] = [[] for _ in range(len(WAVES) + 1)]
+    for write in writes:
+        waves[wave_of(write.kind)].append(write)
+    return [wave for wave in waves if wave]
+
+
 def prunes_for(
     desired: Iterable[ChildKey], children: Iterable[Mapping[str, Any]], prunable: set[str]
 ) -> list[Prune]:

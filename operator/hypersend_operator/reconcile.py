@@ -3,8 +3,8 @@
     read   the CR (as watched), the children from the watch-fed caches (cache.py), the generated
            Secrets' values, the user's Secrets the spec names (GETs: those are not ours to watch)
     plan   pure (plan.py): desired manifests vs live objects -> writes, hand-offs, prunes
-    apply  the plan's writes in reconcile order, then the prunes; then the status (pure, from the
-           objects as written)
+    apply  the plan's writes in waves (plan.write_waves), then the prunes; then the status (pure,
+           from the objects as written)
 
 A child is written only when its desired manifest changed or someone changed a field we own
 (drift.py). Each component's health becomes a condition; `status` folds them. A failed read stops
@@ -14,6 +14,7 @@ what is left is raised to the caller, which retries the pass.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets as pysecrets
 from collections.abc import Callable, Mapping, Sequence
@@ -62,6 +63,7 @@ from hypersend_operator.plan import (
     is_fleet_rollout,
     plan_children,
     prunes_for,
+    write_waves,
 )
 
 log = logging.getLogger(__name__)
@@ -385,26 +387,43 @@ async def _apply_taking_back_lists(kube: Kube, desired: Obj, live: Obj | None) -
 async def apply_writes(
     kube: Kube, writes: Sequence[Write], result: Pass, recorder: ChildRecorder
 ) -> st.Check | None:
-    """Apply the writes in order; a refused write stops the rest and becomes a blocking check."""
-    for write in writes:
-        try:
-            obj, change = await apply_write(kube, write)
-        except ApiError as e:
-            if e.transient:
-                raise
-            # A refused write (invalid object, forbidden, immutable field) will not fix itself.
-            # The server's message can quote field values: never for a Secret.
-            detail = e.reason if write.kind == "Secret" else f"{e.reason}: {e.message}"
-            return st.failed(
-                st.READY,
-                "ApplyFailed",
-                f"applying {write.component} ({write.kind} {write.name}) failed: {e.code} {detail}",
-            )
-        recorder.record(obj)
-        result.live[key_of(write.manifest)] = obj
-        if change is not None:
-            result.changes.append(change)
+    """Apply the writes wave by wave (plan.write_waves), each wave's writes at once. A refused
+    write stops the later waves and becomes a blocking check; the first error of a wave is
+    raised after its successful writes are recorded."""
+    for wave in write_waves(writes):
+        outcomes = await asyncio.gather(
+            *(apply_write(kube, write) for write in wave), return_exceptions=True
+        )
+        refused: st.Check | None = None
+        error: BaseException | None = None
+        for write, outcome in zip(wave, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if isinstance(outcome, ApiError) and not outcome.transient:
+                    refused = refused or _refused(write, outcome)
+                else:
+                    error = error or outcome
+                continue
+            obj, change = outcome
+            recorder.record(obj)
+            result.live[key_of(write.manifest)] = obj
+            if change is not None:
+                result.changes.append(change)
+        if error is not None:
+            raise error
+        if refused is not None:
+            return refused
     return None
+
+
+def _refused(write: Write, e: ApiError) -> st.Check:
+    """A refused write (invalid object, forbidden, immutable field) will not fix itself. The
+    server's message can quote field values: never for a Secret."""
+    detail = e.reason if write.kind == "Secret" else f"{e.reason}: {e.message}"
+    return st.failed(
+        st.READY,
+        "ApplyFailed",
+        f"applying {write.component} ({write.kind} {write.name}) failed: {e.code} {detail}",
+    )
 
 
 async def apply_prunes(

@@ -61,6 +61,21 @@ def test_a_new_cluster_creates_every_child_in_reconcile_order() -> None:
     )
 
 
+def test_writes_go_in_waves_workloads_between_what_they_need_and_what_refers_to_them() -> None:
+    comps = components(autoscaling={"enabled": True}, ingress={"enabled": True, "host": "x.test"})
+    writes = plan.plan_children(comps, {}, operator_version=V1, rollout_allowed=True).writes
+    waves = plan.write_waves(writes)
+    kinds = [[w.kind for w in wave] for wave in waves]
+    assert set(kinds[0]) >= {"Secret", "ConfigMap", "Service", "NetworkPolicy"}
+    assert set(kinds[1]) == {"Deployment", "StatefulSet"}
+    assert set(kinds[2]) >= {"HorizontalPodAutoscaler", "Ingress"}
+    # Every write once, and within a wave in plan order.
+    assert sorted(id(w) for wave in waves for w in wave) == sorted(id(w) for w in writes)
+    for wave in waves:
+        positions = [writes.index(w) for w in wave]
+        assert positions == sorted(positions)
+
+
 def test_a_converged_cluster_plans_nothing() -> None:
     comps = components()
     live = converged(comps)
