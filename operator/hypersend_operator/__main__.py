@@ -63,6 +63,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=3,
         help="clusters whose chat pods an operator upgrade may roll at the same time",
     )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=4,
+        help="reconcile passes run at once (each for a different cluster)",
+    )
     run.add_argument("--log-level", default=os.environ.get("HYPERSEND_OPERATOR_LOG_LEVEL", "info"))
     run.add_argument(
         "--leader-election",
@@ -85,6 +91,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             args.leader_election = args.leader_election_namespace is not None
         if args.leader_election and not args.leader_election_namespace:
             parser.error("--leader-election needs --leader-election-namespace (or POD_NAMESPACE)")
+        if args.workers < 1:
+            parser.error("--workers must be at least 1")
     if not args.namespace and not args.all_namespaces:
         args.all_namespaces = True
     return args
@@ -165,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RunnerConfig(
             resync_seconds=args.resync_seconds,
             max_concurrent_rollouts=args.max_concurrent_rollouts,
+            workers=args.workers,
         ),
         children,
         leader=elector.is_leader if elector else lambda: True,
@@ -176,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     async def _startup(**_: Any) -> None:
         # Followers watch too: a new leader starts with warm caches.
         children.start()
+        runner.start()
         tasks.append(asyncio.create_task(runner.resync_forever()))
         if elector is not None:
             await elector.start()

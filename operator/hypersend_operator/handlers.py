@@ -4,8 +4,10 @@ kopf watches the HypersendClusters (raw events only); the child kinds are watche
 (cache.py) with the operator's label as the server-side selector. Every trigger (a CR change, a
 child event, the periodic resync, a new leader) ends in `Runner.run_pass`, which takes the
 cluster's lock, runs one `reconcile` pass on the CR as last watched, posts Events and writes
-status only when it changed. Wake-ups are coalesced per cluster, so a burst of Deployment status
-updates costs one pass. Only the leader (leader.py) runs passes.
+status only when it changed. Wake-ups go through a work queue (workqueue.py) served by a fixed
+number of workers: a burst of Deployment status updates costs one pass, and a fleet's clusters
+are served first come, first served, periodic checks last. Only the leader (leader.py) runs
+passes.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from typing import Any
 
 import kopf
 
-from hypersend_operator import metrics, reconcile
+from hypersend_operator import metrics, reconcile, workqueue
 from hypersend_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from hypersend_operator.builders import OwnedKind, owned_kinds
 from hypersend_operator.builders.hpa import CONNECTIONS_METRIC
 from hypersend_operator.cache import ChildCache, PodMetricCache, is_newer
 from hypersend_operator.kube import ApiError, Kube, NotLeader
 from hypersend_operator.plan import RolloutSlots, clusters_rolling
+from hypersend_operator.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,16 @@ class RunnerConfig:
     # status.chat.connections is read in the background, again once older than this.
     connections_max_age_seconds: float = 10.0
     cache_sync_timeout_seconds: float = 30.0
+    # Passes run at once (clusters, never the same one twice). Passes wait mostly on the API
+    # server; more workers than it can serve only make every cluster wait longer.
+    workers: int = 4
+
+
+def priority_of(trigger: str) -> int:
+    """How urgent a pass is (workqueue.py): a check nothing asked for waits for announced work."""
+    if trigger in ("resync", "metrics"):
+        return workqueue.BACKGROUND
+    return workqueue.ANNOUNCED
 
 
 def _essence(cr: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -104,7 +117,8 @@ class Runner:
         self._crs: dict[tuple[str, str], Obj] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._wakes: dict[tuple[str, str], asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.queue: WorkQueue[tuple[str, str]] = WorkQueue()
+        self._workers: list[asyncio.Task[None]] = []
         self._queued: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ what is watched
@@ -117,6 +131,7 @@ class Runner:
         if type_ == "DELETED":
             self._crs.pop(key, None)
             self._queued.discard(key)
+            self.queue.forget(key)
             self.connections.forget(*key)
             metrics.forget_cluster(*key)
             return
@@ -148,8 +163,13 @@ class Runner:
 
     # ------------------------------------------------------------------ scheduling
 
+    def start(self) -> None:
+        """The workers that run the queued passes."""
+        for n in range(self.config.workers):
+            self._workers.append(asyncio.create_task(self._work(), name=f"pass-worker-{n}"))
+
     def wake(self, namespace: str, name: str, delay: float, trigger: str) -> None:
-        """Run a pass for this cluster after `delay` (coalesced with an earlier scheduled one)."""
+        """Queue a pass for this cluster after `delay` (coalesced with an earlier scheduled one)."""
         key = (namespace, name)
         loop = asyncio.get_running_loop()
         existing = self._wakes.get(key)
@@ -157,14 +177,29 @@ class Runner:
             if existing.when() <= loop.time() + delay:
                 return
             existing.cancel()
+            del self._wakes[key]
+        if delay <= 0:
+            self._enqueue(key, trigger)
+            return
 
         def fire() -> None:
             self._wakes.pop(key, None)
-            task = loop.create_task(self._woken(namespace, name, trigger))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._enqueue(key, trigger)
 
         self._wakes[key] = loop.call_later(delay, fire)
+
+    def _enqueue(self, key: tuple[str, str], trigger: str) -> None:
+        self.queue.add(key, trigger, priority_of(trigger))
+        metrics.QUEUE_DEPTH.set(self.queue.waiting())
+
+    async def _work(self) -> None:
+        while True:
+            key, trigger = await self.queue.get()
+            metrics.QUEUE_DEPTH.set(self.queue.waiting())
+            try:
+                await self._woken(*key, trigger)
+            finally:
+                self.queue.done(key)
 
     async def resync_forever(self) -> None:
         """Every cluster gets a full pass each `resync_seconds`, spread over the period."""
@@ -247,15 +282,13 @@ class Runner:
                 initial = reconcile.initial_status(cr)
                 self._remember(await reconcile.write_status(self.kube, cr, initial))
                 cr = {**cr, "status": initial}
-            rolling = clusters_rolling(self.children.objects("apps/v1", "Deployment"), self.version)
             result = await reconcile.reconcile(
                 self.kube,
                 self.children,
                 cr,
                 capabilities=self.capabilities(),
-                rollouts=reconcile.Rollouts(
-                    self.version, lambda: self.slots.try_acquire(key, rolling)
-                ),
+                # Which clusters roll is only asked when this pass would start a fleet rollout.
+                rollouts=reconcile.Rollouts(self.version, lambda: self._try_rollout(key)),
                 connections=self.connections,
             )
             await reconcile.post_events(self.kube, cr, result.changes, result.warnings)
@@ -283,6 +316,10 @@ class Runner:
         elif phase == "Degraded":
             self.wake(namespace, name, self.config.requeue_degraded_seconds, "requeue")
 
+    def _try_rollout(self, key: tuple[str, str]) -> bool:
+        deployments = self.children.objects("apps/v1", "Deployment")
+        return self.slots.try_acquire(key, clusters_rolling(deployments, self.version))
+
     async def _announce_queue(self, cr: Mapping[str, Any], result: reconcile.Pass) -> None:
         """One Event when a cluster's rollout starts waiting for a slot (not one per pass)."""
         key = (cr["metadata"]["namespace"], cr["metadata"]["name"])
@@ -304,15 +341,18 @@ class Runner:
         )
 
     async def stop(self) -> None:
+        workers = list(self._workers)
         self.cancel_all()
+        await asyncio.gather(*workers, return_exceptions=True)
         await self.connections.stop()
 
     def cancel_all(self) -> None:
         for handle in self._wakes.values():
             handle.cancel()
         self._wakes.clear()
-        for task in self._tasks:
+        for task in self._workers:
             task.cancel()
+        self._workers.clear()
 
 
 def _owner(body: Mapping[str, Any]) -> str | None:

@@ -56,6 +56,10 @@ WATCH_BYTES = Counter(
     "to compact JSON (not the bytes on the wire)",
     ["kind"],
 )
+QUEUE_DEPTH = Gauge(
+    "hypersend_operator_queue_depth",
+    "Clusters waiting for a worker to run their pass (handlers.Runner's work queue)",
+)
 QUEUED_ROLLOUTS = Gauge(
     "hypersend_operator_queued_rollouts",
     "Clusters whose pod-template change (an operator upgrade) waits for a fleet rollout slot",
