@@ -101,6 +101,8 @@ class Informer:
         self.timing = timing
         self._on_event = on_event
         self._objects: dict[Key, Obj] = {}
+        # The same objects by namespace: a pass reads one cluster's namespace, not the fleet's.
+        self._by_namespace: dict[str, dict[Key, Obj]] = {}
         self._version = ""
         self.synced = asyncio.Event()
         # None until the first list answered; False while the cluster does not serve the kind.
@@ -117,6 +119,28 @@ class Informer:
     def objects(self) -> Iterable[Obj]:
         return self._objects.values()
 
+    def objects_in(self, namespace: str) -> Iterable[Obj]:
+        return self._by_namespace.get(namespace, {}).values()
+
+    def _put(self, obj: Obj) -> None:
+        key = key_of(obj)
+        self._objects[key] = obj
+        self._by_namespace.setdefault(key[0], {})[key] = obj
+
+    def _drop(self, key: Key) -> None:
+        self._objects.pop(key, None)
+        in_namespace = self._by_namespace.get(key[0])
+        if in_namespace is not None:
+            in_namespace.pop(key, None)
+            if not in_namespace:
+                del self._by_namespace[key[0]]
+
+    def _replace(self, fresh: dict[Key, Obj]) -> None:
+        self._objects = fresh
+        self._by_namespace = {}
+        for key, obj in fresh.items():
+            self._by_namespace.setdefault(key[0], {})[key] = obj
+
     def record(self, obj: Obj) -> None:
         """An object this process just wrote, as the server returned it: visible to the next
         pass before its watch event arrives. Never over a newer version the watch already
@@ -124,10 +148,10 @@ class Informer:
         key = key_of(obj)
         cached = self._objects.get(key)
         if cached is None or is_newer(obj, cached):
-            self._objects[key] = obj
+            self._put(obj)
 
     def forget(self, namespace: str, name: str) -> None:
-        self._objects.pop((namespace, name), None)
+        self._drop((namespace, name))
 
     # ------------------------------------------------------------------ the loop
 
@@ -167,12 +191,13 @@ class Informer:
             if self.served is not False:
                 log.info("%r: %s is not served by this cluster", self, self.owned.api_version)
             self.served = False
-            self._objects.clear()
+            self._replace({})
             self.synced.set()  # "nothing of this kind" is a complete answer
             return False
         fresh = {key_of(obj): obj for obj in items}
         events = relist_changes(self._objects, fresh) if self.synced.is_set() else []
-        self._objects, self._version = fresh, version
+        self._replace(fresh)
+        self._version = version
         self.served = True
         self.synced.set()
         for type_, obj in events:
@@ -194,9 +219,9 @@ class Informer:
             if type_ == "BOOKMARK":
                 continue
             if type_ == "DELETED":
-                self._objects.pop(key_of(obj), None)
+                self._drop(key_of(obj))
             else:
-                self._objects[key_of(obj)] = obj
+                self._put(obj)
             self._on_event(type_, obj)
 
 
@@ -275,10 +300,8 @@ class ChildCache:
                     continue
                 if not informer.synced.is_set():
                     return None
-                for obj in informer.objects():
+                for obj in informer.objects_in(namespace):
                     meta = obj.get("metadata") or {}
-                    if meta.get("namespace") != namespace:
-                        continue
                     if (meta.get("labels") or {}).get(lb.INSTANCE) != cluster:
                         continue
                     owners = meta.get("ownerReferences") or []
