@@ -151,6 +151,26 @@ class Operator:
             self.proc.kill()
 
 
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system) each process has used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, pid in pids.items():
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[name] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def busy_processes(cluster: Cluster, op: Operator) -> dict[str, int]:
+    """The processes that share this machine's cores during a measurement."""
+    pids = {"operator": op.proc.pid}
+    state = cluster.local.load_state() if cluster.local else None
+    for record in state.processes if state else []:
+        pids[record.name] = record.pid
+    return pids
+
+
 def feed(cluster: Cluster, writer: MetricsWriter, stop: threading.Event) -> None:
     """Report the dev example's target connections per pod for every chat pod (HPA steady)."""
     selector = "app.kubernetes.io/component=chat,app.kubernetes.io/managed-by=hypersend-operator"
@@ -198,26 +218,51 @@ def manifests(
     return docs + crs, namespaces
 
 
-def ready_times(
-    cluster: Cluster, namespaces: list[str], started: float, timeout: float
-) -> list[float]:
-    """Seconds from apply to Ready for each cluster (polled every 0.5 s)."""
-    done: dict[str, float] = {}
-    wanted = set(namespaces)
-    deadline = time.monotonic() + timeout
-    while len(done) < len(wanted) and time.monotonic() < deadline:
-        items = cluster.json("get", "hypersendclusters", "-A")["items"]
-        now = time.monotonic()
-        for item in items:
-            ns = item["metadata"]["namespace"]
-            st = item.get("status") or {}
-            fresh = st.get("observedGeneration") == item["metadata"]["generation"]
-            if ns in wanted and ns not in done and fresh and st.get("phase") == "Ready":
-                done[ns] = now - started
-        time.sleep(0.5)
-    if len(done) < len(wanted):
-        raise RuntimeError(f"only {len(done)}/{len(wanted)} Ready after {timeout}s")
-    return sorted(done.values())
+class ReadyWatch:
+    """Records when each cluster first reports Ready for its current generation, from one
+    `kubectl get -w` stream: polling with a kubectl per half second would cost this 2-core
+    machine more CPU than the operator under test."""
+
+    TEMPLATE = (
+        "{.metadata.namespace} {.metadata.generation} {.status.observedGeneration} "
+        '{.status.phase}{"\\n"}'
+    )
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.ready: dict[str, float] = {}
+        self.changed = threading.Condition()
+        cmd = [
+            str(kubectl_binary()), "--kubeconfig", str(cluster.kubeconfig),
+            "get", "hypersendclusters", "-A", "-w", "-o", f"jsonpath={self.TEMPLATE}",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            fields = line.split()
+            if len(fields) == 4 and fields[1] == fields[2] and fields[3] == "Ready":
+                with self.changed:
+                    self.ready.setdefault(fields[0], time.monotonic())
+                    self.changed.notify_all()
+
+    def wait(self, namespaces: list[str], started: float, timeout: float) -> list[float]:
+        """Seconds from `started` (the apply) to Ready for each of `namespaces`."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not all(ns in self.ready for ns in namespaces):
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    done = sum(ns in self.ready for ns in namespaces)
+                    raise RuntimeError(f"only {done}/{len(namespaces)} Ready after {timeout}s")
+                self.changed.wait(left)
+            return sorted(self.ready[ns] - started for ns in namespaces)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
 
 
 UNRELATED_NAMESPACES = 10
@@ -288,9 +333,16 @@ def measure(
     docs, namespaces = manifests(f"{int(time.time()) % 100000}", count, autoscaling)
     requests0 = op.counter("hypersend_operator_api_requests_total")
     first0 = op.counter("hypersend_operator_reconciles_total")
-    started = time.monotonic()
-    cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
-    times = ready_times(cluster, namespaces, started, timeout=120 + 6 * count)
+    watch = ReadyWatch(cluster)
+    pids = busy_processes(cluster, op)
+    try:
+        cpu0 = cpu_seconds(pids)
+        started = time.monotonic()
+        cluster.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+        times = watch.wait(namespaces, started, timeout=120 + 6 * count)
+        cpu = {k: round(v - cpu0.get(k, 0.0), 1) for k, v in cpu_seconds(pids).items()}
+    finally:
+        watch.stop()
     requests_to_ready = op.counter("hypersend_operator_api_requests_total") - requests0
     passes_to_ready = op.counter("hypersend_operator_reconciles_total") - first0
     time.sleep(RESYNC)  # settle: HPA status and the first resyncs after Ready
@@ -322,11 +374,15 @@ def measure(
     for ns in namespaces:
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
     cluster.kubectl("delete", "pv", *[f"{ns}-mongo" for ns in namespaces], "--wait=false")
+    # The next measurement starts on a quiet control plane, not beside this one's cleanup.
+    for ns in namespaces:
+        cluster.kubectl("wait", "--for=delete", f"namespace/{ns}", "--timeout=600s")
     return {
         "clusters": count,
         "autoscaling": autoscaling,
         "apply_to_ready_median_s": statistics.median(times),
         "apply_to_ready_max_s": times[-1],
+        "cpu_seconds_apply_to_ready": cpu,
         "api_requests_to_ready_per_cluster": requests_to_ready / count,
         "passes_to_ready_per_cluster": passes_to_ready / count,
         "api_requests_per_idle_resync_pass": idle_requests / resyncs if resyncs else float("nan"),
@@ -362,10 +418,11 @@ def main() -> int:
     with cluster_under_test() as cluster:
         assert cluster.local is not None
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-        writer = cluster.local.start_custom_metrics()
         stop = threading.Event()
-        feeder = threading.Thread(target=feed, args=(cluster, writer, stop), daemon=True)
-        feeder.start()
+        if not args.no_autoscaling:
+            writer = cluster.local.start_custom_metrics()
+            feeder = threading.Thread(target=feed, args=(cluster, writer, stop), daemon=True)
+            feeder.start()
         log = Path(tempfile.mkdtemp(prefix="hypersend-bench-op-")) / "operator.log"
         op = Operator(cluster.kubeconfig, log)
         try:
