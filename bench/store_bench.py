@@ -5,14 +5,18 @@ messages (``latency``).
 
     .venv/bin/python bench/store_bench.py --backend postgresql
     .venv/bin/python bench/store_bench.py --backend postgresql --senders 1,10,100,200 \
-        --rooms 1000 --messages 4000 --membership
+        --rooms 1000 --messages 4000 --membership batch
 
 ``throughput`` counts every command PyMongo starts while the senders run (a CommandListener on
 the bench's own Store, so the figure does not depend on the server's metrics): round trips per
 stored message are that count over the messages stored. Each sender sends to rooms round robin
-(sender i starts at room i), every message with a fresh client id. ``--membership`` adds the
-membership check the send paths make before storing (chatserver/realtime.py `_send`,
-chatserver/api.py `send_message`), so the figure is the whole send path's. Each row gets its
+(sender i starts at room i), every message with a fresh client id. ``--membership MODE`` adds
+the sender's membership check, so the figure is the whole send path's: ``find`` one
+`is_member` find before each send (what both send paths did before issue #16), ``batch`` the
+group commit's check (`append_message(check_member=True)`: one find per batch; the REST send
+and a socket's send to a room it does not follow), ``socket`` a socket's send to a room it
+follows (chatserver/realtime.py `Session.trusts`: the sender's rooms are read once before the
+timed part, as at connect, and no check per message). Each row gets its
 own database and Store; the rooms are created and every room gets one message before the timed
 part (a warm process: every room's seq is known).
 
@@ -141,7 +145,12 @@ class CommandCounter(CommandListener):
 
 
 async def send_all(
-    store: Store, room_ids: list[str], concurrency: int, messages: int, membership: bool
+    store: Store,
+    room_ids: list[str],
+    concurrency: int,
+    messages: int,
+    membership: str | None,
+    followed: dict[str, set[str]],
 ) -> list[float]:
     """`messages` sends by `concurrency` senders; the latency of each in ms."""
     ids: Iterator[int] = itertools.count()
@@ -152,9 +161,13 @@ async def send_all(
             at = (index + k * concurrency) % len(room_ids)
             room, user = room_ids[at], (f"u{at % 50}" if membership else "owner")
             started = time.perf_counter()
-            if membership and not await store.is_member(room, user):
+            if membership == "find" and not await store.is_member(room, user):
                 raise AssertionError("the bench's sender is a member")
-            await store.append_message(room, user, f"c{next(ids)}", "x" * 100)
+            if membership == "socket" and room not in followed[user]:
+                raise AssertionError("the bench's sender follows the room")
+            await store.append_message(
+                room, user, f"c{next(ids)}", "x" * 100, check_member=membership == "batch"
+            )
             took.append((time.perf_counter() - started) * 1000)
 
     per_sender = [
@@ -165,7 +178,7 @@ async def send_all(
 
 
 async def measure_throughput(
-    mongo_url: str, senders: list[int], rooms: int, messages: int, membership: bool
+    mongo_url: str, senders: list[int], rooms: int, messages: int, membership: str | None
 ) -> None:
     print(
         f"{'senders':>7} {'rooms':>6} {'stored':>7} {'seconds':>8} {'msg/s':>8} "
@@ -190,9 +203,14 @@ async def measure_throughput(
             ]
             # Warm: every room's seq is known to this process, as on a server that has run.
             await asyncio.gather(*(store.append_message(r, "owner", "warm", "w") for r in room_ids))
+            # What a socket of each sender reads at connect (not counted: not per message).
+            followed = {
+                f"u{i}": set(await store.room_ids_for_user(f"u{i}"))
+                for i in range(50 if membership == "socket" else 0)
+            }
             counter.counts.clear()
             started = time.perf_counter()
-            took = await send_all(store, room_ids, concurrency, messages, membership)
+            took = await send_all(store, room_ids, concurrency, messages, membership, followed)
             seconds = time.perf_counter() - started
             for room in room_ids[: min(rooms, 20)]:
                 seqs = [m.seq for m in await store.messages_after(room, 0, 10_000)]
@@ -268,8 +286,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--messages", type=int, default=2000, help="throughput: per row")
     parser.add_argument(
         "--membership",
-        action="store_true",
-        help="throughput: check membership before each send, as the send paths do",
+        choices=("find", "batch", "socket"),
+        help="throughput: the sender's membership check: a find per send (before issue #16), "
+        "the group commit's one per batch, or none for a room the socket follows",
     )
     parser.add_argument("--mongo-url", help="an existing MongoDB/FerretDB (default: start one)")
     parser.add_argument(
@@ -291,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
             asyncio.run(measure(mongo_url, args.appends))
             return
         senders = [int(n) for n in args.senders.split(",")]
-        check = ", membership checked" if args.membership else ""
+        check = f", membership checked ({args.membership})" if args.membership else ""
         print(f"# stored messages/s and MongoDB round trips per message, {where}{check}")
         asyncio.run(
             measure_throughput(mongo_url, senders, args.rooms, args.messages, args.membership)

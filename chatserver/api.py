@@ -47,7 +47,7 @@ from chatserver.models import (
     message_text_error,
 )
 from chatserver.models import Message as ChatMessage  # starlette's Message is the ASGI one
-from chatserver.store import UNAVAILABLE_ERRORS, SeqContention, Store, UsernameTaken
+from chatserver.store import UNAVAILABLE_ERRORS, NotMember, SeqContention, Store, UsernameTaken
 
 log = logging.getLogger("chatserver.api")
 T = TypeVar("T")
@@ -865,7 +865,6 @@ async def send_message(
 ) -> dict[str, Any]:
     """Store a message and return it with its seq: 201 when stored now, 200 when this
     `client_id` was already stored (an idempotent retry)."""
-    await require_member(store, room_id, user_id)
     check_text(body.text, settings)
 
     async def publish(stored: ChatMessage) -> None:
@@ -873,9 +872,13 @@ async def send_message(
         # receivers drop the duplicate by seq.
         await publish_room(bus, room_id, events.message(stored), seq=stored.seq)
 
-    message, created = await store.append_message(
-        room_id, user_id, body.client_id, body.text, on_stored=publish
-    )
+    try:
+        # Membership is read by the group commit, one find for the whole batch (issue #16).
+        message, created = await store.append_message(
+            room_id, user_id, body.client_id, body.text, on_stored=publish, check_member=True
+        )
+    except NotMember:
+        raise room_not_found() from None
     response.status_code = 201 if created else 200
     if created:
         MESSAGES_RECEIVED.inc()

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     # A socket that takes no frame for this long while history waits to be queued for it is a
     # slow consumer (chatserver/realtime.py, Session.push_wait).
     ws_send_stall_seconds: float = Field(default=10, gt=0)
+    # How often a process re-reads from MongoDB the memberships its sockets rely on: the bound
+    # on how long a removal whose bus event was lost still lets a socket send to and receive
+    # from the room (chatserver/realtime.py, Hub.recheck_memberships).
+    membership_recheck_seconds: float = Field(default=60, gt=0)
     max_message_bytes: int = Field(default=16_384, ge=1)
     rate_limit_per_minute: int = Field(default=100, ge=1)
     drain_delay_seconds: float = Field(default=5, ge=0)

@@ -199,6 +199,16 @@ PUBSUB_RECONNECTS: Final = Counter(
     "hypersend_pubsub_reconnects_total",
     "New pub/sub connections opened to replace a lost or dead one.",
 )
+MEMBERSHIP_RECHECKS: Final = Counter(
+    "hypersend_membership_rechecks_total",
+    "Passes that re-read from MongoDB the membership of every room a local socket follows "
+    "(HYPERSEND_MEMBERSHIP_RECHECK_SECONDS, and after pub/sub came back).",
+)
+MEMBERSHIP_LAPSED: Final = Counter(
+    "hypersend_membership_lapsed_total",
+    "Rooms a socket followed whose membership a recheck no longer found in MongoDB (the "
+    "removal event never reached the socket).",
+)
 PUBSUB_RESYNCS: Final = Counter(
     "hypersend_pubsub_resyncs_total",
     "Times every room with local members was caught up from MongoDB after pub/sub came back.",

@@ -145,6 +145,7 @@ class Session:
         "close_code",
         "closed",
         "connection_id",
+        "doubted",
         "drained",
         "expiry_warned",
         "handling",
@@ -206,6 +207,35 @@ class Session:
         self._writer: asyncio.Task[None] | None = None
         # Membership events of this socket, checked against the store one at a time.
         self.user_events = asyncio.Lock()
+        # Rooms with a removal announced and not yet checked against MongoDB: count per room
+        # (None while there is none, the usual case: no dict per idle socket).
+        self.doubted: dict[str, int] | None = None
+
+    # -- membership ------------------------------------------------------------------------------
+
+    def trusts(self, room_id: str) -> bool:
+        """Whether a send to the room may skip the store's membership check (issue #16).
+
+        ``rooms`` is filled only from MongoDB (connect, a checked ``room_added``, resume) and
+        narrowed by removals; a room whose removal is announced (bus event or the hub's
+        recheck) is doubted until MongoDB has been asked again. See Hub.recheck_memberships for
+        the bound when a removal event is lost.
+        """
+        return room_id in self.rooms and not (self.doubted and room_id in self.doubted)
+
+    def doubt(self, room_id: str) -> None:
+        if self.doubted is None:
+            self.doubted = {}
+        self.doubted[room_id] = self.doubted.get(room_id, 0) + 1
+
+    def undoubt(self, room_id: str) -> None:
+        if self.doubted is None or room_id not in self.doubted:
+            return
+        self.doubted[room_id] -= 1
+        if self.doubted[room_id] <= 0:
+            del self.doubted[room_id]
+        if not self.doubted:
+            self.doubted = None
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -472,6 +502,8 @@ class Hub:
         # Set while no authenticated socket is open (a drain waits for it).
         self._no_sessions = asyncio.Event()
         self._no_sessions.set()
+        self._rechecker: asyncio.Task[None] | None = None
+        self._recheck_now = asyncio.Event()
 
     @property
     def connection_count(self) -> int:
@@ -482,6 +514,7 @@ class Hub:
     async def start(self) -> None:
         await self.bus.start(self._on_delivery, self._on_bus_resync)
         self._ticker = asyncio.create_task(self._tick(), name="ws-ticker")
+        self._rechecker = asyncio.create_task(self._recheck_loop(), name="ws-membership-recheck")
 
     async def drain(self) -> None:
         """Send every socket a jittered ``reconnect`` hint, close them in batches (1012), remove
@@ -561,10 +594,11 @@ class Hub:
         self.draining = True
         if self._shedder is not None:
             self._shedder.cancel()
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        for task in (self._ticker, self._rechecker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         sessions = list(self.sessions)
         for session in sessions:
             session.close(Close.SERVICE_RESTART, "server stopping, reconnect", flush=False)
@@ -589,12 +623,32 @@ class Hub:
             for session in list(sessions):
                 session.on_room_event(delivery.target, item)
         else:
+            removed = delivery.event.get("room_id")
+            if delivery.event.get("type") != "room_removed" or not isinstance(removed, str):
+                removed = None
             for session in list(self._user_sessions.get(delivery.target, ())):
+                if removed is not None:
+                    # Narrowed at once, widened never: until MongoDB has answered, sends to the
+                    # room are checked by the store (a forged removal costs a check, no more).
+                    session.doubt(removed)
                 session.spawn(
                     self._on_user_event(session, delivery.event), f"ws-user-event-{session.id}"
                 )
 
-    async def _on_user_event(self, session: Session, event: dict[str, Any]) -> None:
+    async def _on_user_event(
+        self, session: Session, event: dict[str, Any], *, from_bus: bool = True
+    ) -> None:
+        """See `_check_membership`; a removal's doubt (`Session.doubt`) ends with the check."""
+        room_id = event.get("room_id")
+        try:
+            await self._check_membership(session, event, from_bus=from_bus)
+        finally:
+            if event.get("type") == "room_removed" and isinstance(room_id, str):
+                session.undoubt(room_id)
+
+    async def _check_membership(
+        self, session: Session, event: dict[str, Any], *, from_bus: bool
+    ) -> None:
         """Follow or drop a room as MongoDB says, never as the event says.
 
         A user channel carries only ``room_added`` / ``room_removed``, and either is a hint:
@@ -623,7 +677,7 @@ class Hub:
                 return
             if member and room is not None:
                 if kind == "room_removed" or room_id in session.rooms:
-                    if kind == "room_removed":
+                    if kind == "room_removed" and from_bus:
                         metrics.BUS_EVENTS_REFUSED.labels("user").inc()
                     return
                 await self._add_room(session, room, event)
@@ -634,6 +688,51 @@ class Hub:
                     await self._unfollow(session, [room_id])
             else:
                 metrics.BUS_EVENTS_REFUSED.labels("user").inc()
+
+    async def _recheck_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.membership_recheck_seconds):
+                    await self._recheck_now.wait()
+            self._recheck_now.clear()
+            try:
+                await self.recheck_memberships()
+            except Exception as exc:
+                # The next pass tries again; meanwhile a lost removal goes unnoticed longer.
+                log.warning("membership recheck failed: %s", type(exc).__name__)
+
+    async def recheck_memberships(self) -> int:
+        """Re-read every membership the local sockets rely on; drop the lapsed ones.
+
+        Sockets send to (without a store check, `Session.trusts`) and receive from the rooms in
+        ``Session.rooms``, which a ``room_removed`` on the bus narrows. When that event is lost
+        (the publisher could not reach Redis, or this process's subscription was down), this
+        pass finds the removal at the latest HYPERSEND_MEMBERSHIP_RECHECK_SECONDS later, or as
+        soon as pub/sub comes back. One find per MEMBERSHIP_CHUNK (room, user) pairs of the
+        whole process, so its cost does not grow with messages. A lapsed room is handled like a
+        removal event: doubted at once, then dropped if MongoDB confirms it under the socket's
+        membership lock (a concurrent re-add wins). Returns how many were found lapsed.
+        """
+        sessions = [s for s in self.sessions if s.close_code is None]
+        pairs = {(room_id, s.user_id) for s in sessions for room_id in s.rooms}
+        present = await self.store.existing_members(pairs) if pairs else set()
+        metrics.MEMBERSHIP_RECHECKS.inc()
+        lapsed = pairs - present
+        found = 0
+        for session in sessions:
+            for room_id in [r for r in session.rooms if (r, session.user_id) in lapsed]:
+                found += 1
+                session.doubt(room_id)
+                session.spawn(
+                    self._on_user_event(
+                        session, {"type": "room_removed", "room_id": room_id}, from_bus=False
+                    ),
+                    f"ws-recheck-{session.id}",
+                )
+        if found:
+            metrics.MEMBERSHIP_LAPSED.inc(found)
+            log.warning("membership recheck: %d socket rooms no longer a membership", found)
+        return found
 
     async def _add_room(self, session: Session, room: Room, event: dict[str, Any]) -> None:
         """Follow a room the store says the user is a member of."""
@@ -661,6 +760,8 @@ class Hub:
     async def _on_bus_resync(self) -> None:
         """Pub/sub is back after missing events: catch every local room up from MongoDB."""
         metrics.PUBSUB_RESYNCS.inc()
+        # Removal events published meanwhile were lost for this process as well.
+        self._recheck_now.set()
         high_water = dict(self._room_seq)
         rooms = sum(session.catch_up(high_water, self._rng) for session in list(self.sessions))
         log.warning(
@@ -1059,12 +1160,15 @@ class Hub:
                 frame.room_id, events.typing(frame.room_id, session.user_id)
             )
         elif isinstance(frame, ReadFrame):
-            room = await self.store.get_room(frame.room_id)
-            if room is None or not await self.store.is_member(frame.room_id, session.user_id):
+            # A membership implies its room exists (members are removed, rooms never).
+            if not session.trusts(frame.room_id) and not await self.store.is_member(
+                frame.room_id, session.user_id
+            ):
                 session.send(_not_member(frame.room_id))
                 return
-            if frame.seq > room.last_seq:
-                problem = f"seq {frame.seq} is beyond the room's last seq {room.last_seq}"
+            last_seq = await self.store.highest_seq(frame.room_id)
+            if frame.seq > last_seq:
+                problem = f"seq {frame.seq} is beyond the room's last seq {last_seq}"
                 session.send(events.error("invalid_seq", problem, room_id=frame.room_id))
                 return
             await self.store.mark_read(frame.room_id, session.user_id, frame.seq)
@@ -1113,19 +1217,20 @@ class Hub:
 
     async def _send(self, session: Session, frame: SendFrame) -> None:
         ids = {"room_id": frame.room_id, "client_id": frame.client_id}
-        if not await self.store.is_member(frame.room_id, session.user_id):
-            session.send(_not_member(frame.room_id, client_id=frame.client_id))
-            return
         try:
             # Published as soon as stored (a retry publishes again: receivers dedupe by seq).
+            # A room the socket follows was checked in MongoDB when it was followed and is
+            # dropped on removal (`Session.trusts`): no round trip per message (issue #16).
+            # Any other room is checked by the store in the batch's one membership read.
             msg, created = await self.store.append_message(
                 frame.room_id,
                 session.user_id,
                 frame.client_id,
                 frame.text,
                 on_stored=self._publish_message,
+                check_member=not session.trusts(frame.room_id),
             )
-        except RoomNotFound:
+        except RoomNotFound:  # NotMember too
             session.send(_not_member(frame.room_id, client_id=frame.client_id))
             return
         except SeqContention:

@@ -16,7 +16,9 @@ before (the send is answered with that message and its room's next send takes th
 seq exists only once its message is stored and seq N is stored only after N-1: resume can
 always fetch a missing seq from history. (A separate `$inc` counter would leave a hole whenever
 the process dies between allocating and inserting, and FerretDB v1's `$inc` is not atomic.)
-The room summaries are written behind the messages, batched (`_summary_loop`).
+The room summaries are written behind the messages, batched (`_summary_loop`). A send may ask
+for the sender's membership to be checked: the batch reads all its (room, sender) pairs in one
+find right before the insert (`_members_only`), instead of a find per message.
 
 FerretDB v1 applies findAndModify/update as read-modify-write of the whole document without a
 transaction (FerretDB/FerretDB#3040): a conditional update can have several winners and
@@ -105,6 +107,8 @@ MAX_SEQ_HINTS: Final = 100_000
 MAX_SEQ_PROBES: Final = 64
 # Rooms listed by GET /rooms at most (newest activity first).
 MAX_ROOMS_LISTED: Final = 500
+# Memberships read by one `existing_members` command at most (its answer comes in one batch).
+MEMBERSHIP_CHUNK: Final = 1000
 
 
 # The server error code of a duplicate key (MongoDB and FerretDB).
@@ -124,6 +128,10 @@ class UsernameTaken(StoreError):
 
 class RoomNotFound(StoreError):
     """The room does not exist."""
+
+
+class NotMember(RoomNotFound):
+    """The sender is not a member of the room (or the room does not exist): nothing stored."""
 
 
 class SeqContention(StoreError):
@@ -184,6 +192,9 @@ class _PendingSend:
     text: str
     on_stored: OnStored | None
     future: asyncio.Future[tuple[Message, bool]]
+    # Whether the group commit checks the sender's membership before the insert (the caller
+    # has not: a REST send, or a socket that does not know the room, see `append_message`).
+    check_member: bool = False
     attempts: int = 0
     # Sends with the same client key in the same batch: answered with this one's message.
     retries: list[_PendingSend] = field(default_factory=list)
@@ -212,6 +223,23 @@ def merge_retries(batch: list[_PendingSend]) -> list[_PendingSend]:
         else:
             first[send.key] = send
     return list(first.values())
+
+
+def only_members(
+    batch: list[_PendingSend], members: set[tuple[str, str]]
+) -> tuple[list[_PendingSend], list[_PendingSend]]:
+    """(sends that may be stored, sends refused): a send asking for the membership check is
+    refused unless its (room, sender) is in `members`."""
+    allowed: list[_PendingSend] = []
+    refused: list[_PendingSend] = []
+    for send in batch:
+        ok = not send.check_member or (send.room_id, send.sender_id) in members
+        (allowed if ok else refused).append(send)
+    return allowed, refused
+
+
+def chunked(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def assign_seqs(rooms: list[str], highest: Mapping[str, int]) -> list[int]:
@@ -684,6 +712,21 @@ class Store:
         )
         return doc is not None
 
+    async def existing_members(self, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which (room_id, user_id) pairs are memberships: one find per MEMBERSHIP_CHUNK pairs.
+
+        By `_id` (an index lookup on MongoDB; FerretDB v1 pushes only a single `_id` equality
+        down to its backend and filters an `$in` itself, so one pair is asked by equality).
+        """
+        wanted = {member_id(room, user): (room, user) for room, user in pairs}
+        found: set[tuple[str, str]] = set()
+        for chunk in chunked(list(wanted), MEMBERSHIP_CHUNK):
+            query: Document = {"_id": chunk[0] if len(chunk) == 1 else {"$in": chunk}}
+            # One more than can match: the first batch exhausts the cursor (no getMore).
+            cursor = self._members.find(query, projection={"_id": True}, batch_size=len(chunk) + 1)
+            found.update([wanted[str(doc["_id"])] async for doc in cursor])
+        return found
+
     async def members(self, room_id: str) -> list[Member]:
         cursor = self._members.find({"room_id": room_id}).sort("joined_at", ASCENDING)
         return [_member(doc) async for doc in cursor]
@@ -724,6 +767,8 @@ class Store:
         client_id: str,
         text: str,
         on_stored: OnStored | None = None,
+        *,
+        check_member: bool = False,
     ) -> tuple[Message, bool]:
         """Store a message with the room's next seq; (message, created).
 
@@ -740,6 +785,11 @@ class Store:
         a process runs it for a room's messages in seq order (a publish that overtakes an
         earlier seq makes every receiver hold it back until the gap is filled). Its failure is
         logged: the message is stored and the sender gets its ack.
+
+        `check_member`: refuse the send with `NotMember` (nothing stored) unless MongoDB says
+        the sender is a member of the room, read right before the insert. The batch's checks
+        are one find for all of them, so a checked send costs no round trip of its own under
+        load (issue #16), where a separate check before the call cost one per message.
         """
         send = _PendingSend(
             room_id,
@@ -748,6 +798,7 @@ class Store:
             text,
             on_stored,
             asyncio.get_running_loop().create_future(),
+            check_member,
         )
         self._pending.append(send)
         if self._committer is None or self._committer.done():
@@ -769,7 +820,7 @@ class Store:
             self._in_flight = []
 
     async def _commit(self, batch: list[_PendingSend]) -> None:
-        todo = merge_retries(batch)
+        todo = await self._members_only(merge_retries(batch))
         highest: dict[str, int] = {}
         while todo:
             done: list[tuple[_PendingSend, Message, bool]] = []
@@ -819,6 +870,24 @@ class Store:
                 todo = []
             if done:
                 self._deliver(done)
+
+    async def _members_only(self, batch: list[_PendingSend]) -> list[_PendingSend]:
+        """The sends of `batch` that may be stored; the others are answered with `NotMember`
+        (or the error of the membership read: then nothing of theirs was stored)."""
+        pairs = {(s.room_id, s.sender_id) for s in batch if s.check_member}
+        if not pairs:
+            return batch
+        members: set[tuple[str, str]] = set()
+        failed: Exception | None = None
+        try:
+            members = await self.existing_members(pairs)
+        except Exception as exc:
+            log.warning("membership check of %d sends failed: %s", len(batch), str(exc)[:200])
+            failed = exc
+        allowed, refused = only_members(batch, members)
+        for send in refused:
+            send.fail(failed if failed is not None else NotMember(send.room_id))
+        return allowed
 
     @staticmethod
     def _after_duplicate(

@@ -8,9 +8,11 @@ from chatserver.store import (
     DUPLICATE_KEY,
     _PendingSend,
     assign_seqs,
+    chunked,
     client_key,
     first_duplicate,
     merge_retries,
+    only_members,
 )
 
 
@@ -44,3 +46,20 @@ async def test_repeated_client_keys_in_a_batch_are_answered_by_the_first() -> No
     batch[0].fail(RuntimeError("down"))
     assert batch[2].future.exception() is batch[0].future.exception()
     assert not batch[1].future.done()
+
+
+async def test_only_checked_sends_of_non_members_are_refused() -> None:
+    loop = asyncio.get_running_loop()
+
+    def send(room: str, sender: str, check: bool) -> _PendingSend:
+        return _PendingSend(room, sender, "c", "t", None, loop.create_future(), check)
+
+    member, stranger, trusted = send("r", "u", True), send("r", "x", True), send("s", "x", False)
+    allowed, refused = only_members([member, stranger, trusted], {("r", "u")})
+    assert allowed == [member, trusted]
+    assert refused == [stranger]
+
+
+def test_chunks_keep_order_and_cover_everything() -> None:
+    assert chunked([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]
+    assert chunked([], 3) == []
