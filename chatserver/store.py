@@ -932,6 +932,18 @@ class Store:
         doc = await self._rooms.find_one({"_id": room_id}, projection={"last_seq": True})
         return 0 if doc is None else int(doc.get("last_seq") or 0)
 
+    async def seq_floors(self, room_ids: list[str]) -> dict[str, int]:
+        """A lower bound of each room's highest stored seq, in one read (none if no rooms).
+
+        The rooms' summaries are written behind their messages (`_write_summaries`) and this
+        process's hints only name stored seqs, so neither is ever ahead of the room: cheaper
+        than `highest_seq`'s probes, and exact once the summaries caught up (~0.25 s)."""
+        if not room_ids:
+            return {}
+        cursor = self._rooms.find({"_id": {"$in": room_ids}}, projection={"last_seq": True})
+        found = {str(doc["_id"]): int(doc.get("last_seq") or 0) async for doc in cursor}
+        return {room: max(found.get(room, 0), self._seq_hints.get(room, 0)) for room in room_ids}
+
     async def highest_seq(self, room_id: str) -> int:
         """The room's highest stored seq (0 if empty): exact, unlike `Room.last_seq`."""
         seq = max(self._seq_hints.get(room_id, 0), await self._room_last_seq(room_id))
