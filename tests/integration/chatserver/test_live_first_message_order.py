@@ -18,14 +18,23 @@ from what the process has.
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 import redis
 
 from chatserver import events
 from chatserver.bus import envelope
+from chatserver.models import Message
 from chatserver.store import Store
 from tests.fixtures.chat import ChatServerFactory, store_settings
-from tests.integration.chatserver.realtime_client import connect_user, create_group, register
+from tests.integration.chatserver.realtime_client import (
+    Client,
+    connect_user,
+    create_group,
+    register,
+    rest_as,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -64,3 +73,87 @@ async def test_a_live_socket_gets_every_later_message_whatever_the_publish_order
     for client in (listener, sender):
         await client.until(lambda f: f.get("type") == "message" and f["seq"] == after["seq"])
         assert client.message_seqs(room) == [1, 2, 3]
+
+
+async def _store_unpublished(
+    mongo_url: str, mongo_db_name: str, room: str, sender: str, count: int
+) -> list[Message]:
+    """``count`` messages stored as another process would, not published; its room summary is
+    written when the store closes."""
+    store = Store(store_settings(mongo_url, mongo_db_name))
+    await store.connect()
+    try:
+        sends = [secrets.token_hex(8) for _ in range(count)]
+        return [(await store.append_message(room, sender, cid, cid))[0] for cid in sends]
+    finally:
+        await store.close()
+
+
+def _publish_reversed(factory: ChatServerFactory, room: str, messages: list[Message]) -> None:
+    admin = redis.Redis.from_url(factory.base_env["HYPERSEND_REDIS_URL"])
+    channel = f"{factory.redis_prefix}room:{room}"
+    try:
+        for msg in reversed(messages):
+            assert admin.publish(channel, envelope(events.message(msg))) >= 1
+    finally:
+        admin.close()
+
+
+async def _until_seq(client: Client, seq: int) -> None:
+    await client.until(lambda f: f.get("type") == "message" and f["seq"] == seq)
+
+
+async def test_a_socket_going_live_in_a_room_with_history_starts_at_its_newest_seq(
+    chat_server_factory: ChatServerFactory, mongo_url: str, mongo_db_name: str
+) -> None:
+    """The baseline from MongoDB's summary (the listener: its process follows no socket of the
+    room) and from what the process has (the sender, connecting once the listener follows the
+    room) is the room's newest seq here, so nothing older is replayed; and an earlier seq
+    published after a later one is still delivered first."""
+    server = chat_server_factory.start()
+    alice, bob = await register(server.url), await register(server.url)
+    room = await create_group(server.url, alice, [bob])
+    await _store_unpublished(mongo_url, mongo_db_name, room, alice.id, 2)
+    listener = await connect_user(server.ws_url, bob)
+    sender = await connect_user(server.ws_url, alice)
+
+    later = await _store_unpublished(mongo_url, mongo_db_name, room, alice.id, 2)
+    assert [m.seq for m in later] == [3, 4]
+    _publish_reversed(chat_server_factory, room, later)
+
+    after = await sender.send_message(room, "five")
+    assert after["seq"] == 5
+    for client in (listener, sender):
+        await _until_seq(client, 5)
+        assert client.message_seqs(room) == [3, 4, 5]
+
+
+async def test_a_room_added_while_live_gets_every_later_message_whatever_the_publish_order(
+    chat_server_factory: ChatServerFactory, mongo_url: str, mongo_db_name: str
+) -> None:
+    """A room joined while live starts at the room's seq when the user was added (the stored
+    one, chatserver/realtime.py ``Hub._add_room``), not at its first live message."""
+    server = chat_server_factory.start()
+    alice, bob = await register(server.url), await register(server.url)
+    room = await create_group(server.url, alice, [])
+    await _store_unpublished(mongo_url, mongo_db_name, room, alice.id, 2)
+    listener = await connect_user(server.ws_url, bob)
+    assert listener.ready is not None
+    assert listener.ready["rooms"] == []
+    rest = rest_as(server.url, alice)
+    try:
+        await rest.add_member(room, bob.id)
+    finally:
+        await rest.aclose()
+    added = await listener.until_type("room_added")
+    assert added["room_id"] == room
+
+    later = await _store_unpublished(mongo_url, mongo_db_name, room, alice.id, 2)
+    assert [m.seq for m in later] == [3, 4]
+    _publish_reversed(chat_server_factory, room, later)
+
+    sender = await connect_user(server.ws_url, alice)
+    after = await sender.send_message(room, "five")
+    assert after["seq"] == 5
+    await _until_seq(listener, 5)
+    assert listener.message_seqs(room) == [3, 4, 5]
