@@ -933,16 +933,19 @@ class Store:
         return 0 if doc is None else int(doc.get("last_seq") or 0)
 
     async def seq_floors(self, room_ids: list[str]) -> dict[str, int]:
-        """A lower bound of each room's highest stored seq, in one read (none if no rooms).
+        """A lower bound of each room's highest stored seq.
 
         The rooms' summaries are written behind their messages (`_write_summaries`) and this
         process's hints only name stored seqs, so neither is ever ahead of the room: cheaper
-        than `highest_seq`'s probes, and exact once the summaries caught up (~0.25 s)."""
-        if not room_ids:
-            return {}
-        cursor = self._rooms.find({"_id": {"$in": room_ids}}, projection={"last_seq": True})
-        found = {str(doc["_id"]): int(doc.get("last_seq") or 0) async for doc in cursor}
-        return {room: max(found.get(room, 0), self._seq_hints.get(room, 0)) for room in room_ids}
+        than `highest_seq`'s probes, and exact once the summaries caught up (~0.25 s). One
+        lookup by `_id` per room, concurrent (one round trip of latency): FerretDB v1 pushes
+        down only an `_id` equality (internal/backends/sqlite/collection.go in its module), so
+        one `$in` find would read the whole rooms collection."""
+        found = await asyncio.gather(*(self._room_last_seq(room) for room in room_ids))
+        return {
+            room: max(seq, self._seq_hints.get(room, 0))
+            for room, seq in zip(room_ids, found, strict=True)
+        }
 
     async def highest_seq(self, room_id: str) -> int:
         """The room's highest stored seq (0 if empty): exact, unlike `Room.last_seq`."""
