@@ -917,8 +917,8 @@ class Hub:
                 cursor.begin_replay()  # hold live events until the resume window ends
                 session.rooms[room_id] = cursor
             # Where each room starts if the socket goes live without resuming it: rooms this
-            # process follows already start at what it saw, the others need one read, made
-            # while the channels are subscribed (see _set_baselines).
+            # process follows already start at what it saw, the others are read (one lookup
+            # each, concurrent) while the channels are subscribed (see _set_baselines).
             seen = {room: self._room_seq[room] for room in room_ids if room in self._room_seq}
             floors = asyncio.create_task(
                 self.store.seq_floors([room for room in room_ids if room not in seen]),
