@@ -25,7 +25,7 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Iterable, MutableMapping
+from collections.abc import Awaitable, Iterable, Mapping, MutableMapping
 from typing import Any, Final
 
 from fastapi import APIRouter, WebSocket
@@ -387,9 +387,10 @@ class Session:
         """Read every room from history after what the socket has (live events were missed).
 
         A room still waiting for the client's opening ``resume`` is skipped: that resume reads
-        history after the subscription anyway. A room the socket went live in without a resume
-        and has seen no message of starts from ``high_water`` (the newest seq this process saw),
-        or is skipped when there is none. Returns how many rooms were scheduled.
+        history after the subscription anyway. A live room always has a seq
+        (``Hub._set_baselines``); one without would start from ``high_water`` (the newest seq
+        this process saw), or be skipped when there is none. Returns how many rooms were
+        scheduled.
         """
         scheduled = 0
         for room_id, cursor in self.rooms.items():
@@ -494,7 +495,8 @@ class Hub:
         self._user_ready: dict[str, asyncio.Future[None]] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._rng = random.Random()
-        # Newest message seq seen from pub/sub per local room (a catch-up baseline).
+        # Per followed room, a lower bound of its highest seq: the newest seen from pub/sub, or
+        # where a socket's live delivery started (a baseline for catch-up and new sockets).
         self._room_seq: dict[str, int] = {}
         self.catch_up_slots = asyncio.Semaphore(CATCH_UP_CONCURRENCY)
         self._shed_queue: dict[Session, tuple[int, str]] = {}
@@ -1015,14 +1017,26 @@ class Hub:
                 cursor = RoomCursor()
                 cursor.begin_replay()  # hold live events until the resume window ends
                 session.rooms[room_id] = cursor
-            await self._follow_user(session)
-            # Checked once the user channel is subscribed: a logout before this is in MongoDB,
-            # one after it reaches this socket as ``sessions_revoked``.
-            if await token_revoked(self.store, token):
-                session.send(events.error("unauthorized", REVOKED))
-                session.close(Close.UNAUTHORIZED, REVOKED, flush=True)
-                return
-            await self._follow(session, room_ids)
+            # Where each room starts if the socket goes live without resuming it: rooms this
+            # process follows already start at what it saw, the others are read (one lookup
+            # each, concurrent) while the channels are subscribed (see _set_baselines).
+            seen = {room: self._room_seq[room] for room in room_ids if room in self._room_seq}
+            floors = asyncio.create_task(
+                self.store.seq_floors([room for room in room_ids if room not in seen]),
+                name=f"ws-seq-floors-{session.id}",
+            )
+            try:
+                await self._follow_user(session)
+                # Checked once the user channel is subscribed: a logout before this is in
+                # MongoDB, one after it reaches this socket as ``sessions_revoked``.
+                if await token_revoked(self.store, token):
+                    session.send(events.error("unauthorized", REVOKED))
+                    session.close(Close.UNAUTHORIZED, REVOKED, flush=True)
+                    return
+                await self._follow(session, room_ids)
+                self._set_baselines(session, room_ids, seen, await floors)
+            finally:
+                _discard(floors)
             session.send(events.ready(user_id, room_ids, token.expires_at))
             session.spawn(self._resume_window(session), f"ws-resume-window-{session.id}")
             session.spawn(self._announce(session, True), f"ws-presence-{session.id}")
@@ -1046,6 +1060,36 @@ class Hub:
                 await self._unfollow_user(session)
                 with contextlib.suppress(Exception):
                     await self._announce(session, False)
+
+    def _set_baselines(
+        self,
+        session: Session,
+        room_ids: list[str],
+        seen: Mapping[str, int],
+        floors: Mapping[str, int],
+    ) -> None:
+        """Give each room of a new socket the seq its live delivery starts after.
+
+        The first live message must not set it: two processes publish a room's seqs N and N+1
+        independently, so N+1 may arrive first, and N would be dropped as delivered with no gap
+        to fill (tests/integration/chatserver/test_live_first_message_order.py). A lower bound
+        of the room's highest stored seq is enough, as seq N is stored only after N-1
+        (chatserver/store.py): every message stored after the socket went live is above it,
+        and one above it the socket does not get live is a gap, filled from history. A resume
+        replaces the baseline with the client's seq (``RoomCursor.begin_replay``).
+        """
+        for room_id in room_ids:
+            cursor = session.rooms.get(room_id)
+            if cursor is None:
+                continue  # removed meanwhile (room_removed)
+            start = max(
+                seen.get(room_id, 0), floors.get(room_id, 0), self._room_seq.get(room_id, 0)
+            )
+            cursor.set_baseline(start)
+            # The next socket of this room on this process needs no read (entries go with the
+            # room's subscription, Hub._unfollow).
+            if room_id in self._room_sessions and start > self._room_seq.get(room_id, -1):
+                self._room_seq[room_id] = start
 
     async def _resume_window(self, session: Session) -> None:
         await asyncio.sleep(RESUME_WINDOW_SECONDS)
@@ -1298,6 +1342,15 @@ class Hub:
             last = await session.replay(room_id, last_seq)
             done[room_id] = last if last is not None else last_seq
         return done
+
+
+def _discard(task: asyncio.Task[Any]) -> None:
+    """Stop ``task`` if it still runs; an error of it the caller never awaited is dropped (the
+    caller is failing on its own already)."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
 
 
 def _fits_room_channel(room_id: str, event: dict[str, Any]) -> bool:

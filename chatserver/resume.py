@@ -54,8 +54,10 @@ class RoomCursor:
     """Ordering and dedupe state of one room on one socket.
 
     ``last_seq`` is the highest message seq delivered (None: not known yet, the first live
-    message sets it). Non-message frames (edits, reactions, read receipts, typing) carry no new
-    seq and pass straight through, except that a replay buffers them too so order is kept.
+    message sets it; the hub gives every room a baseline before it goes live, as the first
+    message to arrive may be ahead of one published later). Non-message frames (edits,
+    reactions, read receipts, typing) carry no new seq and pass straight through, except that a
+    replay buffers them too so order is kept.
     """
 
     def __init__(self, last_seq: int | None = None) -> None:
@@ -87,8 +89,8 @@ class RoomCursor:
         return self._admit(item)
 
     def set_baseline(self, seq: int) -> None:
-        """A cursor that has seen no message yet treats ``seq`` as already delivered (a catch-up
-        of a room the client went live in without resuming starts there)."""
+        """A cursor that has seen no message yet treats ``seq`` as already delivered (a room the
+        client goes live in without resuming starts there)."""
         if self.last_seq is None:
             self.last_seq = seq
 

@@ -1001,6 +1001,21 @@ class Store:
         doc = await self._rooms.find_one({"_id": room_id}, projection={"last_seq": True})
         return 0 if doc is None else int(doc.get("last_seq") or 0)
 
+    async def seq_floors(self, room_ids: list[str]) -> dict[str, int]:
+        """A lower bound of each room's highest stored seq.
+
+        The rooms' summaries are written behind their messages (`_write_summaries`) and this
+        process's hints only name stored seqs, so neither is ever ahead of the room: cheaper
+        than `highest_seq`'s probes, and exact once the summaries caught up (~0.25 s). One
+        lookup by `_id` per room, concurrent (one round trip of latency): FerretDB v1 pushes
+        down only an `_id` equality (internal/backends/sqlite/collection.go in its module), so
+        one `$in` find would read the whole rooms collection."""
+        found = await asyncio.gather(*(self._room_last_seq(room) for room in room_ids))
+        return {
+            room: max(seq, self._seq_hints.get(room, 0))
+            for room, seq in zip(room_ids, found, strict=True)
+        }
+
     async def highest_seq(self, room_id: str) -> int:
         """The room's highest stored seq (0 if empty): exact, unlike `Room.last_seq`."""
         seq = max(self._seq_hints.get(room_id, 0), await self._room_last_seq(room_id))
