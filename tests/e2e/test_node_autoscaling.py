@@ -8,7 +8,7 @@ dozen sockets make a surge. Members of `bench/zero_loss.py` send throughout. Eve
 is what a platform team runs: Prometheus with charts/prometheus-scrape-config.yaml, the adapter
 with charts/prometheus-adapter-values.yaml, metrics-server for the CPU and memory targets
 (tools/hypersend_devenv/metrics.py, which sets the local scrape and relist intervals), and the
-local cluster's HPA sync period (5 s, tools/hypersend_devenv/cluster.py).
+local cluster's HPA sync period (1 s, tools/hypersend_devenv/cluster.py).
 """
 
 from __future__ import annotations
