@@ -7,7 +7,8 @@ The cluster runs with short HPA windows (this test's CR) and a low target per po
 dozen sockets make a surge. Members of `bench/zero_loss.py` send throughout. Everything between
 is what a platform team runs: Prometheus with charts/prometheus-scrape-config.yaml, the adapter
 with charts/prometheus-adapter-values.yaml, metrics-server for the CPU and memory targets
-(tools/hypersend_devenv/metrics.py), and the cluster's default HPA sync period (15 s).
+(tools/hypersend_devenv/metrics.py, which sets the local scrape and relist intervals), and the
+local cluster's HPA sync period (1 s, tools/hypersend_devenv/cluster.py).
 """
 
 from __future__ import annotations
@@ -47,12 +48,13 @@ def autoscaling_manifest(hsc: ClusterHelper) -> dict[str, Any]:
     spec["chat"]["rateLimit"] = {"requestsPerMinute": 6000}
     spec["chat"]["websocket"] = {"drainDelaySeconds": 2, "drainSeconds": 15}
     # Requests the 2-core node can hold three times, and that this load keeps well under the
-    # CPU (70 %) and memory (80 %) targets: only the connection metric decides here. An idle
-    # chat process holds ~60 MiB, so with 128Mi two pods' memory (92 % of one request) kept the
-    # HPA from scaling down to one: memory requests must leave room for the pods' baseline.
+    # CPU (70 %) and memory (80 %) targets: only the connection metric decides here. A chat
+    # process holds ~60-75 MiB, and the HPA's memory recommendation is ceil(pods x usage /
+    # (0.8 x request)): with 256Mi three pods' baseline asked for two, so the scale-down went
+    # 3 -> 2 -> 1 and waited out the stabilization window twice. 1Gi keeps it at one.
     spec["chat"]["resources"] = {
-        "requests": {"cpu": "250m", "memory": "256Mi"},
-        "limits": {"cpu": "1", "memory": "512Mi"},
+        "requests": {"cpu": "250m", "memory": "1Gi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
     }
     spec["autoscaling"] = {
         "enabled": True,

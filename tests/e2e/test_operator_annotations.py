@@ -3,7 +3,7 @@
 The annotations `hypersend.io/paused` and `hypersend.io/restartedAt` (what `kubectl hypersend
 pause|resume` and ArgoCD's pause / resume / restart actions write) must start a pass as soon as
 they change, not at the next periodic resync. This module runs its own operator with the default
-resync (the suite's operator resyncs every 10 s and would hide a slow path), and each step asserts
+resync (the suite's operator resyncs every 5 s and would hide a slow path), and each step asserts
 that the pass triggered by the change itself (trigger "update") ran: if only the resync acted, the
 update counter would not move and the test fails. The measured latencies are printed.
 """

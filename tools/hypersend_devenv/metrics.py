@@ -6,13 +6,16 @@ prometheus-adapter serving `custom.metrics.k8s.io` from it, and metrics-server s
   `charts/prometheus-scrape-config.yaml`, the file docs/install.md gives users without the
   Prometheus Operator (pod discovery with the prometheus.io annotations the chat and operator
   pods carry, and the kubelets' cAdvisor), and loads the chart's alert rule files.
+  Only the intervals are the local cluster's own (LOCAL_SCRAPE_INTERVAL,
+  LOCAL_ADAPTER_VALUES): a fresh cluster's first connection count comes in seconds, not minutes.
 - prometheus-adapter runs with `charts/prometheus-adapter-values.yaml`, rendered as the
   prometheus-community chart renders it (its ConfigMap's `config.yaml` and its Deployment's
   arguments), with only `prometheus.url` pointed at this Prometheus, as a user's `--set` would.
 - metrics-server verifies the kubelets' serving certificates with the cluster CA.
 
 `install(cluster)` applies everything and waits until both APIServices are Available through the
-API server's aggregator (which reaches the pods through the node relay's egress proxy).
+API server's aggregator (which reaches the pods through the node relay's egress proxy);
+`apply` and `wait_available` are its two halves, for callers with other work in between.
 """
 
 from __future__ import annotations
@@ -46,6 +49,14 @@ CUSTOM_METRICS_API = "v1beta1.custom.metrics.k8s.io"
 RESOURCE_METRICS_API = "v1beta1.metrics.k8s.io"
 # The chart's defaults for what the values file leaves out (prometheus-adapter chart 4.x/5.x).
 ADAPTER_CHART_DEFAULTS = {"metricsRelistInterval": "1m", "logLevel": 4}
+# The local cluster's timing, set as a user's `--set` / edited interval would be (nothing else of
+# the users' files changes). The adapter registers a metric only on a relist that finds its series,
+# so with the chart's 1m a new cluster's first count waited up to a minute plus a 15 s scrape
+# (./dev up and tests/e2e/test_node_autoscaling.py spent most of their waits there). The relist
+# window must stay longer than the scrape interval, or a series can miss a relist and the
+# metric disappear for a while (prometheus-adapter's docs on --metrics-relist-interval).
+LOCAL_SCRAPE_INTERVAL = "5s"
+LOCAL_ADAPTER_VALUES = {"metricsRelistInterval": "15s"}
 
 Manifest = dict[str, Any]
 
@@ -196,11 +207,18 @@ def _apiservice(name: str, service: str) -> Manifest:
 
 
 def prometheus_config(
-    scrape_file: Path = SCRAPE_CONFIG, rule_files: list[Path] = RULE_FILES
+    scrape_file: Path = SCRAPE_CONFIG,
+    rule_files: list[Path] = RULE_FILES,
+    scrape_interval: str | None = None,
 ) -> Manifest:
+    """The users' scrape jobs and rule files; `scrape_interval` replaces every job's interval
+    (and the global one) when given."""
     jobs = yaml.safe_load(scrape_file.read_text())["scrape_configs"]
+    if scrape_interval is not None:
+        jobs = [{**job, "scrape_interval": scrape_interval} for job in jobs]
+    interval = scrape_interval or "15s"
     return {
-        "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [f"{PROMETHEUS_CONFIG_DIR}/{path.name}" for path in rule_files],
         "scrape_configs": jobs,
     }
@@ -490,8 +508,10 @@ def manifests(
     """Everything of the metric path, in apply order."""
     return [
         namespace(),
-        *prometheus_manifests(prometheus_image, prometheus_config()),
-        *adapter_manifests(adapter_image, adapter_values()),
+        *prometheus_manifests(
+            prometheus_image, prometheus_config(scrape_interval=LOCAL_SCRAPE_INTERVAL)
+        ),
+        *adapter_manifests(adapter_image, {**adapter_values(), **LOCAL_ADAPTER_VALUES}),
         *metrics_server_manifests(metrics_server_image, kubelet_ca_pem),
     ]
 
@@ -501,9 +521,9 @@ def apiservice_available(apiservice: Mapping[str, Any]) -> bool:
     return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
 
 
-def install(cluster: LocalCluster, images: MetricImages, timeout: float = 240.0) -> float:
-    """Apply the metric path to a cluster with a real node and wait until the API server serves
-    both metrics APIs through it; returns the seconds that took."""
+def apply(cluster: LocalCluster, images: MetricImages) -> float:
+    """Apply the metric path to a cluster with a real node (its pods start in the background);
+    returns the monotonic time it was applied, for `wait_available`."""
     started = time.monotonic()
     objects = manifests(
         images.prometheus,
@@ -515,6 +535,12 @@ def install(cluster: LocalCluster, images: MetricImages, timeout: float = 240.0)
         "apply", "--server-side", "--force-conflicts", "--field-manager=hypersend-devenv",
         "-f", "-", input=to_stream(objects),
     )  # fmt: skip
+    return started
+
+
+def wait_available(cluster: LocalCluster, started: float, timeout: float = 240.0) -> float:
+    """Wait until the API server serves both metrics APIs through the applied metric path;
+    returns the seconds since `started`."""
     deadline = started + timeout
     for name in (CUSTOM_METRICS_API, RESOURCE_METRICS_API):
         while not apiservice_available(
@@ -525,3 +551,9 @@ def install(cluster: LocalCluster, images: MetricImages, timeout: float = 240.0)
                 raise TimeoutError(f"{name} not Available after {timeout:.0f}s:\n{pods.stdout}")
             time.sleep(1)
     return time.monotonic() - started
+
+
+def install(cluster: LocalCluster, images: MetricImages, timeout: float = 240.0) -> float:
+    """Apply the metric path to a cluster with a real node and wait until the API server serves
+    both metrics APIs through it; returns the seconds that took."""
+    return wait_available(cluster, apply(cluster, images), timeout)

@@ -4,13 +4,14 @@
     python -m hypersend_devenv.up --down     # stop the operator and the cluster (node included)
 
 Steps: build the images (cached by content) -> local cluster up with its real node (etcd, API
-server, controllers, kubelet, containerd, kube-proxy, CoreDNS; the images imported) -> the
-metric path (Prometheus, prometheus-adapter, metrics-server as pods) -> apply
-`crds/` -> start the operator in the background (pid and log under `.hypersend/operator/`) ->
-give the dev MongoDB's claim a volume -> `kubectl apply -f examples/dev.yaml` -> wait until it is
-Ready (its chat, Redis and MongoDB-wire pods really run and pass their probes) -> print
-`kubectl get hypersendclusters -A` -> forward a free loopback port to the chat Service
-(`kubectl port-forward` in the background, stopped by `--down`) and end with the web client's URL.
+server, controllers, kubelet, containerd, kube-proxy, CoreDNS; the images imported) -> apply the
+metric path (Prometheus, prometheus-adapter, metrics-server as pods; their start overlaps the
+next steps) -> apply `crds/` -> start the operator in the background (pid and log under
+`.hypersend/operator/`) -> give the dev MongoDB's claim a volume -> `kubectl apply -f
+examples/dev.yaml` -> wait until it is Ready (its chat, Redis and MongoDB-wire pods really run
+and pass their probes) and the metric path serves -> print `kubectl get hypersendclusters -A` ->
+forward a free loopback port to the chat Service (`kubectl port-forward` in the background,
+stopped by `--down`) and end with the web client's URL.
 
 The connection count (CONNECTIONS) is real: the chat pods' `/metrics`, scraped by the cluster's
 Prometheus and served to the HPA by prometheus-adapter (`hypersend_devenv.metrics`).
@@ -194,8 +195,9 @@ def up(args: argparse.Namespace) -> int:
     cluster = LocalCluster(real_node=True)
     result = cluster.up(timeout=300, log=say, node_images=node_images())
     say(f"cluster {'reused' if result.reused else 'started'} in {result.seconds:.1f}s")
-    seconds = metrics.install(cluster, metrics.MetricImages.built_here())
-    say(f"metric path (Prometheus, prometheus-adapter, metrics-server) serving in {seconds:.1f}s")
+    # The metric path's pods start while the operator and the example come up; it is waited
+    # for once the example is Ready (nothing before that reads it).
+    metrics_applied = metrics.apply(cluster, metrics.MetricImages.built_here())
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
     cluster.wait_crd_established("hypersendclusters.hypersend.io")
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PYTHONUNBUFFERED": "1"}
@@ -239,7 +241,10 @@ def up(args: argparse.Namespace) -> int:
         say(f"{e}\noperator log ({log}):\n{procs.log_tail(log)}")
         return 1
     say(f"{namespace}/{name} Ready in {time.monotonic() - started:.1f}s")
-    # Prometheus scrapes every 15 s and the HPA syncs every 15 s: the first count takes a while.
+    seconds = metrics.wait_available(cluster, metrics_applied)
+    say(f"metric path (Prometheus, prometheus-adapter, metrics-server) serving in {seconds:.1f}s")
+    # The adapter serves the metric once a relist finds the scraped series (metrics.py's local
+    # intervals), then the operator reads it in the background: the first count takes a moment.
     connections = wait_connections(cluster, namespace, name, 120)
     if connections is None:
         say("no connection count after 120s: see `kubectl describe hpa` and the adapter's logs")

@@ -80,7 +80,7 @@ def test_apiserver_serves_aggregated_apis_with_service_accounts_and_rbac() -> No
 
 def test_controller_manager_runs_a_fast_hpa_without_leader_election() -> None:
     f = flags(cluster.controller_manager_args(BIN, LAYOUT, PORTS))
-    assert f["horizontal-pod-autoscaler-sync-period"] == "5s"
+    assert f["horizontal-pod-autoscaler-sync-period"] == "1s"
     assert f["leader-elect"] == "false"
     assert f["service-account-private-key-file"] == str(LAYOUT.pki.sa_private_key)
     assert f["root-ca-file"] == str(LAYOUT.pki.ca_cert)

@@ -54,6 +54,34 @@ def test_the_adapter_serves_the_values_files_rules_from_this_prometheus() -> Non
     assert "--prometheus-url=http://prometheus.hypersend-monitoring.svc:9090" in args
 
 
+def _seconds(duration: str) -> int:
+    return int(duration[:-1]) * {"s": 1, "m": 60}[duration[-1]]
+
+
+def test_the_local_cluster_changes_only_the_intervals_and_relists_slower_than_it_scrapes() -> None:
+    users = metrics.prometheus_config()
+    local = metrics.prometheus_config(scrape_interval=metrics.LOCAL_SCRAPE_INTERVAL)
+
+    def without_interval(config: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            {k: v for k, v in job.items() if k != "scrape_interval"}
+            for job in config["scrape_configs"]
+        ]
+
+    assert without_interval(local) == without_interval(users)
+    assert {job["scrape_interval"] for job in local["scrape_configs"]} == {"5s"}
+    assert local["rule_files"] == users["rule_files"]
+    objects = metrics.manifests("p", "a", "m", b"ca")
+    served = by_kind(objects, "ConfigMap", "prometheus")["data"]["prometheus.yml"]
+    assert yaml.safe_load(served) == local
+    deployment = by_kind(objects, "Deployment", "prometheus-adapter")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    relist = next(a.split("=", 1)[1] for a in args if a.startswith("--metrics-relist-interval="))
+    # A relist window shorter than the scrape interval can miss a series (the metric vanishes).
+    assert _seconds(relist) > _seconds(metrics.LOCAL_SCRAPE_INTERVAL)
+    assert _seconds(relist) < _seconds(str(metrics.ADAPTER_CHART_DEFAULTS["metricsRelistInterval"]))
+
+
 def test_the_adapter_refuses_values_that_turn_the_charts_default_rules_on() -> None:
     with pytest.raises(ValueError, match="default rules"):
         metrics.adapter_config({"rules": {"default": True}})
