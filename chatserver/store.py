@@ -1069,6 +1069,34 @@ class Store:
         )
         return await self._with_reactions([_message(doc) async for doc in cursor])
 
+    async def messages_after_rooms(
+        self, after: Mapping[str, int], limit: int
+    ) -> dict[str, list[Message]] | None:
+        """Every room's messages with seq > its entry of ``after``, ascending, in one read (and
+        one for reactions): a resume of many rooms costs no round trip per room (issue #16).
+
+        None when there are more than ``limit`` in all (read those rooms page by page with
+        `messages_after`); every room of ``after`` has an entry otherwise, empty if none.
+        """
+        if not after:
+            return {}
+        clauses: list[Document] = [
+            {"room_id": room_id, "seq": {"$gt": seq}} for room_id, seq in after.items()
+        ]
+        query: Document = clauses[0] if len(clauses) == 1 else {"$or": clauses}
+        # One more than may be returned: a full answer says there are too many.
+        cursor = self._messages.find(query).limit(limit + 1)
+        docs = [doc async for doc in cursor]
+        if len(docs) > limit:
+            return None
+        found: dict[str, list[Message]] = {room_id: [] for room_id in after}
+        for msg in sorted(
+            await self._with_reactions([_message(doc) for doc in docs]),
+            key=lambda m: m.seq,
+        ):
+            found[msg.room_id].append(msg)
+        return found
+
     async def messages_before(
         self, room_id: str, before_seq: int | None, limit: int
     ) -> list[Message]:
