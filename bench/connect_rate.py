@@ -96,7 +96,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def counters(metrics_url: str) -> dict[str, float]:
-    text = sbs.http_get(metrics_url)[1]
+    text = sbs.http_get(metrics_url, timeout=30)[1]
     return {name: figs.metric_sum(text, metric) or 0.0 for name, metric in COUNTERS.items()}
 
 
@@ -104,9 +104,11 @@ def wait_closed(metrics_url: str, within: float = 60) -> None:
     """Wait until the server has closed every socket (the next round starts from none)."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        open_now = figs.metric_sum(sbs.http_get(metrics_url)[1], "hypersend_websocket_connections")
-        if not open_now:
-            return
+        # A server busy closing thousands of sockets may answer late: ask again.
+        with contextlib.suppress(OSError):
+            text = sbs.http_get(metrics_url, timeout=30)[1]
+            if not figs.metric_sum(text, "hypersend_websocket_connections"):
+                return
         time.sleep(0.2)
     raise TimeoutError(f"sockets still open after {within:.0f}s")
 
