@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -172,6 +173,8 @@ def main() -> int:
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--backend", choices=("postgresql", "sqlite"), default="postgresql")
     args = parser.parse_args()
+    # Stopped from outside: unwind, so the datastores stop and their directories go.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sbs.raise_fd_limit()
     pin = not args.no_pin and {0, 1} <= os.sched_getaffinity(0)
     if pin:
