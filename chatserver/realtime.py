@@ -431,14 +431,10 @@ class Session:
         finally:
             self._fills.pop(room_id, None)
 
-    async def replay(
-        self, room_id: str, after_seq: int | None, history: list[Message] | None = None
-    ) -> int | None:
+    async def replay(self, room_id: str, after_seq: int | None) -> int | None:
         """Replay history of a room after ``after_seq`` (None: fill the cursor's current gap).
 
         The room channel is already subscribed, so nothing published after the read is missed.
-        ``history``: every message after ``after_seq``, read already (`Hub._replay_rooms`) while
-        the cursor held live events back, so none published after that read is missed either.
         Returns the last seq delivered.
         """
         lock = self._room_locks.setdefault(room_id, asyncio.Lock())
@@ -450,16 +446,11 @@ class Session:
             try:
                 position = cursor.next_fill_from
                 while True:
-                    if history is not None:
-                        page, history = history, None
-                        complete = True
-                    else:
-                        page = await self.hub.store.messages_after(room_id, position, HISTORY_PAGE)
-                        complete = len(page) < HISTORY_PAGE
+                    page = await self.hub.store.messages_after(room_id, position, HISTORY_PAGE)
                     for msg in page:
                         for out in cursor.replayed(msg.seq, outgoing(events.message(msg))):
                             await self.push_wait(out)
-                    if complete:
+                    if len(page) < HISTORY_PAGE:
                         break
                     position = page[-1].seq
             finally:
@@ -469,13 +460,6 @@ class Session:
                 if step.gap:
                     self.schedule_fill(room_id)
             return cursor.last_seq
-
-    def holds_back(self, room_id: str) -> bool:
-        """Whether the room's live events are held back with no history read running (a room
-        waiting for the opening ``resume``)."""
-        cursor = self.rooms.get(room_id)
-        lock = self._room_locks.get(room_id)
-        return cursor is not None and cursor.replaying and (lock is None or not lock.locked())
 
     def end_resume_window(self) -> None:
         """Rooms the client did not resume go live (events buffered meanwhile are admitted)."""
@@ -1309,29 +1293,9 @@ class Hub:
                     room_ids=refused,
                 )
             )
-        # One read for the history of every room still held back since the socket connected
-        # (issue #16: a read per room made connects with resume cost a round trip per room).
-        # Only such a room's replay is ended by nothing but its own replay below, so the live
-        # events published after this read stay buffered until then.
-        held = {room: session.rooms[room] for room in wanted if session.holds_back(room)}
-        histories = (
-            await self.store.messages_after_rooms({r: wanted[r] for r in held}, HISTORY_PAGE)
-            if held
-            else None
-        )
         done: dict[str, int] = {}
         for room_id, last_seq in wanted.items():
-            history = None
-            # Only for the very cursor that held back since the read (a room removed and added
-            # again meanwhile has a new one, which reads on its own).
-            if (
-                histories is not None
-                and room_id in held
-                and session.rooms.get(room_id) is held[room_id]
-                and session.holds_back(room_id)
-            ):
-                history = histories[room_id]
-            last = await session.replay(room_id, last_seq, history)
+            last = await session.replay(room_id, last_seq)
             done[room_id] = last if last is not None else last_seq
         return done
 

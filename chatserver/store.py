@@ -76,7 +76,6 @@ from pymongo.monitoring import (
 )
 
 from chatserver import metrics
-from chatserver.coalesce import Coalescer
 from chatserver.config import Settings
 from chatserver.models import Member, Message, Role, Room, RoomKind, User, utcnow
 
@@ -110,8 +109,6 @@ MAX_SEQ_PROBES: Final = 64
 MAX_ROOMS_LISTED: Final = 500
 # Memberships read by one `existing_members` command at most (its answer comes in one batch).
 MEMBERSHIP_CHUNK: Final = 1000
-# Membership documents in the first batch of a connect's rooms read.
-ROOM_IDS_BATCH: Final = 10_000
 
 
 # The server error code of a duplicate key (MongoDB and FerretDB).
@@ -396,9 +393,6 @@ class Store:
         self._dirty_summaries: dict[str, Message] = {}
         self._summaries_wake = asyncio.Event()
         self._summarizer: asyncio.Task[None] | None = None
-        # What every connect reads, asked together by the sockets connecting at once.
-        self._room_id_reads = Coalescer(self._read_room_ids, MEMBERSHIP_CHUNK, "room-ids")
-        self._revocation_reads = Coalescer(self._read_revocations, MEMBERSHIP_CHUNK, "revoked")
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -596,15 +590,7 @@ class Store:
             )
 
     async def is_family_revoked(self, family_id: str) -> bool:
-        """Read after the call (never answered by a read already in flight), together with the
-        other sockets' checks (`Coalescer`)."""
-        return await self._revocation_reads.get(family_id)
-
-    async def _read_revocations(self, family_ids: list[str]) -> dict[str, bool]:
-        query: Document = {"_id": family_ids[0] if len(family_ids) == 1 else {"$in": family_ids}}
-        cursor = self._revoked_families.find(query, projection={"_id": True})
-        revoked = {str(doc["_id"]) async for doc in cursor}
-        return {family_id: family_id in revoked for family_id in family_ids}
+        return await self._revoked_families.find_one({"_id": family_id}) is not None
 
     async def delete_expired_refresh_tokens(self, now: datetime) -> int:
         expired = {"expires_at": {"$lt": now}}
@@ -713,22 +699,8 @@ class Store:
         ]
 
     async def room_ids_for_user(self, user_id: str) -> list[str]:
-        """Read after the call, together with the other sockets connecting (`Coalescer`)."""
-        return list(await self._room_id_reads.get(user_id))
-
-    async def _read_room_ids(self, user_ids: list[str]) -> dict[str, list[str]]:
-        # One user by equality, as before: FerretDB pushes only equality down (see
-        # `existing_members`); MongoDB answers either from the user_rooms index.
-        query: Document = {"user_id": user_ids[0] if len(user_ids) == 1 else {"$in": user_ids}}
-        projection = {"room_id": True, "user_id": True, "_id": False}
-        found: dict[str, list[str]] = {user_id: [] for user_id in user_ids}
-        # A first batch that can hold them all (the default is 101 documents, then getMore).
-        cursor = self._members.find(query, projection=projection, batch_size=ROOM_IDS_BATCH)
-        async for doc in cursor:
-            rooms = found.get(str(doc["user_id"]))
-            if rooms is not None:
-                rooms.append(str(doc["room_id"]))
-        return found
+        cursor = self._members.find({"user_id": user_id}, projection={"room_id": True})
+        return [str(doc["room_id"]) async for doc in cursor]
 
     async def get_member(self, room_id: str, user_id: str) -> Member | None:
         doc = await self._members.find_one({"_id": member_id(room_id, user_id)})
@@ -1068,34 +1040,6 @@ class Store:
             .limit(limit)
         )
         return await self._with_reactions([_message(doc) async for doc in cursor])
-
-    async def messages_after_rooms(
-        self, after: Mapping[str, int], limit: int
-    ) -> dict[str, list[Message]] | None:
-        """Every room's messages with seq > its entry of ``after``, ascending, in one read (and
-        one for reactions): a resume of many rooms costs no round trip per room (issue #16).
-
-        None when there are more than ``limit`` in all (read those rooms page by page with
-        `messages_after`); every room of ``after`` has an entry otherwise, empty if none.
-        """
-        if not after:
-            return {}
-        clauses: list[Document] = [
-            {"room_id": room_id, "seq": {"$gt": seq}} for room_id, seq in after.items()
-        ]
-        query: Document = clauses[0] if len(clauses) == 1 else {"$or": clauses}
-        # One more than may be returned: a full answer says there are too many.
-        cursor = self._messages.find(query).limit(limit + 1)
-        docs = [doc async for doc in cursor]
-        if len(docs) > limit:
-            return None
-        found: dict[str, list[Message]] = {room_id: [] for room_id in after}
-        for msg in sorted(
-            await self._with_reactions([_message(doc) for doc in docs]),
-            key=lambda m: m.seq,
-        ):
-            found[msg.room_id].append(msg)
-        return found
 
     async def messages_before(
         self, room_id: str, before_seq: int | None, limit: int
