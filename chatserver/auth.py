@@ -10,7 +10,10 @@ refused and swept by the application (FerretDB v1 has no TTL indexes).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
+import json
 import secrets
 import time
 import uuid
@@ -205,12 +208,7 @@ def verify_access_token(token: str, settings: Settings) -> AccessToken:
 
 def _verified_claims(token: str, settings: Settings) -> dict[str, Any]:
     """The claims of a token signed by a key of the ring that still verifies (by its `kid`)."""
-    try:
-        kid = jwt.get_unverified_header(token).get("kid")
-    except jwt.InvalidTokenError as exc:
-        raise AuthError("invalid", "the access token is invalid") from exc
-    if not (kid is None or isinstance(kid, str)):
-        raise AuthError("invalid", "the access token is invalid")
+    kid = _unverified_kid(token)
     keys = settings.key_ring().verifying_keys(kid, time.time())
     for key in keys:
         try:
@@ -229,6 +227,22 @@ def _verified_claims(token: str, settings: Settings) -> dict[str, Any]:
             raise AuthError("invalid", "the access token is invalid") from exc
     # An unknown or retired key id, or no key whose signature matches.
     raise AuthError("invalid", "the access token is invalid")
+
+
+def _unverified_kid(token: str) -> str | None:
+    """The ``kid`` of a token's header, which only picks the key: `jwt.decode` then checks the
+    whole token, header included. Read here rather than with `jwt.get_unverified_header`, which
+    parses and checks every segment once more (a third of a connect's token check, issue #16).
+    """
+    segment = token.split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, binascii.Error) as exc:  # JSONDecodeError and UnicodeError too
+        raise AuthError("invalid", "the access token is invalid") from exc
+    kid = header.get("kid") if isinstance(header, dict) else None
+    if not isinstance(header, dict) or not (kid is None or isinstance(kid, str)):
+        raise AuthError("invalid", "the access token is invalid")
+    return kid
 
 
 def decode_access_token(token: str, settings: Settings) -> str:

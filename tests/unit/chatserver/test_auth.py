@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from datetime import timedelta
 
@@ -72,6 +73,20 @@ def test_missing_forged_and_malformed_tokens(settings: Settings) -> None:
         {"sub": "u", "typ": "access", "iat": now, "exp": now + 60}, SECRET, algorithm="HS512"
     )
     assert reason(hs512, settings) == "invalid"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b'{"alg":"none","typ":"JWT"}', b"[1]", b"not json", b'{"alg":"HS256","kid":7}'],
+)
+def test_tokens_whose_header_is_not_ours_are_invalid(settings: Settings, header: bytes) -> None:
+    """The key is picked from the header before `jwt.decode` checks the token (auth.py
+    `_unverified_kid`): a header that is not an object, an unsigned token, a non-string kid."""
+    good = issue_access_token("user-1", settings)
+    _, payload, signature = good.split(".")
+    head = base64.urlsafe_b64encode(header).rstrip(b"=").decode()
+    for token in (f"{head}.{payload}.{signature}", f"{head}.{payload}.", f"é{head}.{payload}"):
+        assert reason(token, settings) == "invalid"
 
 
 @pytest.mark.parametrize(
