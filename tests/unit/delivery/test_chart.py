@@ -79,6 +79,7 @@ def test_operator_deployment_shape() -> None:
         "--health-port=8081",
         "--log-level=info",
         "--max-concurrent-rollouts=3",
+        "--workers=4",
         "--all-namespaces",
         "--leader-election",
         "--leader-election-id=hs-hypersend-operator",
