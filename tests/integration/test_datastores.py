@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from hypersend_devenv.datastores import (
+    PG_GIN_TWINS,
     DatastoreError,
     FerretDBServer,
     PostgresError,
@@ -602,6 +603,64 @@ def _assert_schema_in_postgres(port: int, mongo_db: str) -> None:
           RAISE EXCEPTION 'no rows in schema %', '{mongo_db}';
         END $$"""
     pg_session(port, sql, database="ferretdb")
+
+
+def test_ferretdb_lookups_on_postgresql_are_answered_from_an_index() -> None:
+    """FerretDB v1 pushes an equality down as `_jsonb->'field' @> '"value"'`, which its btree
+    indexes cannot serve; PostgreSQL gets a GIN twin of each index FerretDB creates, also of the
+    ones that existed before the trigger, and plans every execution with its parameters
+    (hypersend_devenv/datastores.py, PG_GIN_TWINS)."""
+    with ferretdb_server("postgresql") as mongo:
+        assert mongo.postgres is not None
+        pg_port = mongo.postgres.port
+        with MongoClient[Doc](mongo.url, serverSelectionTimeoutMS=10_000) as client:
+            members = client.twins.members
+            members.create_index([("user_id", ASCENDING), ("room_id", ASCENDING)])
+            members.insert_many(
+                [{"_id": f"r{r}:u{u}", "user_id": f"u{u}", "room_id": f"r{r}"}
+                 for u in range(200) for r in range(u, u + 3)]
+            )  # fmt: skip
+            assert sorted(d["room_id"] for d in members.find({"user_id": "u7"})) == [
+                "r7", "r8", "r9"
+            ]  # fmt: skip
+            assert members.find_one({"_id": "r8:u7"}) == {
+                "_id": "r8:u7", "user_id": "u7", "room_id": "r8"
+            }  # fmt: skip
+        # The plan of the statement FerretDB sends, with sequential scans priced out: it names
+        # an index only where one serves the containment.
+        pg_session(pg_port, _INDEX_PLANS.replace("SCHEMA", "twins"), database="ferretdb")
+        # The twins of indexes made before the trigger existed come with the next start's DO.
+        pg_session(pg_port, "DROP EVENT TRIGGER hypersend_gin_twins", database="ferretdb")
+        with MongoClient[Doc](mongo.url, serverSelectionTimeoutMS=10_000) as client:
+            client.later.members.create_index([("user_id", ASCENDING)])
+            client.later.members.insert_one({"_id": "r1:u1", "user_id": "u1", "room_id": "r1"})
+        with pytest.raises(PostgresError, match="sequential scan"):
+            pg_session(pg_port, _INDEX_PLANS.replace("SCHEMA", "later"), database="ferretdb")
+        pg_session(pg_port, PG_GIN_TWINS, database="ferretdb")
+        pg_session(pg_port, _INDEX_PLANS.replace("SCHEMA", "later"), database="ferretdb")
+
+
+_INDEX_PLANS = """
+    DO $$ DECLARE tbl text; field text; line text; plan text; BEGIN
+      IF current_setting('plan_cache_mode') <> 'force_custom_plan' THEN
+        RAISE EXCEPTION 'plan_cache_mode is %', current_setting('plan_cache_mode');
+      END IF;
+      SET LOCAL enable_seqscan = off;
+      SELECT format('%I.%I', table_schema, table_name) INTO STRICT tbl
+        FROM information_schema.tables
+       WHERE table_schema = 'SCHEMA' AND table_name LIKE 'members%';
+      FOREACH field IN ARRAY ARRAY['_id', 'user_id'] LOOP
+        plan := '';
+        FOR line IN EXECUTE format(
+          'EXPLAIN SELECT _jsonb FROM %s WHERE _jsonb->%L @> %L', tbl, field, '"x"'
+        ) LOOP
+          plan := plan || line || E'\n';
+        END LOOP;
+        IF plan NOT LIKE '%Index Scan%' THEN
+          RAISE EXCEPTION 'a lookup by % is a sequential scan: %', field, plan;
+        END IF;
+      END LOOP;
+    END $$"""
 
 
 def test_ferretdb_on_postgresql_round_trip_and_clean_stop() -> None:
