@@ -125,3 +125,24 @@ async def test_scripts_are_loaded_again_after_redis_forgot_them(
         assert bus.commands_ok
     finally:
         await bus.close()
+
+
+async def test_a_connected_bus_runs_its_scripts_without_a_noscript(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """The scripts are loaded on connect: the first burst of EVALSHAs needs no EVAL again."""
+    flusher = await Bus.connect(BusSettings(redis_url, redis_prefix))
+    try:
+        await flusher._client.script_flush()
+    finally:
+        await flusher.close()
+    evals = metrics.REDIS_COMMANDS.labels("eval")
+    before = _value(evals)
+    bus = await Bus.connect(BusSettings(redis_url, redis_prefix))
+    try:
+        decisions = await asyncio.gather(*(bus.check_rate(f"user{i}") for i in range(50)))
+        assert all(decision.allowed for decision in decisions)
+        assert await bus.presence_connect("bob", "c1") is True
+        assert _value(evals) == before
+    finally:
+        await bus.close()
