@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     # on how long a removal whose bus event was lost still lets a socket send to and receive
     # from the room (chatserver/realtime.py, Hub.recheck_memberships).
     membership_recheck_seconds: float = Field(default=60, gt=0)
+    # Allocations between two young garbage collections (Python's default is 700). Each socket
+    # keeps objects alive, so a small threshold promotes short-lived ones into the oldest
+    # generation, whose full collections then pause the process for 0.3 s at 4,000 sockets
+    # (chatserver/__main__.py, tune_garbage_collector). 0 keeps Python's default.
+    gc_young_threshold: int = Field(default=50_000, ge=0)
     max_message_bytes: int = Field(default=16_384, ge=1)
     rate_limit_per_minute: int = Field(default=100, ge=1)
     drain_delay_seconds: float = Field(default=5, ge=0)
