@@ -389,6 +389,8 @@ class Store:
         self._committer: asyncio.Task[None] | None = None
         # Per room, the task publishing and answering its latest stored messages.
         self._delivering: dict[str, asyncio.Task[None]] = {}
+        # Per room, the summary read `seq_floors` has under way: callers meanwhile share it.
+        self._floor_reads: dict[str, asyncio.Future[int]] = {}
         # Room summaries waiting for their bulk update.
         self._dirty_summaries: dict[str, Message] = {}
         self._summaries_wake = asyncio.Event()
@@ -1009,12 +1011,31 @@ class Store:
         than `highest_seq`'s probes, and exact once the summaries caught up (~0.25 s). One
         lookup by `_id` per room, concurrent (one round trip of latency): FerretDB v1 pushes
         down only an `_id` equality (internal/backends/sqlite/collection.go in its module), so
-        one `$in` find would read the whole rooms collection."""
-        found = await asyncio.gather(*(self._room_last_seq(room) for room in room_ids))
+        one `$in` find would read the whole rooms collection.
+
+        A read under way for a room is shared: the members of a room connecting together (a
+        burst of reconnects after a deploy) cost one read, not one each. Any earlier read is
+        still a lower bound, since seqs only grow."""
+        found = await asyncio.gather(*(self._shared_floor_read(room) for room in room_ids))
         return {
             room: max(seq, self._seq_hints.get(room, 0))
             for room, seq in zip(room_ids, found, strict=True)
         }
+
+    def _shared_floor_read(self, room_id: str) -> asyncio.Future[int]:
+        read = self._floor_reads.get(room_id)
+        if read is None:
+            read = asyncio.ensure_future(self._room_last_seq(room_id))
+            self._floor_reads[room_id] = read
+            read.add_done_callback(lambda done: self._floor_read_done(room_id, done))
+        # Shielded: a caller cancelled (its socket closed) must not cancel the others' read.
+        return asyncio.shield(read)
+
+    def _floor_read_done(self, room_id: str, read: asyncio.Future[int]) -> None:
+        if self._floor_reads.get(room_id) is read:
+            del self._floor_reads[room_id]
+        if not read.cancelled():
+            read.exception()  # retrieved: a failed read is each caller's error, not a log line
 
     async def highest_seq(self, room_id: str) -> int:
         """The room's highest stored seq (0 if empty): exact, unlike `Room.last_seq`."""

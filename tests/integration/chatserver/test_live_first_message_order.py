@@ -18,12 +18,13 @@ from what the process has.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import pytest
 import redis
 
-from chatserver import events
+from chatserver import events, metrics
 from chatserver.bus import envelope
 from chatserver.models import Message
 from chatserver.store import Store
@@ -157,3 +158,23 @@ async def test_a_room_added_while_live_gets_every_later_message_whatever_the_pub
     assert after["seq"] == 5
     await _until_seq(listener, 5)
     assert listener.message_seqs(room) == [3, 4, 5]
+
+
+async def test_sockets_of_a_room_connecting_together_share_one_floor_read(
+    stores: list[Store],
+) -> None:
+    """The members of a room going live at once (reconnects after a deploy) read its summary
+    once; each still gets a floor no higher than the room's highest seq."""
+    store = stores[0]
+    room = await store.create_group_room("owner", "burst", ["bob"])
+    for i in range(3):
+        await store.append_message(room.id, "owner", f"c{i}", "x")
+    await store._write_summaries()  # what the summary loop does ~0.25 s later
+    finds = metrics.MONGO_COMMANDS.labels("find")
+    before = finds._value.get()
+    floors = await asyncio.gather(*(store.seq_floors([room.id]) for _ in range(20)))
+    assert finds._value.get() - before == 1
+    assert floors == [{room.id: 3}] * 20
+    # Once answered, the next connect reads again (a floor is never kept stale).
+    await store.seq_floors([room.id])
+    assert finds._value.get() - before == 2
