@@ -4,7 +4,7 @@ HPA's replicas, `kubectl rollout restart`'s annotation) are left alone; deleted 
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from tests.fixtures.operator import RESYNC_SECONDS, ClusterHelper
 pytestmark = pytest.mark.e2e
 
 IMAGE = "ghcr.io/hypersend/chatserver:0.1.0"
+RECONCILES = "hypersend_operator_reconciles_total"
 
 
 @pytest.fixture
@@ -26,6 +27,20 @@ def ready(hsc: ClusterHelper) -> ClusterHelper:
 def chat_container(hsc: ClusterHelper) -> dict[str, Any]:
     containers = hsc.get("deployment", "demo-chat")["spec"]["template"]["spec"]["containers"]
     return dict(next(c for c in containers if c["name"] == "chat"))
+
+
+def wait_for_resyncs(hsc: ClusterHelper, keep: Callable[[], None] = lambda: None) -> None:
+    """Return once this cluster has had two resync passes more: the first may have begun before
+    the call, the second began after it, so whatever a pass would have changed by now, it has.
+    Every cluster the operator serves is resynced once per period, hence two per cluster."""
+    clusters = len(hsc.kube.json("get", "hypersendclusters", "-A")["items"])
+    target = hsc.operator.counter(RECONCILES, trigger="resync") + 2 * clusters + 1
+
+    def resynced() -> bool:
+        keep()
+        return hsc.operator.counter(RECONCILES, trigger="resync") >= target
+
+    hsc.wait_for(resynced, "two resync passes", timeout=4 * RESYNC_SECONDS + 30)
 
 
 def drift_events(hsc: ClusterHelper) -> list[str]:
@@ -89,7 +104,7 @@ def test_rollout_restart_is_not_reverted(ready: ClusterHelper) -> None:
     ]
     generation = restarted["metadata"]["generation"]
     hsc.wait_phase("Ready", timeout=60)
-    time.sleep(RESYNC_SECONDS + 2)  # let a resync pass run over it
+    wait_for_resyncs(hsc)  # the passes that would revert it
     hsc.wait_phase("Ready", timeout=30)
     after = hsc.get("deployment", "demo-chat")
     annotations = after["spec"]["template"]["metadata"]["annotations"]
@@ -117,7 +132,7 @@ def test_hpa_replicas_are_not_fought(ready: ClusterHelper) -> None:
 
     hsc.wait_for(scaled, "HPA scaled the chat Deployment to 3", timeout=60)
     hsc.wait_phase("Ready", timeout=60)  # feeds the target value: the HPA holds at 3
-    time.sleep(RESYNC_SECONDS + 2)
+    wait_for_resyncs(hsc, keep=lambda: hsc.feed_connections(2500))
     assert hsc.get("deployment", "demo-chat")["spec"]["replicas"] == 3
     assert hsc.status()["chat"]["replicas"] == 3
 
@@ -211,7 +226,7 @@ def test_restart_annotation_on_the_cluster_rolls_chat_pods_once(ready: ClusterHe
 
     hsc.wait_for(lambda: template_stamp() == stamp, "restart stamp on the pod template", 30)
     hsc.wait_phase("Ready", timeout=60)
-    time.sleep(RESYNC_SECONDS + 2)
+    wait_for_resyncs(hsc)  # the passes that would roll the pods a second time
     assert hsc.get("deployment", "demo-chat")["metadata"]["generation"] == generation + 1
     reasons = {e["reason"] for e in hsc.kube.json("get", "events", "-n", hsc.namespace)["items"]}
     assert "Restarted" in reasons
