@@ -52,42 +52,33 @@ def lease(namespace: str, holder: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-async def kube(kube_cluster: KubeCluster) -> AsyncIterator[Kube]:
-    client = Kube.from_env(str(kube_cluster.kubeconfig))
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
 async def next_event(events: AsyncIterator[tuple[str, dict[str, Any]]]) -> tuple[str, Any]:
     return await asyncio.wait_for(anext(events), EVENT_TIMEOUT)
 
 
-async def test_round_trip_keeps_every_field(kube: Kube, kube_namespace: str) -> None:
-    created = await kube.create(configmap(kube_namespace, "rt", {"a": "b"}))
+async def test_round_trip_keeps_every_field(kube_client: Kube, kube_namespace: str) -> None:
+    created = await kube_client.create(configmap(kube_namespace, "rt", {"a": "b"}))
     assert type(created) is dict
-    got = await kube.get("v1", "ConfigMap", kube_namespace, "rt")
+    got = await kube_client.get("v1", "ConfigMap", kube_namespace, "rt")
     assert got is not None
     assert type(got) is dict
     assert got["data"] == {"k": "v"}
     assert got["metadata"]["labels"] == {"a": "b"}
     assert got["metadata"]["uid"] == created["metadata"]["uid"]
     assert got["metadata"]["managedFields"]  # nothing dropped on the way
-    assert await kube.get("v1", "ConfigMap", kube_namespace, "absent") is None
+    assert await kube_client.get("v1", "ConfigMap", kube_namespace, "absent") is None
 
 
 async def test_apply_forces_fields_from_another_manager(
-    kube: Kube, kube_cluster: KubeCluster, kube_namespace: str
+    kube_client: Kube, kube_cluster: KubeCluster, kube_namespace: str
 ) -> None:
     doc = configmap(kube_namespace, "applied")
-    await kube.apply(doc, manager="someone-else")
+    await kube_client.apply(doc, manager="someone-else")
     doc["data"] = {"k": "ours"}
     with pytest.raises(ApiError) as conflict:
-        await kube.apply(doc, force=False)
+        await kube_client.apply(doc, force=False)
     assert conflict.value.conflict
-    applied = await kube.apply(doc)
+    applied = await kube_client.apply(doc)
     assert applied["data"] == {"k": "ours"}
     managers = {m["manager"] for m in applied["metadata"]["managedFields"]}
     assert "hypersend-operator" in managers
@@ -96,50 +87,56 @@ async def test_apply_forces_fields_from_another_manager(
 
 
 async def test_custom_resource_status_round_trip(
-    kube: Kube, kube_cluster: KubeCluster, kube_namespace: str
+    kube_client: Kube, kube_cluster: KubeCluster, kube_namespace: str
 ) -> None:
     install_crd(kube_cluster)
     cr = load_example("dev.yaml")
     cr["metadata"] = {"name": "demo", "namespace": kube_namespace}
-    created = await kube.create(cr)
+    created = await kube_client.create(cr)
     status = {"phase": "Progressing", "observedGeneration": 1}
-    patched = await kube.patch_status(
+    patched = await kube_client.patch_status(
         cr["apiVersion"], "HypersendCluster", kube_namespace, "demo", status
     )
     assert patched is not None
     assert patched["status"]["phase"] == "Progressing"
     assert patched["spec"] == created["spec"]
-    got = await kube.get(cr["apiVersion"], "HypersendCluster", kube_namespace, "demo")
+    got = await kube_client.get(cr["apiVersion"], "HypersendCluster", kube_namespace, "demo")
     assert got is not None
     assert got["status"]["observedGeneration"] == 1
     assert (
-        await kube.patch_status(cr["apiVersion"], "HypersendCluster", kube_namespace, "no", status)
+        await kube_client.patch_status(
+            cr["apiVersion"], "HypersendCluster", kube_namespace, "no", status
+        )
         is None
     )
 
 
-async def test_delete_says_whether_it_deleted(kube: Kube, kube_namespace: str) -> None:
-    await kube.create(configmap(kube_namespace, "gone"))
-    assert await kube.delete("v1", "ConfigMap", kube_namespace, "gone")
-    assert not await kube.delete("v1", "ConfigMap", kube_namespace, "gone")
+async def test_delete_says_whether_it_deleted(kube_client: Kube, kube_namespace: str) -> None:
+    await kube_client.create(configmap(kube_namespace, "gone"))
+    assert await kube_client.delete("v1", "ConfigMap", kube_namespace, "gone")
+    assert not await kube_client.delete("v1", "ConfigMap", kube_namespace, "gone")
 
 
-async def test_list_versioned_and_label_selected_watch(kube: Kube, kube_namespace: str) -> None:
+async def test_list_versioned_and_label_selected_watch(
+    kube_client: Kube, kube_namespace: str
+) -> None:
     selector = f"{LABEL}=yes"
-    await kube.create(configmap(kube_namespace, "before", {LABEL: "yes"}))
-    items, version = await kube.list_versioned("v1", "ConfigMap", kube_namespace, selector)
+    await kube_client.create(configmap(kube_namespace, "before", {LABEL: "yes"}))
+    items, version = await kube_client.list_versioned("v1", "ConfigMap", kube_namespace, selector)
     assert [i["metadata"]["name"] for i in items] == ["before"]
     assert all(i["kind"] == "ConfigMap" and i["apiVersion"] == "v1" for i in items)
     assert version.isdigit()
 
-    events = kube.watch("v1", "ConfigMap", None, selector, version, timeout_seconds=60)
+    events = kube_client.watch("v1", "ConfigMap", None, selector, version, timeout_seconds=60)
     try:
         # The unlabelled ones go first: unfiltered, their events would come before ours.
-        await kube.create(configmap(kube_namespace, "other"))
-        await kube.create(configmap(kube_namespace, "other-label", {LABEL: "no"}))
-        await kube.create(configmap(kube_namespace, "mine", {LABEL: "yes"}))
-        await kube.merge_patch({**configmap(kube_namespace, "mine"), "data": {"k": "changed"}})
-        await kube.delete("v1", "ConfigMap", kube_namespace, "mine")
+        await kube_client.create(configmap(kube_namespace, "other"))
+        await kube_client.create(configmap(kube_namespace, "other-label", {LABEL: "no"}))
+        await kube_client.create(configmap(kube_namespace, "mine", {LABEL: "yes"}))
+        await kube_client.merge_patch(
+            {**configmap(kube_namespace, "mine"), "data": {"k": "changed"}}
+        )
+        await kube_client.delete("v1", "ConfigMap", kube_namespace, "mine")
         seen = [await next_event(events) for _ in range(3)]
     finally:
         await events.aclose()
@@ -151,10 +148,10 @@ async def test_list_versioned_and_label_selected_watch(kube: Kube, kube_namespac
     assert seen[1][1]["data"] == {"k": "changed"}
 
 
-async def test_watch_ends_after_its_timeout(kube: Kube, kube_namespace: str) -> None:
-    _, version = await kube.list_versioned("v1", "ConfigMap", kube_namespace, None)
+async def test_watch_ends_after_its_timeout(kube_client: Kube, kube_namespace: str) -> None:
+    _, version = await kube_client.list_versioned("v1", "ConfigMap", kube_namespace, None)
     before = requests("watch", "ConfigMap")
-    events = kube.watch("v1", "ConfigMap", kube_namespace, None, version, timeout_seconds=1)
+    events = kube_client.watch("v1", "ConfigMap", kube_namespace, None, version, timeout_seconds=1)
     got = [e async for e in events]
     assert got == []
     assert requests("watch", "ConfigMap") == before + 1
@@ -181,17 +178,17 @@ def compact_etcd(cluster: KubeCluster) -> None:
 
 
 async def test_watch_from_a_compacted_version_raises_410(
-    kube: Kube, kube_cluster: KubeCluster, kube_namespace: str
+    kube_client: Kube, kube_cluster: KubeCluster, kube_namespace: str
 ) -> None:
     if kube_cluster.local is None:
         pytest.skip("compacts the local cluster's etcd")
     # Events have no watch cache in the API server (its default --watch-cache-sizes), so their
     # watches read etcd, where a compacted version is gone. (ConfigMaps from version "1" are
     # served from the watch cache's initial state on a young cluster: no 410 to provoke there.)
-    involved = await kube.create(configmap(kube_namespace, "old"))
-    await kube.post_event(involved, "Normal", "Test", "before compaction")
+    involved = await kube_client.create(configmap(kube_namespace, "old"))
+    await kube_client.post_event(involved, "Normal", "Test", "before compaction")
     await asyncio.to_thread(compact_etcd, kube_cluster)
-    events = kube.watch("v1", "Event", kube_namespace, None, "1", timeout_seconds=30)
+    events = kube_client.watch("v1", "Event", kube_namespace, None, "1", timeout_seconds=30)
     try:
         with pytest.raises(ApiError) as gone:
             await next_event(events)
@@ -250,11 +247,11 @@ async def test_watch_raises_0_when_the_connection_drops(
     config["clusters"][0]["cluster"]["server"] = f"https://{server.hostname}:{port}"
     proxied = tmp_path / "kubeconfig"
     proxied.write_text(yaml.safe_dump(config))
-    kube = Kube.from_env(str(proxied))
+    kube_client = Kube.from_env(str(proxied))
     try:
-        _, version = await kube.list_versioned("v1", "ConfigMap", kube_namespace, None)
-        events = kube.watch("v1", "ConfigMap", kube_namespace, None, version, 60)
-        await kube.create(configmap(kube_namespace, "seen"))
+        _, version = await kube_client.list_versioned("v1", "ConfigMap", kube_namespace, None)
+        events = kube_client.watch("v1", "ConfigMap", kube_namespace, None, version, 60)
+        await kube_client.create(configmap(kube_namespace, "seen"))
         kind, obj = await next_event(events)
         assert (kind, obj["metadata"]["name"]) == ("ADDED", "seen")
         proxy.cut()
@@ -263,47 +260,47 @@ async def test_watch_raises_0_when_the_connection_drops(
         assert dropped.value.code == 0, dropped.value
         assert dropped.value.transient
     finally:
-        await kube.close()
+        await kube_client.close()
         await proxy.close()
 
 
-async def test_create_and_replace_conflicts(kube: Kube, kube_namespace: str) -> None:
-    first = await kube.create(lease(kube_namespace, "a"))
+async def test_create_and_replace_conflicts(kube_client: Kube, kube_namespace: str) -> None:
+    first = await kube_client.create(lease(kube_namespace, "a"))
     with pytest.raises(ApiError) as exists:
-        await kube.create(lease(kube_namespace, "b"))
+        await kube_client.create(lease(kube_namespace, "b"))
     assert exists.value.conflict
 
     renewed = {**first, "spec": {**first["spec"], "holderIdentity": "a2"}}
-    second = await kube.replace(renewed)
+    second = await kube_client.replace(renewed)
     assert second["spec"]["holderIdentity"] == "a2"
     assert second["metadata"]["resourceVersion"] != first["metadata"]["resourceVersion"]
 
     stale = {**first, "spec": {**first["spec"], "holderIdentity": "b"}}  # first's version
     with pytest.raises(ApiError) as moved_on:
-        await kube.replace(stale)
+        await kube_client.replace(stale)
     assert moved_on.value.conflict
-    got = await kube.get("coordination.k8s.io/v1", "Lease", kube_namespace, "leader")
+    got = await kube_client.get("coordination.k8s.io/v1", "Lease", kube_namespace, "leader")
     assert got is not None
     assert got["spec"]["holderIdentity"] == "a2"
 
 
 async def test_fence_blocks_writes_but_not_the_lease(
-    kube: Kube, kube_cluster: KubeCluster, kube_namespace: str
+    kube_client: Kube, kube_cluster: KubeCluster, kube_namespace: str
 ) -> None:
     leader = False
-    kube.set_fence(lambda: leader)
+    kube_client.set_fence(lambda: leader)
     sent = requests("apply", "ConfigMap")
     writes = REGISTRY.get_sample_value(
         "hypersend_operator_api_write_requests_total", {"verb": "patch", "kind": "ConfigMap"}
     )
     with pytest.raises(NotLeader):
-        await kube.apply(configmap(kube_namespace, "fenced"))
+        await kube_client.apply(configmap(kube_namespace, "fenced"))
     with pytest.raises(NotLeader):
-        await kube.create(configmap(kube_namespace, "fenced"))
+        await kube_client.create(configmap(kube_namespace, "fenced"))
     with pytest.raises(NotLeader):
-        await kube.delete("v1", "ConfigMap", kube_namespace, "fenced")
+        await kube_client.delete("v1", "ConfigMap", kube_namespace, "fenced")
     with pytest.raises(NotLeader):
-        await kube.post_event(configmap(kube_namespace, "fenced"), "Normal", "Test", "no")
+        await kube_client.post_event(configmap(kube_namespace, "fenced"), "Normal", "Test", "no")
     assert requests("apply", "ConfigMap") == sent  # nothing was sent
     assert (
         REGISTRY.get_sample_value(
@@ -315,40 +312,40 @@ async def test_fence_blocks_writes_but_not_the_lease(
     assert got.returncode != 0
 
     # Reads are not fenced; the elector's Lease writes go through.
-    assert await kube.get("v1", "ConfigMap", kube_namespace, "fenced") is None
-    held = await kube.create(lease(kube_namespace, "me"))
-    await kube.replace(held)
+    assert await kube_client.get("v1", "ConfigMap", kube_namespace, "fenced") is None
+    held = await kube_client.create(lease(kube_namespace, "me"))
+    await kube_client.replace(held)
 
     leader = True
-    await kube.apply(configmap(kube_namespace, "fenced"))
-    assert await kube.get("v1", "ConfigMap", kube_namespace, "fenced") is not None
+    await kube_client.apply(configmap(kube_namespace, "fenced"))
+    assert await kube_client.get("v1", "ConfigMap", kube_namespace, "fenced") is not None
 
 
-async def test_every_request_is_counted(kube: Kube, kube_namespace: str) -> None:
+async def test_every_request_is_counted(kube_client: Kube, kube_namespace: str) -> None:
     name = f"c-{uuid.uuid4().hex[:6]}"
     before = {
         v: requests(v, "ConfigMap") for v in ("get", "list", "apply", "patch", "create", "delete")
     }
-    await kube.create(configmap(kube_namespace, name))
-    await kube.get("v1", "ConfigMap", kube_namespace, name)
-    await kube.get("v1", "ConfigMap", kube_namespace, "absent")
-    await kube.list("v1", "ConfigMap", kube_namespace)
-    await kube.apply(configmap(kube_namespace, name))
-    await kube.merge_patch(configmap(kube_namespace, name))
-    await kube.delete("v1", "ConfigMap", kube_namespace, name)
+    await kube_client.create(configmap(kube_namespace, name))
+    await kube_client.get("v1", "ConfigMap", kube_namespace, name)
+    await kube_client.get("v1", "ConfigMap", kube_namespace, "absent")
+    await kube_client.list("v1", "ConfigMap", kube_namespace)
+    await kube_client.apply(configmap(kube_namespace, name))
+    await kube_client.merge_patch(configmap(kube_namespace, name))
+    await kube_client.delete("v1", "ConfigMap", kube_namespace, name)
     after = {v: requests(v, "ConfigMap") - n for v, n in before.items()}
     assert after == {"get": 2, "list": 1, "apply": 1, "patch": 1, "create": 1, "delete": 1}
 
 
-async def test_watch_events_and_bytes_are_counted(kube: Kube, kube_namespace: str) -> None:
-    _, version = await kube.list_versioned("v1", "ConfigMap", kube_namespace, f"{LABEL}=m")
+async def test_watch_events_and_bytes_are_counted(kube_client: Kube, kube_namespace: str) -> None:
+    _, version = await kube_client.list_versioned("v1", "ConfigMap", kube_namespace, f"{LABEL}=m")
     added = REGISTRY.get_sample_value(
         "hypersend_operator_watch_events_total", {"kind": "ConfigMap", "type": "ADDED"}
     )
     size = REGISTRY.get_sample_value("hypersend_operator_watch_bytes_total", {"kind": "ConfigMap"})
-    events = kube.watch("v1", "ConfigMap", kube_namespace, f"{LABEL}=m", version, 60)
+    events = kube_client.watch("v1", "ConfigMap", kube_namespace, f"{LABEL}=m", version, 60)
     try:
-        await kube.create(configmap(kube_namespace, "counted", {LABEL: "m"}))
+        await kube_client.create(configmap(kube_namespace, "counted", {LABEL: "m"}))
         await next_event(events)
     finally:
         await events.aclose()
@@ -363,14 +360,14 @@ async def test_watch_events_and_bytes_are_counted(kube: Kube, kube_namespace: st
     assert after_size > (size or 0) + 50
 
 
-async def test_unknown_kind_is_not_served(kube: Kube) -> None:
+async def test_unknown_kind_is_not_served(kube_client: Kube) -> None:
     with pytest.raises(ApiError) as missing:
-        await kube.kind("example.com/v1", "Nothing")
+        await kube_client.kind("example.com/v1", "Nothing")
     assert missing.value.code == 404
 
 
 async def test_pod_metric_reads_the_custom_metrics_api(
-    kube: Kube, kube_namespace: str, custom_metrics: CustomMetrics
+    kube_client: Kube, kube_namespace: str, custom_metrics: CustomMetrics
 ) -> None:
     pod = {
         "apiVersion": "v1",
@@ -378,10 +375,12 @@ async def test_pod_metric_reads_the_custom_metrics_api(
         "metadata": {"name": "chat-0", "namespace": kube_namespace, "labels": {"app": "chat"}},
         "spec": {"containers": [{"name": "chat", "image": "chat:1"}]},
     }
-    await kube.create(pod)
+    await kube_client.create(pod)
     await asyncio.to_thread(
         custom_metrics.set_pod_metric, kube_namespace, "chat-0", "hypersend_test_metric", 1.5
     )
-    items = await kube.pod_metric(kube_namespace, "hypersend_test_metric", "app=chat")
+    items = await kube_client.pod_metric(kube_namespace, "hypersend_test_metric", "app=chat")
     assert [(i["describedObject"]["name"], i["value"]) for i in items] == [("chat-0", "1500m")]
-    assert await kube.pod_metric(kube_namespace, "hypersend_test_metric", "app=nothing") == []
+    assert (
+        await kube_client.pod_metric(kube_namespace, "hypersend_test_metric", "app=nothing") == []
+    )

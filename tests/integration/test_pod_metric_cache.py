@@ -6,14 +6,13 @@ leaves the value unknown without raising anywhere."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from hypersend_operator.cache import PodMetricCache
 from hypersend_operator.kube import Kube
 
-from tests.fixtures.kube import CustomMetrics, KubeCluster
+from tests.fixtures.kube import CustomMetrics
 
 pytestmark = pytest.mark.integration
 
@@ -22,15 +21,6 @@ SELECTOR = "app=chat"
 # A label value the API server refuses ('@' is not allowed in one): the read fails with a 400.
 REFUSED_SELECTOR = "app=no@such"
 DEADLINE = 30.0
-
-
-@pytest.fixture
-async def kube(kube_cluster: KubeCluster) -> AsyncIterator[Kube]:
-    client = Kube.from_env(str(kube_cluster.kubeconfig))
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 class Wakes:
@@ -50,8 +40,8 @@ def values(items: list[dict[str, Any]] | None) -> list[tuple[str, str]] | None:
     return None if items is None else [(i["describedObject"]["name"], i["value"]) for i in items]
 
 
-async def chat_pod(kube: Kube, namespace: str, name: str) -> None:
-    await kube.create(
+async def chat_pod(kube_client: Kube, namespace: str, name: str) -> None:
+    await kube_client.create(
         {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -77,12 +67,12 @@ async def until_value(
 
 
 async def test_a_value_is_read_in_the_background_and_wakes_a_pass(
-    kube: Kube, kube_namespace: str, custom_metrics: CustomMetrics
+    kube_client: Kube, kube_namespace: str, custom_metrics: CustomMetrics
 ) -> None:
-    await chat_pod(kube, kube_namespace, "chat-0")
+    await chat_pod(kube_client, kube_namespace, "chat-0")
     await set_metric(custom_metrics, kube_namespace, "chat-0", 1.5)
     wakes = Wakes()
-    cache = PodMetricCache(kube, METRIC, wakes, max_age=3600)
+    cache = PodMetricCache(kube_client, METRIC, wakes, max_age=3600)
     try:
         # Nothing to ask for without the chat pods' selector (no HPA yet): no read, no wake.
         assert cache.current(kube_namespace, "demo", None) is None
@@ -96,16 +86,16 @@ async def test_a_value_is_read_in_the_background_and_wakes_a_pass(
 
 
 async def test_a_value_older_than_max_age_is_read_again(
-    kube: Kube, kube_namespace: str, custom_metrics: CustomMetrics
+    kube_client: Kube, kube_namespace: str, custom_metrics: CustomMetrics
 ) -> None:
-    await chat_pod(kube, kube_namespace, "chat-0")
+    await chat_pod(kube_client, kube_namespace, "chat-0")
     await set_metric(custom_metrics, kube_namespace, "chat-0", 2)
     wakes = Wakes()
-    cache = PodMetricCache(kube, METRIC, wakes, max_age=0.2)
+    cache = PodMetricCache(kube_client, METRIC, wakes, max_age=0.2)
     try:
         await until_value(cache, kube_namespace, SELECTOR, [("chat-0", "2")])
         assert await wakes.next() == (kube_namespace, "demo")
-        await chat_pod(kube, kube_namespace, "chat-1")
+        await chat_pod(kube_client, kube_namespace, "chat-1")
         await set_metric(custom_metrics, kube_namespace, "chat-1", 3)
         await set_metric(custom_metrics, kube_namespace, "chat-0", 5)
         # The kept value has gone stale: asking again reads it again, and the change wakes a pass.
@@ -116,12 +106,12 @@ async def test_a_value_older_than_max_age_is_read_again(
 
 
 async def test_a_failed_read_leaves_the_value_unknown_and_the_cache_working(
-    kube: Kube, kube_namespace: str, custom_metrics: CustomMetrics
+    kube_client: Kube, kube_namespace: str, custom_metrics: CustomMetrics
 ) -> None:
-    await chat_pod(kube, kube_namespace, "chat-0")
+    await chat_pod(kube_client, kube_namespace, "chat-0")
     await set_metric(custom_metrics, kube_namespace, "chat-0", 4)
     wakes = Wakes()
-    cache = PodMetricCache(kube, METRIC, wakes, max_age=0.2)
+    cache = PodMetricCache(kube_client, METRIC, wakes, max_age=0.2)
     try:
         await until_value(cache, kube_namespace, SELECTOR, [("chat-0", "4")])
         assert await wakes.next() == (kube_namespace, "demo")
