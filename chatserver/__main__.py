@@ -104,7 +104,8 @@ class LeanSansIOProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if self.handshake_complete and getattr(self, "request", None) is not None:
             # websockets' parser keeps the request in its generator's frame for the socket's
-            # life: emptied, its ~20 header strings (~1.4 KiB) go (the scope has its own copy).
+            # life: emptied, its ~20 header strings go, 2.7 KiB of RSS per idle socket (the scope
+            # has its own copy).
             self.request.headers.clear()
             self.request = None  # type: ignore[assignment]
             self.response = None  # type: ignore[assignment]
