@@ -27,12 +27,14 @@ from pydantic import ValidationError
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.frames import Frame, Opcode
 from websockets.server import ServerProtocol
 
 from chatserver.api import max_body_bytes
 from chatserver.app import SHUTDOWN_RESERVE_SECONDS, create_app, drain, with_websocket_fast_path
 from chatserver.config import Settings
 from chatserver.lean import Flag, LeanQueue
+from chatserver.realtime import DIRECT_WRITE, DirectWrite
 
 log = logging.getLogger("chatserver")
 
@@ -87,11 +89,23 @@ class AcyclicHttpToolsProtocol(HttpToolsProtocol):
         self.parser = None  # type: ignore[assignment]
 
 
+def text_frame(text: str) -> bytes:
+    """A whole text frame as a server sends it (unmasked, uncompressed)."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+
+
 class LeanSansIOProtocol(WebSocketsSansIOProtocol):
     """uvicorn's websockets-sansio protocol, lighter per socket (issue #16, idle memory): its
     receive queue and writable flag without asyncio's deques (chatserver.lean), and without the
     parsed handshake request and response it kept for the socket's whole life (headers twice
-    over), which nothing reads once the handshake is answered."""
+    over), which nothing reads once the handshake is answered.
+
+    It offers the app a DirectWrite (chatserver/realtime.py): finished frames written straight
+    to the transport, without uvicorn's ``send`` and the writer task's wake-up per frame.
+    """
+
+    # Frames written directly are not compressed: off where permessage-deflate is negotiated.
+    offers_direct_write = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -110,10 +124,40 @@ class LeanSansIOProtocol(WebSocketsSansIOProtocol):
             self.request = None  # type: ignore[assignment]
             self.response = None  # type: ignore[assignment]
 
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if self.offers_direct_write and scope is not None:
+            scope["extensions"][DIRECT_WRITE] = DirectWrite(text_frame, self.write_frame_now)
+
+    def write_frame_now(self, frame: bytes) -> bool:
+        """Write a whole frame unless the socket is not open for it or its transport is paused
+        (then the caller queues it and sends it later through ``send``)."""
+        if (
+            not self.handshake_complete
+            or self.close_sent
+            or self.disconnected
+            or self.initial_response is not None
+            or not self.writable.is_set()
+            or self.transport.is_closing()
+        ):
+            return False
+        self.transport.write(frame)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            # The extension refers back to this protocol: no cycle left for the collector.
+            scope["extensions"].pop(DIRECT_WRITE, None)
+
 
 class CompressingSansIOProtocol(LeanSansIOProtocol):
     """LeanSansIOProtocol negotiating permessage-deflate without context takeover (uvicorn only
     offers its own parameters, ``--ws-per-message-deflate``)."""
+
+    offers_direct_write = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -25,7 +25,8 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import Awaitable, Iterable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from fastapi import APIRouter, WebSocket
@@ -86,6 +87,23 @@ SHED_PAUSE_SECONDS: Final = 0.2
 STORE_FAILED: Final = "the message may not have been stored; send it again with the same client_id"
 REVOKED: Final = "this login was revoked (logout); log in again"
 EXPIRED: Final = "the access token has expired; reconnect with a fresh one"
+# The ASGI scope extension under which the server offers a DirectWrite (chatserver/__main__.py).
+DIRECT_WRITE: Final = "hypersend.direct_write"
+
+
+@dataclass(frozen=True, slots=True)
+class DirectWrite:
+    """How a socket's frames are written without a task switch (issue #16, CPU per delivery).
+
+    ``frame`` builds a text frame's bytes (the same for every socket: a server does not mask);
+    ``write`` writes them at once and returns True, or False when the socket cannot take them
+    now (its transport is paused or closing): then the frame waits in the send queue for the
+    writer task, as every frame did before. The server offers it as an ASGI scope extension
+    only where a frame's bytes do not depend on the socket (no permessage-deflate).
+    """
+
+    frame: Callable[[str], bytes]
+    write: Callable[[bytes], bool]
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -133,6 +151,7 @@ class Session:
     __slots__ = (
         "_catch_up",
         "_close_reason",
+        "_direct",
         "_fills",
         "_flush_before_close",
         "_presence_seen",
@@ -205,6 +224,8 @@ class Session:
         self._close_reason = ""
         self._flush_before_close = False
         self._writer: asyncio.Task[None] | None = None
+        direct = websocket.scope.get("extensions", {}).get(DIRECT_WRITE)
+        self._direct = direct if isinstance(direct, DirectWrite) else None
         # Membership events of this socket, checked against the store one at a time.
         self.user_events = asyncio.Lock()
         # Rooms with a removal announced and not yet checked against MongoDB: count per room
@@ -243,8 +264,12 @@ class Session:
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
 
     def push(self, item: Outgoing) -> None:
-        """Queue a frame without waiting; ephemeral ones may be dropped, overflow closes."""
+        """Write a frame, or queue it without waiting; ephemeral ones may be dropped, overflow
+        closes. Written at once when nothing is ahead of it (the usual case), which spares a
+        wake-up of the writer task and a pass through uvicorn's ``send`` per frame (issue #16)."""
         if self.close_code is not None:
+            return
+        if self.queue.idle and self._write_now(item):
             return
         result = self.queue.offer(item)
         if result == "overflow":
@@ -291,11 +316,12 @@ class Session:
                     continue
                 if self.queue.space > self.queue.maxsize // 2:
                     self._space.set()
-                await self.ws.send_text(item.text)
-                if item.type == "message":
-                    metrics.MESSAGES_DELIVERED.inc()
-                    if item.published_at is not None:
-                        metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - item.published_at))
+                try:
+                    if not self._write_now(item):
+                        await self.ws.send_text(item.text)  # waits while the transport is paused
+                        self._written(item)
+                finally:
+                    self.queue.written()
         except Exception as exc:  # the peer went away mid-write
             log.debug("writer stopped user=%s: %s", self.user_id, type(exc).__name__)
             if self.close_code is None:
@@ -303,6 +329,25 @@ class Session:
         finally:
             self._space.set()
             self.closed.set()
+
+    def _write_now(self, item: Outgoing) -> bool:
+        direct = self._direct
+        if direct is None:
+            return False
+        frame = item.frame
+        if frame is None:
+            frame = item.frame = direct.frame(item.text)
+        if not direct.write(frame):
+            return False
+        self._written(item)
+        return True
+
+    @staticmethod
+    def _written(item: Outgoing) -> None:
+        if item.type == "message":
+            metrics.MESSAGES_DELIVERED.inc()
+            if item.published_at is not None:
+                metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - item.published_at))
 
     def close(self, code: int, reason: str, *, flush: bool) -> None:
         """Close the socket with ``code``; ``flush`` writes what is queued first (bounded)."""

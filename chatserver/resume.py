@@ -25,9 +25,14 @@ from typing import Final, Literal
 MAX_HOLES: Final = 256
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outgoing:
-    """A frame ready to write: serialised once per process, shared by every local socket."""
+    """A frame ready to write: serialised once per process, shared by every local socket.
+
+    Treated as immutable except ``frame``: the WebSocket frame's bytes, built by the first
+    socket that writes it directly (chatserver/realtime.py, ``DirectWrite``) and reused by the
+    others, since a server's frames are unmasked and so the same for every socket.
+    """
 
     type: str
     text: str
@@ -40,6 +45,7 @@ class Outgoing:
     # Who the frame is about (typing, presence, read), so sockets can filter without parsing.
     user_id: str | None = None
     online: bool | None = None
+    frame: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(slots=True)
@@ -180,6 +186,8 @@ class SendQueue:
         self.maxsize = maxsize
         self._items: deque[Outgoing] = deque()
         self.dropped = 0
+        # A popped frame the writer has not written yet: later frames must wait behind it.
+        self._in_hand = False
 
     def __len__(self) -> int:
         return len(self._items)
@@ -203,5 +211,18 @@ class SendQueue:
                 return "queued"
         return "overflow"
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing being written: a new frame may be written at once."""
+        return not self._items and not self._in_hand
+
     def pop(self) -> Outgoing | None:
-        return self._items.popleft() if self._items else None
+        """The next frame to write; the queue is not idle until the writer calls ``written``."""
+        if not self._items:
+            return None
+        self._in_hand = True
+        return self._items.popleft()
+
+    def written(self) -> None:
+        """The frame last popped is written (or will never be)."""
+        self._in_hand = False

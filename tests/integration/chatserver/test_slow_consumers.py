@@ -184,3 +184,43 @@ async def test_live_frames_a_socket_does_not_read_overflow_its_queue_and_it_resu
         finally:
             again.close()
     assert seen + again.message_seqs(room) == list(range(1, total + 1))
+
+
+async def test_a_socket_that_pauses_reading_gets_every_live_frame_in_order_once_it_reads(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    """Frames are written straight to a socket while nothing waits ahead of them, else queued
+    (chatserver/realtime.py, Session.push): the ones queued while its transport was paused must
+    not be overtaken by later ones once it drains, and none may be lost."""
+    server = chat_server_factory.start(
+        ws_send_queue_size=64, rate_limit_per_minute=100_000, max_message_bytes=200_000
+    )
+    big, small = 40, 20  # 6 MB: more than the kernel's buffers on both ends hold (about 4 MB)
+    async with httpx.AsyncClient(base_url=server.url, trust_env=False, timeout=30) as http:
+        room, alice, bob = await _room_of_two(server.url)
+        reader = StalledReader(server.ws_url, server.port)
+        try:
+            reader.send({"type": "auth", "token": bob})
+            reader.send({"type": "resume", "rooms": {room: 0}})
+            await asyncio.to_thread(
+                reader.read_until, lambda frames: any(f["type"] == "resumed" for f in frames)
+            )
+            for n in range(big):
+                await _post(http, room, alice, f"b{n}")
+            reading = asyncio.create_task(
+                asyncio.to_thread(
+                    reader.read_until, lambda _: reader.message_seqs(room)[-1:] == [big + small]
+                )
+            )
+            for n in range(small):  # while the queued frames drain
+                sent = await http.post(
+                    f"/api/v1/rooms/{room}/messages",
+                    json={"client_id": f"s{n}", "text": "small"},
+                    headers=alice,
+                )
+                assert sent.status_code == 201, sent.text
+            await asyncio.wait_for(reading, timeout=60)
+        finally:
+            reader.close()
+        assert await _disconnects(server.url) == 0
+    assert reader.message_seqs(room) == list(range(1, big + small + 1))

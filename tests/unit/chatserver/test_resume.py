@@ -143,6 +143,20 @@ def test_full_queue_drops_ephemeral_frames_first() -> None:
     assert queue.space == 2
 
 
+def test_a_frame_may_skip_the_queue_only_when_none_is_queued_or_being_written() -> None:
+    queue = SendQueue(4)
+    assert queue.idle
+    queue.offer(msg(1))
+    assert not queue.idle
+    assert queue.pop() == msg(1)
+    # Popped but not yet written (the transport is paused): a later frame must queue behind it.
+    assert not queue.idle
+    queue.written()
+    assert queue.idle
+    assert queue.pop() is None
+    assert queue.idle
+
+
 def test_queue_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="maxsize"):
         SendQueue(0)
