@@ -30,3 +30,12 @@ def test_envelope_round_trips_event_and_publish_time() -> None:
 )
 def test_malformed_envelopes_are_rejected(payload: str | bytes) -> None:
     assert parse_envelope(payload) is None
+
+
+def test_redis_replies_are_parsed_by_hiredis() -> None:
+    """pyproject.toml pins hiredis: redis-py parses every reply and pub/sub message with it
+    instead of its pure-Python parser when it is installed (and new enough)."""
+    from redis._parsers import _AsyncHiredisParser
+    from redis.asyncio.connection import DefaultParser
+
+    assert DefaultParser is _AsyncHiredisParser
