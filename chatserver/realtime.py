@@ -224,7 +224,7 @@ class Session:
         self._close_reason = ""
         self._flush_before_close = False
         self._writer: asyncio.Task[None] | None = None
-        direct = websocket.scope.get("extensions", {}).get(DIRECT_WRITE)
+        direct = (websocket.scope.get("extensions") or {}).get(DIRECT_WRITE)
         self._direct = direct if isinstance(direct, DirectWrite) else None
         # Membership events of this socket, checked against the store one at a time.
         self.user_events = asyncio.Lock()
