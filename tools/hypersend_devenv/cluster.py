@@ -65,10 +65,35 @@ REAL_NODE_COMPONENTS = (
     "coredns",
 )
 ADAPTER = "metrics-adapter"  # started on demand by LocalCluster.start_custom_metrics
+# The controller-manager's in-tree hostpath provisioner (--enable-hostpath-provisioner) makes each
+# PV a directory under this fixed host path and deletes it with the PV, leaving the parent.
+HOSTPATH_PV_DIR = Path("/tmp/hostpath_pv")
 
 
 class ClusterError(RuntimeError):
     """The cluster could not be brought up (the message carries the failing component's log)."""
+
+
+def provisioned_pv_dirs(pv_list: Mapping[str, Any], base: Path = HOSTPATH_PV_DIR) -> list[Path]:
+    """The directories of the hostPath PVs in ``pv_list`` (a PersistentVolumeList) that the
+    provisioner made directly under ``base``: what a cluster's `down` removes from the host."""
+    found: list[Path] = []
+    for pv in pv_list.get("items") or []:
+        path = ((pv.get("spec") or {}).get("hostPath") or {}).get("path")
+        if not isinstance(path, str):
+            continue
+        candidate = Path(path)
+        if candidate.parent == base and candidate.name not in ("", ".", ".."):
+            found.append(candidate)
+    return found
+
+
+def remove_made_dir(path: Path, made_here: bool) -> None:
+    """Remove ``path`` if this cluster's start found it absent and it is empty now: the host is
+    left as found. Another cluster's PVs may still be in it; then it stays for that one."""
+    if made_here:
+        with contextlib.suppress(OSError):  # gone already, or not empty
+            path.rmdir()
 
 
 def default_state_dir() -> Path:
@@ -625,8 +650,15 @@ class LocalCluster:
         state = self.load_state()
         if state is None:
             return []
+        pv_dirs: list[Path] = []
+        with contextlib.suppress(OSError, ValueError, ssl.SSLError):  # not answering: none known
+            pv_dirs = provisioned_pv_dirs(self.api_get("/api/v1/persistentvolumes", state))
         left = procs.stop(state.processes)
         state.processes = []
+        # The PVs' directories outlive the cluster that made them unless removed here.
+        for pv_dir in pv_dirs:
+            shutil.rmtree(pv_dir, ignore_errors=True)
+        remove_made_dir(HOSTPATH_PV_DIR, bool(state.extra.pop("hostpath_pv_made", False)))
         self.save_state(state)
         if state.extra.pop("node", None) is not None:
             problems = self.node.teardown()
@@ -661,6 +693,7 @@ class LocalCluster:
         layout = self.layout
         ports = Ports.allocate()
         state = State(ports=ports, started_at=time.time())
+        state.extra["hostpath_pv_made"] = not HOSTPATH_PV_DIR.exists()
         self.save_state(state)
         ensure_pki(layout.pki.dir, SERVICE_IP)
         self._write_kubeconfigs(ports)
@@ -746,6 +779,7 @@ class LocalCluster:
             # An import still running ends with its containerd (stopped above).
             concurrent.futures.wait([importing] if importing is not None else [])
             state.processes = []
+            remove_made_dir(HOSTPATH_PV_DIR, bool(state.extra.pop("hostpath_pv_made", False)))
             self.save_state(state)
             if left:
                 say(f"warning: pids {left} survived the cleanup")

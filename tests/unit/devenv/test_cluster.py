@@ -239,3 +239,37 @@ def test_a_crd_is_established_only_by_its_condition(
     crd: dict[str, Any] | None, established: bool
 ) -> None:
     assert cluster.crd_established(crd) is established
+
+
+def test_the_hostpath_provisioners_directory_goes_only_if_the_cluster_made_it(
+    tmp_path: Path,
+) -> None:
+    """cluster.HOSTPATH_PV_DIR is a fixed host path: removed at `down` when the cluster's start
+    found it absent and no PV of another cluster is left in it, else kept."""
+    pv_dir = tmp_path / "hostpath_pv"
+    pv_dir.mkdir()
+    cluster.remove_made_dir(pv_dir, made_here=False)
+    assert pv_dir.is_dir()  # it was there before this cluster
+    (pv_dir / "pvc-of-another-cluster").mkdir()
+    cluster.remove_made_dir(pv_dir, made_here=True)
+    assert pv_dir.is_dir()  # still in use
+    (pv_dir / "pvc-of-another-cluster").rmdir()
+    cluster.remove_made_dir(pv_dir, made_here=True)
+    assert not pv_dir.exists()
+    cluster.remove_made_dir(pv_dir, made_here=True)  # gone already: nothing to do
+
+
+def test_down_removes_only_the_directories_of_this_clusters_hostpath_pvs() -> None:
+    base = Path("/tmp/hostpath_pv")
+    pvs = {
+        "items": [
+            {"spec": {"hostPath": {"path": "/tmp/hostpath_pv/1d2da35c"}}},
+            {"spec": {"hostPath": {"path": "/srv/data"}}},  # an admin's PV: not the provisioner's
+            {"spec": {"hostPath": {"path": "/tmp/hostpath_pv/a/b"}}},
+            {"spec": {"hostPath": {"path": "/tmp/hostpath_pv/.."}}},
+            {"spec": {"local": {"path": "/tmp/hostpath_pv/x"}}},
+            {"spec": {}},
+        ]
+    }
+    assert cluster.provisioned_pv_dirs(pvs, base) == [base / "1d2da35c"]
+    assert cluster.provisioned_pv_dirs({"items": None}, base) == []
