@@ -51,6 +51,11 @@ class StalledReader:
         self.protocol.send_text(json.dumps(frame).encode())
         self._flush()
 
+    def resume(self, token: str, rooms: dict[str, int]) -> None:
+        """Authenticate and resume ``rooms`` from their seqs (the server's answers are not read)."""
+        self.send({"type": "auth", "token": token})
+        self.send({"type": "resume", "rooms": rooms})
+
     def read_until_closed(self) -> int | None:
         """Read everything the server sent, then its close frame: the close code."""
         while self.protocol.state is not State.CLOSED:
@@ -100,9 +105,11 @@ async def _room_of_two(url: str) -> tuple[str, dict[str, str], str]:
     return room, {"Authorization": f"Bearer {alice.token}"}, bob.token
 
 
-async def _post(http: httpx.AsyncClient, room: str, auth: dict[str, str], client_id: str) -> None:
+async def _post(
+    http: httpx.AsyncClient, room: str, auth: dict[str, str], client_id: str, text: str = TEXT
+) -> None:
     sent = await http.post(
-        f"/api/v1/rooms/{room}/messages", json={"client_id": client_id, "text": TEXT}, headers=auth
+        f"/api/v1/rooms/{room}/messages", json={"client_id": client_id, "text": text}, headers=auth
     )
     assert sent.status_code == 201, sent.text
 
@@ -136,8 +143,7 @@ async def test_a_history_replay_to_a_socket_that_stopped_reading_ends_it_as_slow
             await _post(http, room, alice, f"h{n}")
         reader = StalledReader(server.ws_url, server.port)
         try:
-            reader.send({"type": "auth", "token": bob})
-            reader.send({"type": "resume", "rooms": {room: 0}})
+            reader.resume(bob, {room: 0})
             await _wait_for_disconnects(server.url, 1, within=30)
             code = await asyncio.to_thread(reader.read_until_closed)
         finally:
@@ -158,8 +164,7 @@ async def test_live_frames_a_socket_does_not_read_overflow_its_queue_and_it_resu
         room, alice, bob = await _room_of_two(server.url)
         reader = StalledReader(server.ws_url, server.port)
         try:
-            reader.send({"type": "auth", "token": bob})
-            reader.send({"type": "resume", "rooms": {room: 0}})
+            reader.resume(bob, {room: 0})
             total = 0
             # Bounded: 100 frames of 150 kB are more than the kernel's buffers on both ends
             # (about 4 MB) and the queue's 8 frames hold.
@@ -176,8 +181,7 @@ async def test_live_frames_a_socket_does_not_read_overflow_its_queue_and_it_resu
         assert len(seen) < total
         again = StalledReader(server.ws_url, server.port)
         try:
-            again.send({"type": "auth", "token": bob})
-            again.send({"type": "resume", "rooms": {room: seen[-1] if seen else 0}})
+            again.resume(bob, {room: seen[-1] if seen else 0})
             await asyncio.to_thread(
                 again.read_until, lambda _: again.message_seqs(room)[-1:] == [total]
             )
@@ -200,8 +204,7 @@ async def test_a_socket_that_pauses_reading_gets_every_live_frame_in_order_once_
         room, alice, bob = await _room_of_two(server.url)
         reader = StalledReader(server.ws_url, server.port)
         try:
-            reader.send({"type": "auth", "token": bob})
-            reader.send({"type": "resume", "rooms": {room: 0}})
+            reader.resume(bob, {room: 0})
             await asyncio.to_thread(
                 reader.read_until, lambda frames: any(f["type"] == "resumed" for f in frames)
             )
@@ -213,12 +216,7 @@ async def test_a_socket_that_pauses_reading_gets_every_live_frame_in_order_once_
                 )
             )
             for n in range(small):  # while the queued frames drain
-                sent = await http.post(
-                    f"/api/v1/rooms/{room}/messages",
-                    json={"client_id": f"s{n}", "text": "small"},
-                    headers=alice,
-                )
-                assert sent.status_code == 201, sent.text
+                await _post(http, room, alice, f"s{n}", text="small")
             await asyncio.wait_for(reading, timeout=60)
         finally:
             reader.close()
