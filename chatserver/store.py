@@ -76,6 +76,7 @@ from pymongo.monitoring import (
 )
 
 from chatserver import metrics
+from chatserver.batching import KeyedReads
 from chatserver.config import Settings
 from chatserver.models import Member, Message, Role, Room, RoomKind, User, utcnow
 
@@ -109,6 +110,8 @@ MAX_SEQ_PROBES: Final = 64
 MAX_ROOMS_LISTED: Final = 500
 # Memberships read by one `existing_members` command at most (its answer comes in one batch).
 MEMBERSHIP_CHUNK: Final = 1000
+# Logins whose revocation one `find` reads at most (see `is_family_revoked`).
+REVOCATION_CHUNK: Final = 1000
 
 
 # The server error code of a duplicate key (MongoDB and FerretDB).
@@ -381,6 +384,7 @@ class Store:
         self._settings = settings
         self._client: AsyncMongoClient[Document] | None = None
         self._db: AsyncDatabase[Document] | None = None
+        self._collections: dict[str, AsyncCollection[Document]] = {}
         self._seq_hints: dict[str, int] = {}
         # The group commit (see `append_message`).
         self._pending: list[_PendingSend] = []
@@ -395,6 +399,8 @@ class Store:
         self._dirty_summaries: dict[str, Message] = {}
         self._summaries_wake = asyncio.Event()
         self._summarizer: asyncio.Task[None] | None = None
+        # Revocation checks asked together share a find (see `is_family_revoked`).
+        self._revocations = KeyedReads(self._revoked_among, max_keys=REVOCATION_CHUNK)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -410,6 +416,7 @@ class Store:
         )
         metrics.MONGO_POOL_MAX_CONNECTIONS.set(self._settings.mongo_max_pool)
         self._db = self._client[self._settings.mongo_db]
+        self._collections.clear()
 
     async def close(self) -> None:
         # Sends still queued or in flight get an error (their outcome is unknown: a retry with
@@ -420,6 +427,7 @@ class Store:
                 with suppress(asyncio.CancelledError):
                     await task
         self._committer = self._summarizer = None
+        await self._revocations.close()
         if self._delivering:
             await asyncio.wait(list(self._delivering.values()))
         closed = ConnectionFailure("the store was closed")
@@ -432,6 +440,7 @@ class Store:
             await self._client.close()
             self._client = None
             self._db = None
+            self._collections.clear()
 
     async def ping(self) -> None:
         """Raises if MongoDB cannot be reached."""
@@ -467,37 +476,44 @@ class Store:
             raise RuntimeError("Store.connect() was not called")
         return self._db
 
+    def _collection(self, name: str) -> AsyncCollection[Document]:
+        # Kept: a collection object costs a few µs to make, and the hot paths use several.
+        collection = self._collections.get(name)
+        if collection is None:
+            collection = self._collections[name] = self._database[name]
+        return collection
+
     @property
     def _users(self) -> AsyncCollection[Document]:
-        return self._database["users"]
+        return self._collection("users")
 
     @property
     def _refresh_tokens(self) -> AsyncCollection[Document]:
-        return self._database["refresh_tokens"]
+        return self._collection("refresh_tokens")
 
     @property
     def _refresh_claims(self) -> AsyncCollection[Document]:
-        return self._database["refresh_token_claims"]
+        return self._collection("refresh_token_claims")
 
     @property
     def _revoked_families(self) -> AsyncCollection[Document]:
-        return self._database["revoked_token_families"]
+        return self._collection("revoked_token_families")
 
     @property
     def _reactions(self) -> AsyncCollection[Document]:
-        return self._database["reactions"]
+        return self._collection("reactions")
 
     @property
     def _rooms(self) -> AsyncCollection[Document]:
-        return self._database["rooms"]
+        return self._collection("rooms")
 
     @property
     def _members(self) -> AsyncCollection[Document]:
-        return self._database["members"]
+        return self._collection("members")
 
     @property
     def _messages(self) -> AsyncCollection[Document]:
-        return self._database["messages"]
+        return self._collection("messages")
 
     # -- users ----------------------------------------------------------------------------------
 
@@ -592,7 +608,23 @@ class Store:
             )
 
     async def is_family_revoked(self, family_id: str) -> bool:
-        return await self._revoked_families.find_one({"_id": family_id}) is not None
+        """Whether the login was revoked, as of a read sent after this call.
+
+        Every socket's connect asks this, so the checks asked together (a reconnect wave) go
+        out as one find by `_id` (chatserver/batching.py). On MongoDB an `$in` of `_id`s is an
+        index lookup; FerretDB v1 filters an `$in` itself after reading the collection, which
+        holds one record per logout until its family expires (a single check asks by equality,
+        which it pushes down).
+        """
+        return await self._revocations.contains(family_id)
+
+    async def _revoked_among(self, family_ids: list[str]) -> set[str]:
+        query: Document = {"_id": family_ids[0] if len(family_ids) == 1 else {"$in": family_ids}}
+        # One more than can match: the first batch exhausts the cursor (no getMore).
+        cursor = self._revoked_families.find(
+            query, projection={"_id": True}, batch_size=len(family_ids) + 1
+        )
+        return {str(doc["_id"]) async for doc in cursor}
 
     async def delete_expired_refresh_tokens(self, now: datetime) -> int:
         expired = {"expires_at": {"$lt": now}}
