@@ -53,7 +53,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
 import redis.asyncio as aioredis
@@ -109,6 +109,7 @@ MAX_UNPUBLISHED_ROOMS: Final = 100_000
 REDIS_ERRORS: Final = (RedisError, OSError, TimeoutError)
 
 ChannelKind = Literal["room", "user"]
+PubSubCommand = Literal["subscribe", "unsubscribe"]
 
 # Sliding-window log: at most ARGV[1] entries in the last ARGV[2] ms, timed by the Redis clock so
 # all processes agree. Returns {allowed (0/1), retry_after_ms}.
@@ -314,6 +315,28 @@ def _raise_first(replies: list[Any]) -> list[Any]:
     return replies
 
 
+@dataclass(slots=True)
+class _Outbox:
+    """(UN)SUBSCRIBEs for pub/sub connection ``generation``, to be sent in one go."""
+
+    generation: int
+    sent: asyncio.Future[None]
+    commands: list[tuple[PubSubCommand, list[str]]] = field(default_factory=list)
+
+
+def merge_runs(
+    commands: Iterable[tuple[PubSubCommand, list[str]]],
+) -> list[tuple[PubSubCommand, list[str]]]:
+    """Consecutive commands of one kind as one command with all their channels, order kept."""
+    merged: list[tuple[PubSubCommand, list[str]]] = []
+    for command, channels in commands:
+        if merged and merged[-1][0] == command:
+            merged[-1][1].extend(channels)
+        else:
+            merged.append((command, list(channels)))
+    return merged
+
+
 def _count_pubsub(command: str) -> None:
     """A command on the pub/sub connection: one command and one write (its confirmations come
     back on the reader's stream)."""
@@ -386,6 +409,9 @@ class Bus:
         self.pubsub_ok = False
         # room id -> (seq, payload) of the newest message whose publish was skipped or failed.
         self._unpublished: dict[str, tuple[int, str]] = {}
+        # The (UN)SUBSCRIBEs queued in this turn of the loop (see ``_queue_pubsub``).
+        self._outbox: _Outbox | None = None
+        self._outbox_tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def connect(
@@ -901,15 +927,13 @@ class Bus:
         """
         channels = [self.channel(kind, t) for t in targets]
         self._channels.update(channels)
-        pubsub = self._pubsub
-        if not channels or pubsub is None:
+        if not channels or self._pubsub is None:
             return
         generation = self._generation
         waits = self._register(channels)
         try:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT_SECONDS):
-                _count_pubsub("subscribe")
-                await pubsub.subscribe(*channels)
+                await asyncio.shield(self._queue_pubsub("subscribe", channels))
                 await asyncio.gather(*waits)
         except REDIS_ERRORS as exc:
             # This connection is no good: the reader replaces it and the resync after that
@@ -924,17 +948,60 @@ class Bus:
         """Stop receiving the channels (no confirmation awaited)."""
         channels = [self.channel(kind, t) for t in targets]
         self._channels.difference_update(channels)
-        pubsub = self._pubsub
-        if not channels or pubsub is None:
+        if not channels or self._pubsub is None:
             return
+        generation = self._generation
         for ch in channels:
             self._pending.setdefault(ch, deque()).append(None)
         try:
             async with asyncio.timeout(COMMAND_SOCKET_TIMEOUT_SECONDS):
-                _count_pubsub("unsubscribe")
-                await pubsub.unsubscribe(*channels)
+                await asyncio.shield(self._queue_pubsub("unsubscribe", channels))
         except REDIS_ERRORS:
-            self._kill_pubsub(self._generation)
+            self._kill_pubsub(generation)
+
+    def _queue_pubsub(self, command: PubSubCommand, channels: list[str]) -> asyncio.Future[None]:
+        """Queue a (UN)SUBSCRIBE for the pub/sub connection; the future of the writes that send
+        it.
+
+        The commands queued in one turn of the event loop go out together on the next, in the
+        order they were queued (the confirmations' order, see ``_pending``), each run of one
+        command as one command: a wave of connects subscribes with a few writes, not one each.
+        """
+        outbox = self._outbox
+        if outbox is None or outbox.generation != self._generation:
+            outbox = self._outbox = _Outbox(
+                self._generation, asyncio.get_running_loop().create_future()
+            )
+            task = asyncio.create_task(self._send_outbox(outbox), name="bus-subscriber")
+            self._outbox_tasks.add(task)
+            task.add_done_callback(self._outbox_tasks.discard)
+        outbox.commands.append((command, channels))
+        return outbox.sent
+
+    async def _send_outbox(self, outbox: _Outbox) -> None:
+        if self._outbox is outbox:
+            self._outbox = None  # what is queued from now on goes in the next write
+        sent, pubsub = outbox.sent, self._pubsub
+        if pubsub is None or outbox.generation != self._generation:
+            # Queued for a connection that is gone: its successor subscribes to every channel
+            # wanted now (``_open_pubsub``), and the confirmations awaited failed with it.
+            sent.set_result(None)
+            return
+        try:
+            for command, channels in merge_runs(outbox.commands):
+                _count_pubsub(command)
+                if command == "subscribe":
+                    await pubsub.subscribe(*channels)
+                else:
+                    await pubsub.unsubscribe(*channels)
+        except Exception as exc:
+            sent.set_exception(exc)
+            sent.exception()  # retrieved: its callers may all be gone
+        except BaseException:
+            sent.cancel()
+            raise
+        else:
+            sent.set_result(None)
 
     @property
     def subscribed_channels(self) -> int:
@@ -972,11 +1039,14 @@ class Bus:
     async def close(self) -> None:
         """Stop listening and close both connections."""
         self._closing = True
-        for task in (self._listener, self._monitor, self._confirmer):
+        for task in (self._listener, self._monitor, self._confirmer, *self._outbox_tasks):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        if self._outbox is not None:
+            self._outbox.sent.cancel()  # its task was cancelled before it ran
+            self._outbox = None
         await self._pipeliner.close()
         if self._pubsub is not None:
             with contextlib.suppress(Exception):

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import pytest
 from hypersend_devenv.datastores import RedisServer, free_port
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from chatserver.bus import DEAD_CONNECTION_BOUND_SECONDS, Bus, BusUnavailable, Delivery
@@ -62,6 +63,55 @@ async def test_subscribe_returns_once_redis_delivers(redis_url: str, redis_prefi
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.1)
         assert [d.event["type"] for d in got[3:]] == ["still"]
+    finally:
+        await publisher.close()
+        await subscriber.close()
+
+
+def _pubsub_commands(command: str) -> float:
+    sample = REGISTRY.get_sample_value("hypersend_redis_commands_total", {"command": command})
+    return sample or 0.0
+
+
+async def test_subscribes_asked_together_are_one_command_in_call_order(
+    redis_url: str, redis_prefix: str
+) -> None:
+    publisher = await Bus.connect(BusSettings(redis_url, redis_prefix))
+    subscriber = await Bus.connect(BusSettings(redis_url, redis_prefix))
+    rooms = [f"w{i}" for i in range(40)]
+    got: list[Delivery] = []
+    all_arrived = asyncio.Event()
+
+    def on_delivery(delivery: Delivery) -> None:
+        got.append(delivery)
+        if len(got) >= len(rooms):
+            all_arrived.set()
+
+    await subscriber.start(on_delivery, _noop)
+    try:
+        await subscriber.subscribe("room", ["left"])
+        subscribes, unsubscribes = _pubsub_commands("subscribe"), _pubsub_commands("unsubscribe")
+        # A wave of connects and a socket leaving, in one turn of the loop.
+        await asyncio.gather(
+            *(subscriber.subscribe("room", [room]) for room in rooms),
+            subscriber.unsubscribe("room", ["left"]),
+        )
+        assert _pubsub_commands("subscribe") - subscribes == 1
+        assert _pubsub_commands("unsubscribe") - unsubscribes == 1
+        # The last member of w0 leaves and a new one arrives in the same turn: the SUBSCRIBE
+        # must follow the UNSUBSCRIBE on the wire, or w0 ends up not subscribed.
+        await asyncio.gather(
+            subscriber.unsubscribe("room", ["w0"]), subscriber.subscribe("room", ["w0"])
+        )
+        # One publisher connection: Redis delivers in publish order, so "left" (published
+        # first) would arrive before the rest if it were still subscribed.
+        await publisher.publish_room("left", {"type": "left"})
+        for room in rooms:
+            await publisher.publish_room(room, {"type": room})
+        async with asyncio.timeout(10):
+            await all_arrived.wait()
+        assert [d.event["type"] for d in got] == rooms
+        assert subscriber.subscribed_channels == len(rooms)
     finally:
         await publisher.close()
         await subscriber.close()

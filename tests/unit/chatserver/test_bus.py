@@ -1,12 +1,13 @@
-"""Pure parts of the bus: the pub/sub envelope and channel names."""
+"""Pure parts of the bus: the pub/sub envelope, channel names and (un)subscribe batching."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
-from chatserver.bus import envelope, parse_envelope
+from chatserver.bus import envelope, merge_runs, parse_envelope
 
 pytestmark = pytest.mark.unit
 
@@ -39,3 +40,19 @@ def test_redis_replies_are_parsed_by_hiredis() -> None:
     from redis.asyncio.connection import DefaultParser
 
     assert DefaultParser is _AsyncHiredisParser
+
+
+def test_consecutive_subscribes_merge_and_order_is_kept() -> None:
+    queued: list[tuple[Any, list[str]]] = [
+        ("subscribe", ["u:1"]),
+        ("subscribe", ["r:a", "r:b"]),
+        ("unsubscribe", ["r:c"]),
+        ("unsubscribe", ["r:d"]),
+        ("subscribe", ["r:c"]),  # back after its unsubscribe: must stay after it
+    ]
+    assert merge_runs(queued) == [
+        ("subscribe", ["u:1", "r:a", "r:b"]),
+        ("unsubscribe", ["r:c", "r:d"]),
+        ("subscribe", ["r:c"]),
+    ]
+    assert queued[0] == ("subscribe", ["u:1"])  # the callers' lists are left alone
