@@ -15,7 +15,7 @@ T = TypeVar("T")
 
 class Flag:
     """asyncio.Event's set / clear / wait without its deque of waiters, which is allocated with
-    every Event and costs ~740 bytes even empty: a socket has three of these (issue #16, idle
+    every Event and costs ~740 bytes even empty: a socket has two of these (issue #16, idle
     socket memory). Waiter futures exist only while someone waits."""
 
     __slots__ = ("_set", "_waiters")

@@ -155,6 +155,7 @@ class Session:
         "_fills",
         "_flush_before_close",
         "_presence_seen",
+        "_resume_timer",
         "_room_locks",
         "_space",
         "_tasks",
@@ -162,7 +163,6 @@ class Session:
         "_writer",
         "awaiting_resume",
         "close_code",
-        "closed",
         "connection_id",
         "doubted",
         "drained",
@@ -204,7 +204,6 @@ class Session:
         self.last_rx = time.monotonic()
         self.handling = False
         self.last_ping = time.monotonic()
-        self.closed = Flag()
         self.close_code: int | None = None
         self._wake = Flag()
         self._space = Flag()
@@ -223,7 +222,11 @@ class Session:
         self.drained = False
         self._close_reason = ""
         self._flush_before_close = False
+        # Started by the first frame that has to wait (see ``push``): with direct writes most
+        # sockets never need one (a task and its frame per socket: CPU per connect and idle
+        # memory, issue #16).
         self._writer: asyncio.Task[None] | None = None
+        self._resume_timer: asyncio.TimerHandle | None = None
         direct = (websocket.scope.get("extensions") or {}).get(DIRECT_WRITE)
         self._direct = direct if isinstance(direct, DirectWrite) else None
         # Membership events of this socket, checked against the store one at a time.
@@ -260,9 +263,6 @@ class Session:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def start_writer(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
-
     def push(self, item: Outgoing) -> None:
         """Write a frame, or queue it without waiting; ephemeral ones may be dropped, overflow
         closes. Written at once when nothing is ahead of it (the usual case), which spares a
@@ -277,7 +277,10 @@ class Session:
             log.info("slow consumer disconnected user=%s conn=%s", self.user_id, self.id)
             self.close(Close.SLOW_CONSUMER, "slow consumer: send queue full, resume", flush=False)
             return
-        self._wake.set()
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
+        else:
+            self._wake.set()
 
     def send(self, frame: dict[str, Any]) -> None:
         self.push(outgoing(frame))
@@ -328,7 +331,6 @@ class Session:
                 self.close_code = Close.NORMAL
         finally:
             self._space.set()
-            self.closed.set()
 
     def _write_now(self, item: Outgoing) -> bool:
         direct = self._direct
@@ -360,7 +362,9 @@ class Session:
         self._wake.set()
         if not flush and self._writer is not None:
             self._writer.cancel()
-        self.closed.set()
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
         if self.receiving is not None:
             self.receive_cancelled = True
             self.receiving.cancel()
@@ -506,6 +510,17 @@ class Session:
                 if step.gap:
                     self.schedule_fill(room_id)
             return cursor.last_seq
+
+    def start_resume_window(self) -> None:
+        """Rooms the client has not resumed within RESUME_WINDOW_SECONDS go live then."""
+        self._resume_timer = asyncio.get_running_loop().call_later(
+            RESUME_WINDOW_SECONDS, self._resume_window_over
+        )
+
+    def _resume_window_over(self) -> None:
+        self._resume_timer = None
+        if not self.resume_started:
+            self.end_resume_window()
 
     def end_resume_window(self) -> None:
         """Rooms the client did not resume go live (events buffered meanwhile are admitted)."""
@@ -1054,7 +1069,6 @@ class Hub:
         session = Session(self, websocket, token)
         self.sessions.add(session)
         self._no_sessions.clear()
-        session.start_writer()
         room_ids: list[str] = []
         try:
             room_ids = await self.store.room_ids_for_user(user_id)
@@ -1083,7 +1097,7 @@ class Hub:
             finally:
                 _discard(floors)
             session.send(events.ready(user_id, room_ids, token.expires_at))
-            session.spawn(self._resume_window(session), f"ws-resume-window-{session.id}")
+            session.start_resume_window()
             session.spawn(self._announce(session, True), f"ws-presence-{session.id}")
             await self._read_loop(session)
         except Exception:
@@ -1135,11 +1149,6 @@ class Hub:
             # room's subscription, Hub._unfollow).
             if room_id in self._room_sessions and start > self._room_seq.get(room_id, -1):
                 self._room_seq[room_id] = start
-
-    async def _resume_window(self, session: Session) -> None:
-        await asyncio.sleep(RESUME_WINDOW_SECONDS)
-        if not session.resume_started:
-            session.end_resume_window()
 
     async def _announce(self, session: Session, online: bool) -> None:
         """Publish presence to the user's rooms when their first/last connection changes."""
