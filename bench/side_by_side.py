@@ -322,12 +322,19 @@ def hypersend_env(redis_url: str, mongo_url: str, mongo_db: str, secret: str) ->
 
 async def seed_users(settings: Settings, users: int) -> list[dict[str, str]]:
     """Users in rooms of 10, created through the server's store layer (as bench/chat_load.py
-    does: 19,500 registrations over REST would spend many minutes in argon2), with tokens."""
+    does: 19,500 registrations over REST would spend many minutes in argon2), with tokens.
+
+    Each token names a login of its own, as a login's tokens do (chatserver/auth.py), so every
+    connect also checks that login's revocation."""
     from bench.chat_load import seed
 
     user_ids, room_of = await seed(settings, users, figs.ROOM_SIZE)
     return [
-        {"id": uid, "token": auth.issue_access_token(uid, settings), "room": room_of[uid]}
+        {
+            "id": uid,
+            "token": auth.issue_access_token(uid, settings, family_id=secrets.token_hex(8)),
+            "room": room_of[uid],
+        }
         for uid in user_ids
     ]
 
