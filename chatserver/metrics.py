@@ -154,6 +154,17 @@ PUBSUB_LAG: Final = Histogram(
     "Time from publishing an event to Redis to this process receiving it.",
     buckets=_LATENCY_BUCKETS,
 )
+STORE_COMMIT_SECONDS: Final = Histogram(
+    "hypersend_store_commit_seconds",
+    "Duration of one group-commit insert (many rooms' messages in one command); a message's ack "
+    "and publish wait for it.",
+    buckets=_LATENCY_BUCKETS,
+)
+STORE_COMMIT_MESSAGES: Final = Histogram(
+    "hypersend_store_commit_messages",
+    "Messages sent in one group-commit insert.",
+    buckets=(1, 2, 5, 10, 20, 50, 100),
+)
 SLOW_CONSUMER_DISCONNECTS: Final = Counter(
     "hypersend_slow_consumer_disconnects_total",
     "WebSocket clients disconnected because their bounded send queue overflowed.",

@@ -44,6 +44,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
@@ -867,6 +868,7 @@ class Store:
                         todo, assign_seqs([s.room_id for s in todo], highest), strict=True
                     )
                 ]
+                started = time.monotonic()
                 try:
                     await self._messages.insert_many(docs, ordered=True)
                     stored = len(docs)
@@ -875,6 +877,9 @@ class Store:
                     if duplicate is None:
                         raise
                     stored = duplicate
+                finally:
+                    metrics.STORE_COMMIT_SECONDS.observe(time.monotonic() - started)
+                    metrics.STORE_COMMIT_MESSAGES.observe(len(docs))
                 done = [
                     (send, _message(doc), True)
                     for send, doc in zip(todo[:stored], docs[:stored], strict=True)

@@ -40,6 +40,8 @@ def test_health_ready_metrics_openapi(chat_server: ChatServerProcess) -> None:
         "hypersend_messages_delivered_total",
         "hypersend_message_delivery_latency_seconds",
         "hypersend_pubsub_lag_seconds",
+        "hypersend_store_commit_seconds",
+        "hypersend_store_commit_messages",
         "hypersend_slow_consumer_disconnects_total",
         "hypersend_gap_fills_total",
         "hypersend_rate_limited_total",

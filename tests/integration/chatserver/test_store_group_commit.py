@@ -10,6 +10,7 @@ from typing import Any
 
 import pymongo
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from chatserver.models import Message
@@ -39,6 +40,24 @@ async def test_concurrent_sends_to_many_rooms_get_gap_free_seqs(stores: list[Sto
     for room in rooms:
         assert await _seqs(stores[1], room) == list(range(1, 11))
         assert sorted(m.seq for m, _ in results if m.room_id == room) == list(range(1, 11))
+
+
+def _commit_sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def test_each_insert_is_timed_and_counts_the_messages_it_sent(stores: list[Store]) -> None:
+    room = (await stores[0].create_group_room("owner", "timed", [])).id
+    inserts = _commit_sample("hypersend_store_commit_seconds_count")
+    sizes = _commit_sample("hypersend_store_commit_messages_count")
+    sent = _commit_sample("hypersend_store_commit_messages_sum")
+    timed = _commit_sample("hypersend_store_commit_seconds_sum")
+    await asyncio.gather(*(stores[0].append_message(room, "u", f"t{i}", "x") for i in range(30)))
+    made = _commit_sample("hypersend_store_commit_seconds_count") - inserts
+    assert 1 <= made <= 30  # batched: fewer inserts than messages once a batch is in flight
+    assert _commit_sample("hypersend_store_commit_messages_count") - sizes == made
+    assert _commit_sample("hypersend_store_commit_messages_sum") - sent == 30
+    assert _commit_sample("hypersend_store_commit_seconds_sum") > timed
 
 
 async def test_two_processes_sending_to_one_room_leave_no_gap(stores: list[Store]) -> None:
