@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.integration.bench.scripts import run_bench
 
-REPO = Path(__file__).resolve().parents[3]
+pytestmark = pytest.mark.integration
 
 
 def test_smoke_receives_every_message_and_names_the_hiredis_parser() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "redis_parse.py"), "--messages", "2000"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    stdout = run_bench("redis_parse.py", "--messages", "2000", timeout=60)
+    assert re.search(r"^_AsyncHiredisParser: 2000 pub/sub messages, [0-9.]+ µs", stdout, re.M), (
+        stdout
     )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert re.search(
-        r"^_AsyncHiredisParser: 2000 pub/sub messages, [0-9.]+ µs", proc.stdout, re.M
-    ), proc.stdout

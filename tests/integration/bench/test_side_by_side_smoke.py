@@ -10,30 +10,26 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.integration.bench.scripts import run_bench
 
-REPO = Path(__file__).resolve().parents[3]
+pytestmark = pytest.mark.integration
 
 
 def test_smoke_prints_the_table_and_measures_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "side_by_side.py"), "--smoke", "--json", str(out)],
-        cwd=REPO,
-        env={k: v for k, v in os.environ.items() if not k.startswith("HYPERSEND_")},
-        capture_output=True,
-        text=True,
+    stdout = run_bench(
+        "side_by_side.py",
+        "--smoke",
+        "--json",
+        str(out),
         timeout=240,
-        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("HYPERSEND_")},
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "| figure | Hypersend |" in proc.stdout
+    assert "| figure | Hypersend |" in stdout
     figures = json.loads(out.read_text())["figures"]["hypersend"]
 
     idle, seed, ramp = figures["idle"], figures["seed"], figures["ramp"]
