@@ -51,6 +51,11 @@ class KeyedReads(Generic[K]):
     def in_flight(self) -> int:
         return len(self._reads)
 
+    @property
+    def waiting(self) -> int:
+        """Keys asked whose read has not been sent yet."""
+        return len(self._waiting)
+
     async def contains(self, key: K) -> bool:
         fut = self._waiting.get(key)
         if fut is None:

@@ -34,6 +34,15 @@ class Table:
         return snapshot
 
 
+async def _scheduled_callbacks_ran() -> None:
+    """Return once every callback the loop had scheduled before this call has run (the loop
+    runs them in order): a task's next step, or a read `KeyedReads` would have started."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    loop.call_soon(done.set_result, None)
+    await done
+
+
 async def test_keys_asked_together_share_one_read() -> None:
     table = Table("b")
     reads = KeyedReads(table.read, max_keys=100)
@@ -64,8 +73,9 @@ async def test_keys_wait_for_a_free_read_and_go_together() -> None:
     first = asyncio.ensure_future(reads.contains("x"))
     await table.sent.wait()
     later = [asyncio.ensure_future(reads.contains(k)) for k in ("y", "z")]
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    await _scheduled_callbacks_ran()  # y and z were asked
+    await _scheduled_callbacks_ran()  # and a read they would have started got its turn
+    assert reads.waiting == 2
     assert table.reads == [["x"]]  # the one read allowed is under way
     table.gate.set()
     assert [await first, *[await f for f in later]] == [False, True, False]
@@ -110,7 +120,8 @@ async def test_close_cancels_reads_under_way_and_waiting_callers() -> None:
     sent = asyncio.ensure_future(reads.contains("a"))
     await table.sent.wait()
     waiting = asyncio.ensure_future(reads.contains("b"))
-    await asyncio.sleep(0)
+    await _scheduled_callbacks_ran()
+    assert reads.waiting == 1
     await reads.close()
     for fut in (sent, waiting):
         with pytest.raises(asyncio.CancelledError):
