@@ -1069,33 +1069,13 @@ class Hub:
         session = Session(self, websocket, token)
         self.sessions.add(session)
         self._no_sessions.clear()
-        room_ids: list[str] = []
         try:
-            room_ids = await self.store.room_ids_for_user(user_id)
-            for room_id in room_ids:
-                cursor = RoomCursor()
-                cursor.begin_replay()  # hold live events until the resume window ends
-                session.rooms[room_id] = cursor
-            # Where each room starts if the socket goes live without resuming it: rooms this
-            # process follows already start at what it saw, the others are read (one lookup
-            # each, concurrent) while the channels are subscribed (see _set_baselines).
-            seen = {room: self._room_seq[room] for room in room_ids if room in self._room_seq}
-            floors = asyncio.create_task(
-                self.store.seq_floors([room for room in room_ids if room not in seen]),
-                name=f"ws-seq-floors-{session.id}",
-            )
-            try:
-                await self._follow_user(session)
-                # Checked once the user channel is subscribed: a logout before this is in
-                # MongoDB, one after it reaches this socket as ``sessions_revoked``.
-                if await token_revoked(self.store, token):
-                    session.send(events.error("unauthorized", REVOKED))
-                    session.close(Close.UNAUTHORIZED, REVOKED, flush=True)
-                    return
-                await self._follow(session, room_ids)
-                self._set_baselines(session, room_ids, seen, await floors)
-            finally:
-                _discard(floors)
+            # The user's events (room_added, room_removed) wait until the socket is set up,
+            # then are checked against MongoDB as any other (`_check_membership`).
+            async with session.user_events:
+                room_ids = await self._set_up(session, token)
+            if room_ids is None:
+                return
             session.send(events.ready(user_id, room_ids, token.expires_at))
             session.start_resume_window()
             session.spawn(self._announce(session, True), f"ws-presence-{session.id}")
@@ -1119,6 +1099,47 @@ class Hub:
                 await self._unfollow_user(session)
                 with contextlib.suppress(Exception):
                     await self._announce(session, False)
+
+    async def _set_up(self, session: Session, token: AccessToken) -> list[str] | None:
+        """Subscribe a new socket's user channel, then read its rooms and its login's revocation
+        (concurrently), then subscribe its rooms; its rooms, or None if the login was revoked.
+
+        The reads come after the user channel is subscribed: a membership change or a logout
+        committed before it is in what they read, one after it reaches the socket on the bus
+        (tests/integration/chatserver/test_connect_races.py). Reading the rooms first would lose
+        a room added between the read and the subscription until the next connect.
+        """
+        await self._follow_user(session)
+        rooms_read = asyncio.create_task(
+            self.store.room_ids_for_user(session.user_id), name=f"ws-rooms-{session.id}"
+        )
+        try:
+            revoked = await token_revoked(self.store, token)
+            room_ids = await rooms_read
+        finally:
+            _discard(rooms_read)
+        if revoked:
+            session.send(events.error("unauthorized", REVOKED))
+            session.close(Close.UNAUTHORIZED, REVOKED, flush=True)
+            return None
+        for room_id in room_ids:
+            cursor = RoomCursor()
+            cursor.begin_replay()  # hold live events until the resume window ends
+            session.rooms[room_id] = cursor
+        # Where each room starts if the socket goes live without resuming it: rooms this process
+        # follows already start at what it saw, the others are read (one lookup each,
+        # concurrent) while the channels are subscribed (see _set_baselines).
+        seen = {room: self._room_seq[room] for room in room_ids if room in self._room_seq}
+        floors = asyncio.create_task(
+            self.store.seq_floors([room for room in room_ids if room not in seen]),
+            name=f"ws-seq-floors-{session.id}",
+        )
+        try:
+            await self._follow(session, room_ids)
+            self._set_baselines(session, room_ids, seen, await floors)
+        finally:
+            _discard(floors)
+        return room_ids
 
     def _set_baselines(
         self,

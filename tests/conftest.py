@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.chat",
     "tests.fixtures.operator",
     "tests.fixtures.node",
+    "tests.fixtures.relay",
 ]
