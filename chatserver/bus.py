@@ -710,17 +710,18 @@ class Bus:
         return [int(removed) == 1 and int(count) == 0 for removed, count in replies]
 
     async def presence_refresh(self, connections: Iterable[tuple[str, str]]) -> None:
-        """Extend the expiry of live (user id, connection id) pairs held by this process."""
+        """Extend the expiry of live (user id, connection id) pairs held by this process: one
+        command per pair (the connect's script, timed by the Redis clock), pipelined."""
         pairs = list(connections)
 
-        async def refresh() -> None:
-            expiry = time.time() * 1000 + PRESENCE_TTL_MS
-            commands: list[tuple[Any, ...]] = []
-            for user_id, connection_id in pairs:
-                key = f"{self.prefix}presence:{user_id}"
-                commands.append(("ZADD", key, expiry, connection_id))
-                commands.append(("PEXPIRE", key, PRESENCE_TTL_MS))
-            _raise_first(await self._pipeliner.call_many(commands))
+        async def refresh() -> list[Any]:
+            return await self._eval_many(
+                self._presence_add,
+                [
+                    ([f"{self.prefix}presence:{user}"], [connection, PRESENCE_TTL_MS])
+                    for user, connection in pairs
+                ],
+            )
 
         await self._command(refresh)
 

@@ -172,6 +172,7 @@ class Session:
         "id",
         "last_ping",
         "last_rx",
+        "presence_at",
         "queue",
         "receive_cancelled",
         "receiving",
@@ -204,6 +205,9 @@ class Session:
         self.last_rx = time.monotonic()
         self.handling = False
         self.last_ping = time.monotonic()
+        # When the socket's presence entry was last written (the connect's announcement, then
+        # the ticker's refreshes, each socket on its own schedule: see Hub._tick).
+        self.presence_at = self.last_ping
         self.close_code: int | None = None
         self._wake = Flag()
         self._space = Flag()
@@ -924,7 +928,6 @@ class Hub:
     async def _tick(self) -> None:
         interval = self.settings.ws_ping_interval_seconds
         idle = self.settings.ws_idle_timeout_seconds
-        last_presence = time.monotonic()
         lags: deque[float] = deque(maxlen=LAG_WINDOW_TICKS)
         while True:
             pause = min(TICK_SECONDS, interval)
@@ -936,7 +939,14 @@ class Hub:
             ping = outgoing(events.ping())
             wall = time.time()
             warning = self.settings.ws_token_warning_seconds
+            # Each socket's presence is refreshed PRESENCE_REFRESH_SECONDS after its last write,
+            # so refreshes follow the connects' spread: all of a process's at once held the
+            # event loop ~1 s at 19,500 sockets every 30 s, and deliveries waited behind it.
+            refresh: list[tuple[str, str]] = []
             for session in list(self.sessions):
+                if now - session.presence_at >= PRESENCE_REFRESH_SECONDS:
+                    session.presence_at = now
+                    refresh.append((session.user_id, session.connection_id))
                 expires_at = session.token.expires_at
                 if wall >= expires_at:
                     session.send(events.error("unauthorized", EXPIRED))
@@ -950,12 +960,9 @@ class Hub:
                 elif now - session.last_ping >= interval:
                     session.last_ping = now
                     session.push(ping)
-            if now - last_presence >= PRESENCE_REFRESH_SECONDS and self.sessions:
-                last_presence = now
+            if refresh:
                 try:
-                    await self.bus.presence_refresh(
-                        (s.user_id, s.connection_id) for s in list(self.sessions)
-                    )
+                    await self.bus.presence_refresh(refresh)
                 except Exception as exc:
                     log.warning("presence refresh failed: %s", type(exc).__name__)
 

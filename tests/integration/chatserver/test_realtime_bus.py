@@ -10,11 +10,18 @@ import time
 from collections.abc import Callable
 
 import pytest
+import redis.asyncio as aioredis
 from hypersend_devenv.datastores import RedisServer, free_port
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from chatserver.bus import DEAD_CONNECTION_BOUND_SECONDS, Bus, BusUnavailable, Delivery
+from chatserver.bus import (
+    DEAD_CONNECTION_BOUND_SECONDS,
+    PRESENCE_TTL_MS,
+    Bus,
+    BusUnavailable,
+    Delivery,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -155,6 +162,36 @@ async def test_presence_counts_connections_across_processes(
     finally:
         await one.close()
         await two.close()
+
+
+async def test_presence_refresh_extends_entries_and_restores_lost_ones(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A refresh writes each connection's expiry anew, by the Redis clock, and re-adds an entry
+    Redis lost (a restart without persistence) with its key's expiry."""
+    bus = await Bus.connect(BusSettings(redis_url, redis_prefix))
+    raw = aioredis.Redis.from_url(redis_url)
+    kept, lost = f"{redis_prefix}presence:kept", f"{redis_prefix}presence:lost"
+    try:
+        await bus.presence_connect("kept", "pod1:a")
+        await bus.presence_connect("lost", "pod1:b")
+        await raw.zadd(kept, {"pod1:a": 1})  # an expiry long past
+        await raw.delete(lost)
+        assert await bus.online(["kept", "lost"]) == {"kept": False, "lost": False}
+
+        await bus.presence_refresh([("kept", "pod1:a"), ("lost", "pod1:b")])
+
+        seconds, micros = await raw.time()
+        now_ms = seconds * 1000 + micros // 1000
+        for key, member in ((kept, "pod1:a"), (lost, "pod1:b")):
+            score = await raw.zscore(key, member)
+            assert score is not None
+            assert now_ms < score <= now_ms + PRESENCE_TTL_MS
+            assert 0 < await raw.pttl(key) <= PRESENCE_TTL_MS
+        assert await bus.online(["kept", "lost"]) == {"kept": True, "lost": True}
+    finally:
+        await raw.aclose()
+        await bus.close()
 
 
 async def _wait_until(condition: Callable[[], bool], within: float, what: str) -> None:
