@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -72,6 +73,9 @@ DEFAULT_PREFIX: Final = "hypersend:"
 RATE_WINDOW_MS: Final = 60_000
 # A connection counts as online for this long unless its process refreshes it.
 PRESENCE_TTL_MS: Final = 90_000
+# Presence refreshes queued at a time: each batch's commands are packed and their replies read
+# in one go, so smaller batches let deliveries run in between (bench/presence_refresh.py).
+PRESENCE_REFRESH_CHUNK: Final = 100
 SUBSCRIBE_TIMEOUT_SECONDS: Final = 5.0
 # The pipeliner holds one connection, the health monitor another; the rest is headroom.
 COMMAND_POOL_SIZE: Final = 4
@@ -711,19 +715,22 @@ class Bus:
 
     async def presence_refresh(self, connections: Iterable[tuple[str, str]]) -> None:
         """Extend the expiry of live (user id, connection id) pairs held by this process: one
-        command per pair (the connect's script, timed by the Redis clock), pipelined."""
+        command per pair (the connect's script, timed by the Redis clock), pipelined
+        PRESENCE_REFRESH_CHUNK at a time."""
         pairs = list(connections)
 
-        async def refresh() -> list[Any]:
+        async def refresh(chunk: list[tuple[str, str]]) -> list[Any]:
             return await self._eval_many(
                 self._presence_add,
                 [
                     ([f"{self.prefix}presence:{user}"], [connection, PRESENCE_TTL_MS])
-                    for user, connection in pairs
+                    for user, connection in chunk
                 ],
             )
 
-        await self._command(refresh)
+        for start in range(0, len(pairs), PRESENCE_REFRESH_CHUNK):
+            chunk = pairs[start : start + PRESENCE_REFRESH_CHUNK]
+            await self._command(functools.partial(refresh, chunk))
 
     async def online(self, user_ids: Iterable[str]) -> dict[str, bool]:
         """Whether each user has at least one live connection on any process."""
