@@ -103,6 +103,12 @@ MAX_COMMIT_BATCH: Final = 100
 # 0.19 s on PostgreSQL, 200 never finished on SQLite).
 SUMMARY_INTERVAL_SECONDS: Final = 0.25
 SUMMARY_CHUNK: Final = 16
+# Under load the writer rests longer, so a process writes about this many summaries a second,
+# each at most SUMMARY_MAX_INTERVAL_SECONDS behind: every busy room was rewritten every 0.25 s,
+# and on FerretDB v1 an update costs ~1.2 ms of FerretDB and PostgreSQL CPU (an insert 0.17 ms),
+# so at 1,139 msg/s over 200 rooms the summaries alone took ~1 core (issue #16).
+SUMMARY_WRITES_PER_SECOND: Final = 100
+SUMMARY_MAX_INTERVAL_SECONDS: Final = 5.0
 # Rooms whose highest known seq a process remembers (a cache; cleared when full).
 MAX_SEQ_HINTS: Final = 100_000
 # `_id` probes past the room's `last_seq` before `highest_seq` falls back to the seq index.
@@ -254,6 +260,14 @@ def assign_seqs(rooms: list[str], highest: Mapping[str, int]) -> list[int]:
         nxt[room] = nxt[room] + 1
         seqs.append(nxt[room])
     return seqs
+
+
+def summary_pause(rooms_written: int) -> float:
+    """How long the summary writer rests after writing ``rooms_written`` room summaries: the
+    usual interval, longer as more rooms were due (SUMMARY_WRITES_PER_SECOND), never more than
+    SUMMARY_MAX_INTERVAL_SECONDS."""
+    paced = rooms_written / SUMMARY_WRITES_PER_SECOND
+    return min(SUMMARY_MAX_INTERVAL_SECONDS, max(SUMMARY_INTERVAL_SECONDS, paced))
 
 
 def first_duplicate(details: Mapping[str, Any]) -> int | None:
@@ -1008,13 +1022,13 @@ class Store:
         while True:
             await self._summaries_wake.wait()
             self._summaries_wake.clear()
-            await self._write_summaries()
-            await asyncio.sleep(SUMMARY_INTERVAL_SECONDS)
+            await asyncio.sleep(summary_pause(await self._write_summaries()))
 
-    async def _write_summaries(self) -> None:
+    async def _write_summaries(self) -> int:
+        """Write the summaries due; how many rooms were due."""
         due, self._dirty_summaries = self._dirty_summaries, {}
         if not due:
-            return
+            return 0
         updates = [
             UpdateOne(
                 {"_id": room_id, "last_seq": {"$lt": msg.seq}},
@@ -1028,6 +1042,7 @@ class Store:
             except PyMongoError as exc:
                 problem = str(exc)[:200]
                 log.warning("room summaries not written (%d rooms): %s", len(due), problem)
+        return len(due)
 
     def _note_seq(self, room_id: str, seq: int) -> None:
         """Remember that `seq` is stored (a lower bound of the room's highest seq)."""
@@ -1045,8 +1060,9 @@ class Store:
 
         The rooms' summaries are written behind their messages (`_write_summaries`) and this
         process's hints only name stored seqs, so neither is ever ahead of the room: cheaper
-        than `highest_seq`'s probes, and exact once the summaries caught up (~0.25 s). One
-        lookup by `_id` per room, concurrent (one round trip of latency): FerretDB v1 pushes
+        than `highest_seq`'s probes, and exact once the summaries caught up (0.25 s, up to
+        SUMMARY_MAX_INTERVAL_SECONDS under load; a socket fills the difference from history).
+        One lookup by `_id` per room, concurrent (one round trip of latency): FerretDB v1 pushes
         down only an `_id` equality (internal/backends/sqlite/collection.go in its module), so
         one `$in` find would read the whole rooms collection.
 

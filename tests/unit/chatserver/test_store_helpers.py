@@ -6,6 +6,9 @@ import asyncio
 
 from chatserver.store import (
     DUPLICATE_KEY,
+    SUMMARY_INTERVAL_SECONDS,
+    SUMMARY_MAX_INTERVAL_SECONDS,
+    SUMMARY_WRITES_PER_SECOND,
     _PendingSend,
     assign_seqs,
     chunked,
@@ -13,6 +16,7 @@ from chatserver.store import (
     first_duplicate,
     merge_retries,
     only_members,
+    summary_pause,
 )
 
 
@@ -63,3 +67,11 @@ async def test_only_checked_sends_of_non_members_are_refused() -> None:
 def test_chunks_keep_order_and_cover_everything() -> None:
     assert chunked([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]
     assert chunked([], 3) == []
+
+
+def test_the_summary_writer_rests_longer_as_more_rooms_were_due() -> None:
+    assert summary_pause(0) == summary_pause(1) == SUMMARY_INTERVAL_SECONDS
+    # Under load: about SUMMARY_WRITES_PER_SECOND summaries a second.
+    assert summary_pause(2 * SUMMARY_WRITES_PER_SECOND) == 2.0
+    # Never further behind than the cap, however many rooms.
+    assert summary_pause(1_000_000) == SUMMARY_MAX_INTERVAL_SECONDS
