@@ -774,15 +774,14 @@ class Hub:
         ``Session.rooms``, which a ``room_removed`` on the bus narrows. When that event is lost
         (the publisher could not reach Redis, or this process's subscription was down), this
         pass finds the removal at the latest HYPERSEND_MEMBERSHIP_RECHECK_SECONDS later, or as
-        soon as pub/sub comes back. One find per room several local users follow, one per
-        MEMBERSHIP_CHUNK of the other (room, user) pairs (`Store.existing_members_by_room`), so
-        its cost does not grow with messages. A lapsed room is handled like a
+        soon as pub/sub comes back. One find per MEMBERSHIP_CHUNK (room, user) pairs of the
+        whole process, so its cost does not grow with messages. A lapsed room is handled like a
         removal event: doubted at once, then dropped if MongoDB confirms it under the socket's
         membership lock (a concurrent re-add wins). Returns how many were found lapsed.
         """
         sessions = [s for s in self.sessions if s.close_code is None]
         pairs = {(room_id, s.user_id) for s in sessions for room_id in s.rooms}
-        present = await self.store.existing_members_by_room(pairs) if pairs else set()
+        present = await self.store.existing_members(pairs) if pairs else set()
         metrics.MEMBERSHIP_RECHECKS.inc()
         lapsed = pairs - present
         found = 0

@@ -262,19 +262,6 @@ def assign_seqs(rooms: list[str], highest: Mapping[str, int]) -> list[int]:
     return seqs
 
 
-def group_by_room(
-    pairs: Iterable[tuple[str, str]],
-) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
-    """(room_id, user_id) pairs split into the rooms with several users (room -> its users)
-    and the pairs alone in their room."""
-    users_of: dict[str, list[str]] = {}
-    for room_id, user_id in dict.fromkeys(pairs):
-        users_of.setdefault(room_id, []).append(user_id)
-    several = {room: users for room, users in users_of.items() if len(users) > 1}
-    single = [(room, users[0]) for room, users in users_of.items() if len(users) == 1]
-    return several, single
-
-
 def summary_pause(rooms_written: int) -> float:
     """How long the summary writer rests after writing ``rooms_written`` room summaries: the
     usual interval, longer as more rooms were due (SUMMARY_WRITES_PER_SECOND), never more than
@@ -787,29 +774,6 @@ class Store:
             # One more than can match: the first batch exhausts the cursor (no getMore).
             cursor = self._members.find(query, projection={"_id": True}, batch_size=len(chunk) + 1)
             found.update([wanted[str(doc["_id"])] async for doc in cursor])
-        return found
-
-    async def existing_members_by_room(
-        self, pairs: Iterable[tuple[str, str]]
-    ) -> set[tuple[str, str]]:
-        """Which (room_id, user_id) pairs are memberships, for many pairs at once (the
-        membership recheck): one find per room with several of the pairs, by `room_id` (its
-        users by `$in`), and the rooms with one pair as `existing_members` reads them.
-
-        An index lookup on both backends. FerretDB v1 pushes the `room_id` equality down and
-        filters the room's few members itself, while an `$in` of `_id`s makes it compare every
-        membership of the collection with the whole list: at 19,500 pairs in rooms of ten,
-        30 s of FerretDB and PostgreSQL CPU by `existing_members`, 2.9 s this way.
-        """
-        several, single = group_by_room(pairs)
-        found = await self.existing_members(single)
-        for room_id, users in several.items():
-            cursor = self._members.find(
-                {"room_id": room_id, "user_id": {"$in": users}},
-                projection={"user_id": True},
-                batch_size=len(users) + 1,
-            )
-            found.update([(room_id, str(doc["user_id"])) async for doc in cursor])
         return found
 
     async def members(self, room_id: str) -> list[Member]:

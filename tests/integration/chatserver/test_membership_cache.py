@@ -22,7 +22,6 @@ import pymongo
 import pytest
 import redis.asyncio as aioredis
 from hypersend_client import ApiError
-from prometheus_client import REGISTRY
 
 from chatserver.store import NotMember, Store, member_id
 from tests.fixtures.chat import ChatServerFactory, ChatServerProcess
@@ -46,11 +45,6 @@ def db(mongo_url: str, mongo_db_name: str) -> Iterator[Any]:
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongo_url)
     yield client[mongo_db_name]
     client.close()
-
-
-def _finds() -> float:
-    """The finds this test process's stores sent (their command monitoring)."""
-    return REGISTRY.get_sample_value("hypersend_mongo_commands_total", {"command": "find"}) or 0.0
 
 
 async def _commands(server: ChatServerProcess, command: str) -> float:
@@ -216,22 +210,3 @@ async def test_a_socket_may_send_to_a_room_it_does_not_follow_yet(
     other = await create_group(chat_server.url, alice, [])
     await _refused(sock, other)
     await sock.close()
-
-
-async def test_the_recheck_reads_a_room_of_several_local_users_by_its_id(
-    stores: list[Store],
-) -> None:
-    """`existing_members_by_room` (the recheck's read): right answers for members, removed
-    members, strangers and lone pairs, in one find per room with several pairs plus one for
-    the lone ones (FerretDB filters an `$in` of `_id`s by comparing the whole collection)."""
-    store = stores[0]
-    rooms = [(await store.create_group_room("owner", f"g{i}", ["ann", "ben"])).id for i in range(3)]
-    lone = (await store.create_group_room("owner", "lone", ["cat"])).id
-    await store.remove_member(rooms[1], "ben")
-    asked = {(room, user) for room in rooms for user in ("owner", "ann", "ben", "eve")}
-    asked |= {(lone, "cat"), (lone + "x", "cat")}
-    expected = {(room, user) for room in rooms for user in ("owner", "ann", "ben")}
-    expected = (expected - {(rooms[1], "ben")}) | {(lone, "cat")}
-    before = _finds()
-    assert await store.existing_members_by_room(asked) == expected
-    assert _finds() - before == len(rooms) + 1

@@ -14,7 +14,6 @@ from chatserver.store import (
     chunked,
     client_key,
     first_duplicate,
-    group_by_room,
     merge_retries,
     only_members,
     summary_pause,
@@ -76,10 +75,3 @@ def test_the_summary_writer_rests_longer_as_more_rooms_were_due() -> None:
     assert summary_pause(2 * SUMMARY_WRITES_PER_SECOND) == 2.0
     # Never further behind than the cap, however many rooms.
     assert summary_pause(1_000_000) == SUMMARY_MAX_INTERVAL_SECONDS
-
-
-def test_pairs_are_grouped_by_room_and_the_lone_ones_kept_apart() -> None:
-    pairs = [("r1", "a"), ("r2", "b"), ("r1", "c"), ("r3", "d"), ("r1", "a"), ("r3", "e")]
-    several, single = group_by_room(pairs)
-    assert several == {"r1": ["a", "c"], "r3": ["d", "e"]}
-    assert single == [("r2", "b")]
