@@ -940,8 +940,8 @@ class Hub:
             wall = time.time()
             warning = self.settings.ws_token_warning_seconds
             # Each socket's presence is refreshed PRESENCE_REFRESH_SECONDS after its last write,
-            # so refreshes follow the connects' spread: all of a process's at once held the
-            # event loop ~1 s at 19,500 sockets every 30 s, and deliveries waited behind it.
+            # so refreshes follow the connects' spread: all of a process's at once cost ~1 s of
+            # CPU in one go at 19,500 sockets every 30 s, and deliveries waited behind it.
             refresh: list[tuple[str, str]] = []
             for session in list(self.sessions):
                 if now - session.presence_at >= PRESENCE_REFRESH_SECONDS:

@@ -106,7 +106,7 @@ SUMMARY_CHUNK: Final = 16
 # Under load the writer rests longer, so a process writes about this many summaries a second,
 # each at most SUMMARY_MAX_INTERVAL_SECONDS behind: every busy room was rewritten every 0.25 s,
 # and on FerretDB v1 an update costs ~1.2 ms of FerretDB and PostgreSQL CPU (an insert 0.17 ms),
-# so at 1,139 msg/s over 200 rooms the summaries alone took ~1 core (issue #16).
+# so at 1,139 msg/s over 200 rooms the summaries alone came to ~1 core (issue #16).
 SUMMARY_WRITES_PER_SECOND: Final = 100
 SUMMARY_MAX_INTERVAL_SECONDS: Final = 5.0
 # Rooms whose highest known seq a process remembers (a cache; cleared when full).
