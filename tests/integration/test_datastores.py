@@ -589,6 +589,11 @@ def _wait_gone(pids: list[int], within: float = 30.0) -> list[int]:
     return alive
 
 
+# pg_session waits 1 s for an answer by default; planning every FerretDB table's lookups in one
+# DO block took longer than that on the loaded 2-core CI machine. This only bounds a hang.
+SQL_TIMEOUT_SECONDS = 30.0
+
+
 def _assert_schema_in_postgres(port: int, mongo_db: str) -> None:
     """FerretDB keeps each MongoDB database as a PostgreSQL schema of tables: prove the data
     went to PostgreSQL (the statement raises unless a collection table there has rows)."""
@@ -602,7 +607,7 @@ def _assert_schema_in_postgres(port: int, mongo_db: str) -> None:
           END LOOP;
           RAISE EXCEPTION 'no rows in schema %', '{mongo_db}';
         END $$"""
-    pg_session(port, sql, database="ferretdb")
+    pg_session(port, sql, database="ferretdb", timeout=SQL_TIMEOUT_SECONDS)
 
 
 def test_ferretdb_lookups_on_postgresql_are_answered_from_an_index() -> None:
@@ -628,16 +633,36 @@ def test_ferretdb_lookups_on_postgresql_are_answered_from_an_index() -> None:
             }  # fmt: skip
         # The plan of the statement FerretDB sends, with sequential scans priced out: it names
         # an index only where one serves the containment.
-        pg_session(pg_port, _INDEX_PLANS.replace("SCHEMA", "twins"), database="ferretdb")
+        pg_session(
+            pg_port,
+            _INDEX_PLANS.replace("SCHEMA", "twins"),
+            database="ferretdb",
+            timeout=SQL_TIMEOUT_SECONDS,
+        )
         # The twins of indexes made before the trigger existed come with the next start's DO.
-        pg_session(pg_port, "DROP EVENT TRIGGER hypersend_gin_twins", database="ferretdb")
+        pg_session(
+            pg_port,
+            "DROP EVENT TRIGGER hypersend_gin_twins",
+            database="ferretdb",
+            timeout=SQL_TIMEOUT_SECONDS,
+        )
         with MongoClient[Doc](mongo.url, serverSelectionTimeoutMS=10_000) as client:
             client.later.members.create_index([("user_id", ASCENDING)])
             client.later.members.insert_one({"_id": "r1:u1", "user_id": "u1", "room_id": "r1"})
         with pytest.raises(PostgresError, match="sequential scan"):
-            pg_session(pg_port, _INDEX_PLANS.replace("SCHEMA", "later"), database="ferretdb")
-        pg_session(pg_port, PG_GIN_TWINS, database="ferretdb")
-        pg_session(pg_port, _INDEX_PLANS.replace("SCHEMA", "later"), database="ferretdb")
+            pg_session(
+                pg_port,
+                _INDEX_PLANS.replace("SCHEMA", "later"),
+                database="ferretdb",
+                timeout=SQL_TIMEOUT_SECONDS,
+            )
+        pg_session(pg_port, PG_GIN_TWINS, database="ferretdb", timeout=SQL_TIMEOUT_SECONDS)
+        pg_session(
+            pg_port,
+            _INDEX_PLANS.replace("SCHEMA", "later"),
+            database="ferretdb",
+            timeout=SQL_TIMEOUT_SECONDS,
+        )
 
 
 _INDEX_PLANS = """
