@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures.chat import ChatServerFactory
+from tests.fixtures.chat import ChatServerFactory, ChatServerProcess
 from tests.fixtures.relay import HoldingRelay
 from tests.integration.chatserver.realtime_client import (
+    Account,
     Client,
     create_group,
     open_socket,
@@ -25,6 +26,17 @@ from tests.integration.chatserver.realtime_client import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+async def _two_servers(
+    factory: ChatServerFactory, relay: HoldingRelay
+) -> tuple[ChatServerProcess, ChatServerProcess, Account, Account]:
+    """Server A on MongoDB through ``relay`` (recheck an hour apart), server B direct, and a room
+    owner and a user registered on B: (A, B, owner, user)."""
+    server_b = factory.start()
+    server_a = factory.start(mongo_url=relay.mongo_url(), membership_recheck_seconds=3600)
+    owner, user = await register(server_b.url, "o"), await register(server_b.url, "m")
+    return server_a, server_b, owner, user
 
 
 async def _connect_while_held(
@@ -41,11 +53,7 @@ async def _connect_while_held(
 async def test_a_room_added_while_a_socket_connects_is_followed(
     chat_server_factory: ChatServerFactory, mongo_relay: HoldingRelay
 ) -> None:
-    server_b = chat_server_factory.start()
-    server_a = chat_server_factory.start(
-        mongo_url=mongo_relay.mongo_url(), membership_recheck_seconds=3600
-    )
-    owner, user = await register(server_b.url, "o"), await register(server_b.url, "m")
+    server_a, server_b, owner, user = await _two_servers(chat_server_factory, mongo_relay)
     room = await create_group(server_b.url, owner, [])
 
     client = await _connect_while_held(server_a.ws_url, mongo_relay, user.id, user.token)
@@ -68,11 +76,7 @@ async def test_a_room_added_while_a_socket_connects_is_followed(
 async def test_a_room_removed_while_a_socket_connects_is_dropped(
     chat_server_factory: ChatServerFactory, mongo_relay: HoldingRelay
 ) -> None:
-    server_b = chat_server_factory.start()
-    server_a = chat_server_factory.start(
-        mongo_url=mongo_relay.mongo_url(), membership_recheck_seconds=3600
-    )
-    owner, user = await register(server_b.url, "o"), await register(server_b.url, "m")
+    server_a, server_b, owner, user = await _two_servers(chat_server_factory, mongo_relay)
     room = await create_group(server_b.url, owner, [user])
 
     client = await _connect_while_held(server_a.ws_url, mongo_relay, user.id, user.token)
