@@ -54,10 +54,10 @@ class Settings(BaseSettings):
     # A socket that takes no frame for this long while history waits to be queued for it is a
     # slow consumer (chatserver/realtime.py, Session.push_wait).
     ws_send_stall_seconds: float = Field(default=10, gt=0)
-    # How often a process re-reads from MongoDB the memberships its sockets rely on: the bound
+    # How often a process reads the removal log for memberships its sockets rely on: the bound
     # on how long a removal whose bus event was lost still lets a socket send to and receive
     # from the room (chatserver/realtime.py, Hub.recheck_memberships).
-    membership_recheck_seconds: float = Field(default=60, gt=0)
+    membership_recheck_seconds: float = Field(default=15, gt=0)
     # Allocations between two young garbage collections (Python's default is 700). Each socket
     # keeps objects alive, so a small threshold promotes short-lived ones into the oldest
     # generation, whose full collections then pause the process for 0.3 s at 4,000 sockets

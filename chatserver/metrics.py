@@ -212,8 +212,13 @@ PUBSUB_RECONNECTS: Final = Counter(
 )
 MEMBERSHIP_RECHECKS: Final = Counter(
     "hypersend_membership_rechecks_total",
-    "Passes that re-read from MongoDB the membership of every room a local socket follows "
+    "Passes that looked for removed memberships of rooms a local socket follows "
     "(HYPERSEND_MEMBERSHIP_RECHECK_SECONDS, and after pub/sub came back).",
+)
+MEMBERSHIP_FULL_RECHECKS: Final = Counter(
+    "hypersend_membership_full_rechecks_total",
+    "Of those passes, the ones that re-read every followed membership instead of the removal "
+    "log: after pub/sub came back, or when the last read of the log was too long ago.",
 )
 MEMBERSHIP_LAPSED: Final = Counter(
     "hypersend_membership_lapsed_total",

@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from fastapi import APIRouter, WebSocket
@@ -83,6 +84,13 @@ CATCH_UP_CONCURRENCY: Final = 16
 # Sockets shed (closed with a reconnect hint) per batch, and the pause between batches.
 SHED_BATCH: Final = 100
 SHED_PAUSE_SECONDS: Final = 0.2
+# A removal is logged with its remover's clock (chatserver/store.py, `removals_since`), so a
+# pass reads the log from this long before the previous pass began: clocks that disagree, and
+# a log insert still on its way when that pass read.
+REMOVAL_LOG_OVERLAP_SECONDS: Final = 30.0
+# How long the removal log keeps an entry. A process whose last read of it is older than that
+# (MongoDB out of reach so long) reads every membership its sockets follow instead.
+REMOVAL_LOG_RETENTION_SECONDS: Final = 900.0
 # The store may have failed after the insert went through: the retry (same client_id) is safe.
 STORE_FAILED: Final = "the message may not have been stored; send it again with the same client_id"
 REVOKED: Final = "this login was revoked (logout); log in again"
@@ -127,6 +135,16 @@ def outgoing(frame: dict[str, Any], published_at: float | None = None) -> Outgoi
         user_id=user_id if isinstance(user_id, str) else None,
         online=online if isinstance(online, bool) else None,
     )
+
+
+def removal_log_since(last_read: float, now: float) -> float | None:
+    """Where the next read of the removal log starts (wall-clock seconds), given when the last
+    successful read began; None when the log may have lost entries since then."""
+    since = last_read - REMOVAL_LOG_OVERLAP_SECONDS
+    # Other processes prune by their own clocks, which may run the overlap ahead of ours.
+    if since < now - REMOVAL_LOG_RETENTION_SECONDS + REMOVAL_LOG_OVERLAP_SECONDS:
+        return None
+    return since
 
 
 def handshake_header(scope: MutableMapping[str, Any], name: bytes) -> list[str]:
@@ -570,6 +588,9 @@ class Hub:
         self._no_sessions.set()
         self._rechecker: asyncio.Task[None] | None = None
         self._recheck_now = asyncio.Event()
+        self._recheck_full = False
+        # No socket is older than the hub: the first pass reads the log from here.
+        self._removals_read_at = time.time()
 
     @property
     def connection_count(self) -> int:
@@ -761,29 +782,44 @@ class Hub:
                 async with asyncio.timeout(self.settings.membership_recheck_seconds):
                     await self._recheck_now.wait()
             self._recheck_now.clear()
+            full, self._recheck_full = self._recheck_full, False
             try:
-                await self.recheck_memberships()
+                await self.recheck_memberships(full=full)
             except Exception as exc:
-                # The next pass tries again; meanwhile a lost removal goes unnoticed longer.
+                # The next pass tries again (a log pass then reads from the last one that
+                # succeeded); meanwhile a lost removal goes unnoticed longer.
+                self._recheck_full = self._recheck_full or full
                 log.warning("membership recheck failed: %s", type(exc).__name__)
 
-    async def recheck_memberships(self) -> int:
-        """Re-read every membership the local sockets rely on; drop the lapsed ones.
+    async def recheck_memberships(self, *, full: bool = False) -> int:
+        """Find the rooms local sockets follow whose membership was removed; drop them.
 
         Sockets send to (without a store check, `Session.trusts`) and receive from the rooms in
         ``Session.rooms``, which a ``room_removed`` on the bus narrows. When that event is lost
-        (the publisher could not reach Redis, or this process's subscription was down), this
-        pass finds the removal at the latest HYPERSEND_MEMBERSHIP_RECHECK_SECONDS later, or as
-        soon as pub/sub comes back. One find per MEMBERSHIP_CHUNK (room, user) pairs of the
-        whole process, so its cost does not grow with messages. A lapsed room is handled like a
-        removal event: doubted at once, then dropped if MongoDB confirms it under the socket's
-        membership lock (a concurrent re-add wins). Returns how many were found lapsed.
+        (the remover could not reach Redis, or died before publishing), this pass finds the
+        removal at the latest HYPERSEND_MEMBERSHIP_RECHECK_SECONDS later. It reads the removal
+        log (chatserver/store.py, `removals_since`), so it costs what was removed, not what the
+        sockets follow, and asks MongoDB again only for followed rooms the log names. ``full``
+        (after pub/sub came back, or when the log may have lost entries since the last read)
+        asks for every followed membership instead: one find per MEMBERSHIP_CHUNK pairs. A
+        lapsed room is handled like a removal event: doubted at once, then dropped if MongoDB
+        confirms it under the socket's membership lock (a concurrent re-add wins). Returns how
+        many were found lapsed.
         """
+        started = time.time()
+        since = None if full else removal_log_since(self._removals_read_at, started)
         sessions = [s for s in self.sessions if s.close_code is None]
         pairs = {(room_id, s.user_id) for s in sessions for room_id in s.rooms}
-        present = await self.store.existing_members(pairs) if pairs else set()
+        await self.store.prune_removals(_utc(started - REMOVAL_LOG_RETENTION_SECONDS))
+        if since is None:
+            metrics.MEMBERSHIP_FULL_RECHECKS.inc()
+            suspects = pairs
+        else:
+            suspects = pairs & await self.store.removals_since(_utc(since)) if pairs else set()
+        present = await self.store.existing_members(suspects) if suspects else set()
+        self._removals_read_at = started
         metrics.MEMBERSHIP_RECHECKS.inc()
-        lapsed = pairs - present
+        lapsed = suspects - present
         found = 0
         for session in sessions:
             for room_id in [r for r in session.rooms if (r, session.user_id) in lapsed]:
@@ -827,6 +863,7 @@ class Hub:
         """Pub/sub is back after missing events: catch every local room up from MongoDB."""
         metrics.PUBSUB_RESYNCS.inc()
         # Removal events published meanwhile were lost for this process as well.
+        self._recheck_full = True
         self._recheck_now.set()
         high_water = dict(self._room_seq)
         rooms = sum(session.catch_up(high_water, self._rng) for session in list(self.sessions))
@@ -1424,6 +1461,10 @@ class Hub:
             last = await session.replay(room_id, last_seq)
             done[room_id] = last if last is not None else last_seq
         return done
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)
 
 
 def _discard(task: asyncio.Task[Any]) -> None:

@@ -475,6 +475,7 @@ class Store:
         await self._members.create_index(
             [("room_id", ASCENDING), ("joined_at", ASCENDING)], name="room_members"
         )
+        await self._removals.create_index([("at", ASCENDING)], name="at")
         await self._messages.create_index(
             [("room_id", ASCENDING), ("seq", ASCENDING)], unique=True, name="room_seq"
         )
@@ -529,6 +530,10 @@ class Store:
     @property
     def _messages(self) -> AsyncCollection[Document]:
         return self._collection("messages")
+
+    @property
+    def _removals(self) -> AsyncCollection[Document]:
+        return self._collection("membership_removals")
 
     # -- users ----------------------------------------------------------------------------------
 
@@ -789,8 +794,28 @@ class Store:
         return await self._ensure_member(room_id, user_id, role)
 
     async def remove_member(self, room_id: str, user_id: str) -> bool:
+        """Remove a membership, logging the removal first (see `removals_since`)."""
+        # Logged before the delete: a process that dies in between leaves a removal to check,
+        # never an unlogged one.
+        await self._removals.insert_one({"room_id": room_id, "user_id": user_id, "at": utcnow()})
         result = await self._members.delete_one({"_id": member_id(room_id, user_id)})
         return result.deleted_count == 1
+
+    async def removals_since(self, since: datetime) -> set[tuple[str, str]]:
+        """The (room_id, user_id) pairs removed at `since` or later, by the removers' clocks.
+
+        What lets a process find a removal whose bus event its sockets never got by reading
+        what was removed, not every membership they follow (chatserver/realtime.py,
+        Hub.recheck_memberships). The log holds only what `prune_removals` keeps, so a read
+        stays small also where the range is not served from the index (FerretDB v1).
+        """
+        cursor = self._removals.find(
+            {"at": {"$gte": since}}, projection={"_id": False, "room_id": True, "user_id": True}
+        )
+        return {(str(doc["room_id"]), str(doc["user_id"])) async for doc in cursor}
+
+    async def prune_removals(self, before: datetime) -> None:
+        await self._removals.delete_many({"at": {"$lt": before}})
 
     async def set_role(self, room_id: str, user_id: str, role: Role) -> Member | None:
         doc = await self._members.find_one_and_update(

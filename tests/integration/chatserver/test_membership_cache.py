@@ -6,7 +6,7 @@ are dropped on removal, chatserver/realtime.py `Session.trusts`); every other se
 the socket does not follow) is checked by the group commit in one find per batch
 (chatserver/store.py `append_message(check_member=True)`). A removed member can post neither on
 the pod that removed them nor on another, and a removal whose bus event was lost is found by the
-periodic recheck (HYPERSEND_MEMBERSHIP_RECHECK_SECONDS).
+periodic recheck (HYPERSEND_MEMBERSHIP_RECHECK_SECONDS) in the removal log.
 """
 
 from __future__ import annotations
@@ -15,17 +15,20 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pymongo
 import pytest
+import redis
 import redis.asyncio as aioredis
 from hypersend_client import ApiError
 
 from chatserver.store import NotMember, Store, member_id
 from tests.fixtures.chat import ChatServerFactory, ChatServerProcess
 from tests.integration.chatserver.realtime_client import (
+    Account,
     Client,
     connect_user,
     create_group,
@@ -82,6 +85,20 @@ async def test_checked_sends_of_a_batch_share_one_membership_read(stores: list[S
         assert seqs == list(range(1, 21))
 
 
+async def test_every_removal_is_logged_until_pruned(stores: list[Store]) -> None:
+    store = stores[0]
+    room = (await store.create_group_room("owner", "logged", ["bob", "carol"])).id
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    assert await store.remove_member(room, "bob")
+    assert not await store.remove_member(room, "nobody")  # logged too: a check costs little
+    after = datetime.now(UTC) + timedelta(seconds=1)
+    assert await stores[1].removals_since(before) >= {(room, "bob"), (room, "nobody")}
+    assert (room, "carol") not in await stores[1].removals_since(before)
+    assert await stores[1].removals_since(after) == set()
+    await store.prune_removals(after)
+    assert await stores[1].removals_since(before) == set()
+
+
 async def test_a_socket_sends_without_a_find_per_message(chat_server: ChatServerProcess) -> None:
     alice = await register(chat_server.url, "alice")
     room = await create_group(chat_server.url, alice, [])
@@ -130,31 +147,20 @@ async def test_a_removed_member_cannot_post_on_this_pod_or_another(
     await there.close()
 
 
-async def test_a_lost_removal_event_is_found_by_the_recheck(
-    chat_server_factory: ChatServerFactory, db: Any
-) -> None:
-    server = chat_server_factory.start(membership_recheck_seconds=0.5)
-    alice = await register(server.url, "alice")
-    bob = await register(server.url, "bob")
-    room = await create_group(server.url, alice, [bob])
-    sock = await connect_user(server.ws_url, bob)
-    assert (await sock.send_message(room, "while a member"))["type"] == "ack"
-    # A pass that finds bob still a member leaves the socket alone.
-    passes = await metric(server.url, "hypersend_membership_rechecks_total")
-    deadline = time.monotonic() + 20
-    while await metric(server.url, "hypersend_membership_rechecks_total") < passes + 2:
+async def _passes(server: ChatServerProcess, count: int) -> None:
+    """Wait until the server's membership recheck has run ``count`` more passes."""
+    target = await metric(server.url, "hypersend_membership_rechecks_total") + count
+    deadline = time.monotonic() + 30
+    while await metric(server.url, "hypersend_membership_rechecks_total") < target:
         assert time.monotonic() < deadline, "no membership recheck pass ran"
         await asyncio.sleep(0.05)
-    assert not [f for f in sock.frames if f.get("type") == "room_removed"]
-    assert await metric(server.url, "hypersend_membership_lapsed_total") == 0
 
-    # Removed in MongoDB with no event on the bus (the remover could not reach Redis).
-    assert db.members.delete_one({"_id": member_id(room, bob.id)}).deleted_count == 1
-    await sock.until(lambda f: f.get("type") == "room_removed" and f["room_id"] == room)
-    await _refused(sock, room)
-    assert await metric(server.url, "hypersend_membership_lapsed_total") == 1
 
-    # Nor does bob receive the room any more: a later message of alice's reaches him not.
+async def _receives_no_more(
+    server: ChatServerProcess, alice: Account, bob: Account, sock: Client, room: str
+) -> None:
+    """A later message of alice's in ``room`` reaches bob's socket not (a barrier room shows
+    that the messages sent after it were delivered)."""
     barrier = await create_group(server.url, alice, [bob])
     await sock.until(lambda f: f.get("type") == "room_added" and f["room_id"] == barrier)
     alice_sock = await connect_user(server.ws_url, alice)
@@ -162,8 +168,68 @@ async def test_a_lost_removal_event_is_found_by_the_recheck(
     assert (await alice_sock.send_message(barrier, "barrier"))["type"] == "ack"
     await sock.until(lambda f: f.get("type") == "message" and f["room_id"] == barrier)
     assert sock.message_seqs(room) == [1]  # bob's own, before the removal
-    await sock.close()
     await alice_sock.close()
+
+
+async def test_a_lost_removal_event_is_found_in_the_removal_log(
+    chat_server_factory: ChatServerFactory,
+) -> None:
+    server = chat_server_factory.start(membership_recheck_seconds=0.5)
+    # The remover's events go to another Redis key space: they reach nobody (as when the
+    # remover cannot reach Redis), and only the removal log tells the server.
+    remover = chat_server_factory.start(redis_prefix=f"{chat_server_factory.redis_prefix}lost:")
+    alice = await register(server.url, "alice")
+    bob = await register(server.url, "bob")
+    room = await create_group(server.url, alice, [bob])
+    sock = await connect_user(server.ws_url, bob)
+    assert (await sock.send_message(room, "while a member"))["type"] == "ack"
+    # A pass that finds nothing removed leaves the socket alone.
+    await _passes(server, 2)
+    assert not [f for f in sock.frames if f.get("type") == "room_removed"]
+    assert await metric(server.url, "hypersend_membership_lapsed_total") == 0
+
+    owner = rest_as(remover.url, alice)
+    try:
+        await owner.remove_member(room, bob.id)
+    finally:
+        await owner.aclose()
+    await sock.until(lambda f: f.get("type") == "room_removed" and f["room_id"] == room)
+    await _refused(sock, room)
+    assert await metric(server.url, "hypersend_membership_lapsed_total") == 1
+    # Found by reading the log, not every membership.
+    assert await metric(server.url, "hypersend_membership_full_rechecks_total") == 0
+    await _receives_no_more(server, alice, bob, sock, room)
+    await sock.close()
+
+
+async def test_pub_sub_coming_back_rechecks_every_followed_membership(
+    chat_server_factory: ChatServerFactory, db: Any, redis_url: str
+) -> None:
+    """Removal events published while pub/sub was down are lost for the whole process, so it
+    reads every membership its sockets follow, not only the removal log."""
+    server = chat_server_factory.start(membership_recheck_seconds=0.5)
+    alice = await register(server.url, "alice")
+    bob = await register(server.url, "bob")
+    room = await create_group(server.url, alice, [bob])
+    sock = await connect_user(server.ws_url, bob)
+    assert (await sock.send_message(room, "while a member"))["type"] == "ack"
+
+    # Removed in MongoDB with neither an event nor a log entry: the log passes miss it ...
+    assert db.members.delete_one({"_id": member_id(room, bob.id)}).deleted_count == 1
+    await _passes(server, 2)
+    assert not [f for f in sock.frames if f.get("type") == "room_removed"]
+    # ... and the full pass after pub/sub came back finds it.
+    admin = redis.Redis.from_url(redis_url)
+    try:
+        assert admin.client_kill_filter(_type="pubsub") >= 1
+    finally:
+        admin.close()
+    await sock.until(lambda f: f.get("type") == "room_removed" and f["room_id"] == room)
+    await _refused(sock, room)
+    assert await metric(server.url, "hypersend_membership_lapsed_total") == 1
+    assert await metric(server.url, "hypersend_membership_full_rechecks_total") >= 1
+    await _receives_no_more(server, alice, bob, sock, room)
+    await sock.close()
 
 
 async def test_a_forged_removal_does_not_stop_a_member_sending(
