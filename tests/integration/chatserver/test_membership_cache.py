@@ -193,7 +193,7 @@ async def test_a_lost_removal_event_is_found_in_the_removal_log(
         await owner.remove_member(room, bob.id)
     finally:
         await owner.aclose()
-    await sock.until(lambda f: f.get("type") == "room_removed" and f["room_id"] == room)
+    await sock.until(lambda f: f.get("type") == "room_removed" and f["room_id"] == room, wait=30)
     await _refused(sock, room)
     assert await metric(server.url, "hypersend_membership_lapsed_total") == 1
     # Found by reading the log, not every membership.
@@ -224,7 +224,7 @@ async def test_pub_sub_coming_back_rechecks_every_followed_membership(
         assert admin.client_kill_filter(_type="pubsub") >= 1
     finally:
         admin.close()
-    await sock.until(lambda f: f.get("type") == "room_removed" and f["room_id"] == room)
+    await sock.until(lambda f: f.get("type") == "room_removed" and f["room_id"] == room, wait=30)
     await _refused(sock, room)
     assert await metric(server.url, "hypersend_membership_lapsed_total") == 1
     assert await metric(server.url, "hypersend_membership_full_rechecks_total") >= 1
