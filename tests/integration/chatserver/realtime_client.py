@@ -75,6 +75,19 @@ async def metric(base_url: str, name: str) -> float:
     return total
 
 
+async def until_metric(
+    base_url: str, name: str, holds: Callable[[float], bool], wait: float = 20.0
+) -> float:
+    """Poll ``metric`` until its value satisfies ``holds`` (a condition wait, not a fixed
+    sleep); the value, or TimeoutError naming the last one after ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while not holds(value := await metric(base_url, name)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} stayed {value} for {wait}s")
+        await asyncio.sleep(0.05)
+    return value
+
+
 @dataclass
 class Client:
     """One WebSocket with every frame it received kept in ``frames``."""

@@ -25,6 +25,7 @@ from tests.integration.chatserver.realtime_client import (
     metric,
     open_socket,
     register,
+    until_metric,
 )
 
 pytestmark = pytest.mark.integration
@@ -140,11 +141,7 @@ async def test_socket_opens_are_limited_per_client_address(
 
 
 async def _wait_metric(url: str, name: str, value: float, wait: float = 20.0) -> None:
-    deadline = time.monotonic() + wait
-    while (got := await metric(url, name)) != value:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{name} stayed {got}, expected {value}")
-        await asyncio.sleep(0.05)
+    await until_metric(url, name, lambda got: got == value, wait)
 
 
 async def test_unauthenticated_sockets_do_not_count_and_do_not_survive_the_auth_timeout(
