@@ -44,8 +44,21 @@ def test_issued_token_decodes_to_the_user(settings: Settings) -> None:
     token = issue_access_token("user-1", settings)
     assert decode_access_token(token, settings) == "user-1"
     claims = jwt.decode(token, SECRET, algorithms=["HS256"])
-    assert claims["exp"] - claims["iat"] == 60
+    assert claims["exp"] - claims["iat"] in (60, 61)
     assert claims["typ"] == "access"
+
+
+@pytest.mark.parametrize("fraction", [0, 1, 500_000, 999_999])
+def test_a_token_lives_at_least_its_expires_in(settings: Settings, fraction: int) -> None:
+    # Clients schedule refreshes by expires_in (the TTL): exp must not fall before it.
+    issued = utcnow().replace(microsecond=fraction)
+    claims = jwt.decode(
+        issue_access_token("user-1", settings, now=issued),
+        SECRET,
+        algorithms=["HS256"],
+        options={"verify_exp": False},
+    )
+    assert 0 <= claims["exp"] - (issued.timestamp() + 60) < 1
 
 
 def test_expired_token(settings: Settings) -> None:
