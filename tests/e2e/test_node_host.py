@@ -66,6 +66,11 @@ def test_a_node_that_ran_a_pod_leaves_the_host_as_it_found_it(tmp_path: Path) ->
         # The comparison can fail: while the node runs, its cgroups are on the host.
         assert during["cgroups"] != before["cgroups"]
         assert local.node.node_pids(), "the node's processes are in its cgroups"
+        # `down` kills these before the API server stops (their watches held it 15 s).
+        workloads = local.node.workload_pids()
+        commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in workloads]
+        assert any(b"pause" in command for command in commands), commands
+        assert not any(b"containerd" in command or b"kubelet" in command for command in commands)
     finally:
         left = local.down()
     after = node.host_snapshot()

@@ -653,7 +653,17 @@ class LocalCluster:
         pv_dirs: list[Path] = []
         with contextlib.suppress(OSError, ValueError, ssl.SSLError):  # not answering: none known
             pv_dirs = provisioned_pv_dirs(self.api_get("/api/v1/persistentvolumes", state))
-        left = procs.stop(state.processes)
+        if "node" in state.extra:
+            # The pods' watches hold the API server's graceful shutdown open until it is killed
+            # (15 s): what started after the API server (the node's agents) stops first, then
+            # the pods go, then the rest.
+            names = [record.name for record in state.processes]
+            after_api = names.index("kube-apiserver") + 1 if "kube-apiserver" in names else 0
+            left = procs.stop(state.processes[after_api:])
+            self.node.kill_workloads()
+            left += procs.stop(state.processes[:after_api])
+        else:
+            left = procs.stop(state.processes)
         state.processes = []
         # The PVs' directories outlive the cluster that made them unless removed here.
         for pv_dir in pv_dirs:

@@ -640,10 +640,12 @@ class Node:
 
     # -- teardown ----------------------------------------------------------------------------
 
-    def node_pids(self) -> list[int]:
-        """Every process in the node's cgroups (daemons, shims, containers)."""
+    def node_pids(self, only: str | None = None) -> list[int]:
+        """Every process in the node's cgroups (daemons, shims, containers), or in one of them."""
         try:
             root = pids_hierarchy(_mountinfo()) / self.layout.cgroup_name
+            if only is not None:
+                root = root / only
         except NodeError:
             return []
         pids: list[int] = []
@@ -654,14 +656,26 @@ class Node:
                 pids += [int(p) for p in procs_file.read_text().split()]
         return pids
 
-    def kill_all(self, timeout: float = 20.0) -> list[int]:
+    def workload_pids(self) -> list[int]:
+        """The processes of the node's pods: every cgroup of the node but its daemons'."""
+        daemons = set(self.node_pids(only=DAEMONS))
+        return [pid for pid in self.node_pids() if pid not in daemons]
+
+    def kill_workloads(self, timeout: float = 20.0) -> list[int]:
+        """SIGKILL the pods' processes (not containerd, its shims or the node's agents)."""
+        return self.kill_all(timeout, pids=self.workload_pids)
+
+    def kill_all(
+        self, timeout: float = 20.0, pids: Callable[[], list[int]] | None = None
+    ) -> list[int]:
+        running = pids or self.node_pids
         deadline = time.monotonic() + timeout
-        while (pids := self.node_pids()) and time.monotonic() < deadline:
-            for pid in pids:
+        while (found := running()) and time.monotonic() < deadline:
+            for pid in found:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.1)
-        return self.node_pids()
+        return running()
 
     def remove_cgroups(self) -> list[Path]:
         """rmdir the node's cgroups, deepest first; returns those that could not be removed."""
