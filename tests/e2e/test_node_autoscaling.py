@@ -68,7 +68,7 @@ def autoscaling_manifest(hsc: ClusterHelper) -> dict[str, Any]:
                 "policies": [{"type": "Pods", "value": 2, "periodSeconds": 5}],
             },
             "scaleDown": {
-                "stabilizationWindowSeconds": 20,
+                "stabilizationWindowSeconds": 5,
                 "selectPolicy": "Max",
                 "policies": [{"type": "Percent", "value": 100, "periodSeconds": 5}],
             },
