@@ -77,8 +77,10 @@ def extras_dir() -> Path:
         print(f"# installing {REQUIREMENTS.name} into {target}", flush=True)
         subprocess.run(
             [
-                sys.executable, "-m", "pip", "install", "-q", "--require-hashes", "--no-deps",
-                "--only-binary", ":all:", "--target", str(target), "-r", str(REQUIREMENTS),
+                # --upgrade: a run stopped halfway left files that pip would otherwise keep.
+                sys.executable, "-m", "pip", "install", "-q", "--upgrade", "--require-hashes",
+                "--no-deps", "--only-binary", ":all:", "--target", str(target),
+                "-r", str(REQUIREMENTS),
             ],
             check=True,
         )  # fmt: skip
