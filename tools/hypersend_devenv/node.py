@@ -439,6 +439,18 @@ def missing_tools() -> list[str]:
     return missing
 
 
+def _kill_until_gone(listing: Callable[[], list[int]], timeout: float) -> list[int]:
+    """SIGKILL what `listing` names until it names nothing or `timeout` passes (a process forks
+    while it is being killed); returns what it names at the end."""
+    deadline = time.monotonic() + timeout
+    while (found := listing()) and time.monotonic() < deadline:
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    return listing()
+
+
 def _mountinfo() -> str:
     return Path("/proc/self/mountinfo").read_text()
 
@@ -662,20 +674,13 @@ class Node:
         return [pid for pid in self.node_pids() if pid not in daemons]
 
     def kill_workloads(self, timeout: float = 20.0) -> list[int]:
-        """SIGKILL the pods' processes (not containerd, its shims or the node's agents)."""
-        return self.kill_all(timeout, pids=self.workload_pids)
+        """SIGKILL the pods' processes (not containerd, its shims or the node's agents); returns
+        those still alive."""
+        return _kill_until_gone(self.workload_pids, timeout)
 
-    def kill_all(
-        self, timeout: float = 20.0, pids: Callable[[], list[int]] | None = None
-    ) -> list[int]:
-        running = pids or self.node_pids
-        deadline = time.monotonic() + timeout
-        while (found := running()) and time.monotonic() < deadline:
-            for pid in found:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
-        return running()
+    def kill_all(self, timeout: float = 20.0) -> list[int]:
+        """SIGKILL every process of the node; returns those still alive."""
+        return _kill_until_gone(self.node_pids, timeout)
 
     def remove_cgroups(self) -> list[Path]:
         """rmdir the node's cgroups, deepest first; returns those that could not be removed."""
