@@ -75,6 +75,16 @@ async def metric(base_url: str, name: str) -> float:
     return total
 
 
+async def until_true(condition: Callable[[], bool], what: str, wait: float = 30.0) -> None:
+    """Poll ``condition`` (state other tasks of the test update) until it holds; TimeoutError
+    naming ``what`` after ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {wait}s: {what}")
+        await asyncio.sleep(0.02)
+
+
 async def until_metric(
     base_url: str, name: str, holds: Callable[[float], bool], wait: float = 20.0
 ) -> float:

@@ -174,7 +174,12 @@ def test_server_waits_for_a_late_database(redis_url: str) -> None:
     mongo = FerretDBServer(port=port)
     try:
         server.launch()
-        time.sleep(3)
+        # A failed attempt, logged, with the process still up: the pass that would have crashed.
+        deadline = time.monotonic() + 30
+        while "mongodb not ready, retrying" not in server.logs():
+            assert server.returncode is None, server.log_tail()
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.1)
         assert server.returncode is None, server.log_tail()
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{server.url}/readyz")

@@ -49,10 +49,7 @@ async def test_subscribe_returns_once_redis_delivers(redis_url: str, redis_prefi
         await publisher.publish_room("r1", {"type": "a"})
         await publisher.publish_rooms(["r2", "r3"], {"type": "b"})
         await publisher.publish_user("u1", {"type": "c"})
-        for _ in range(50):
-            if len(got) >= 3:
-                break
-            await asyncio.sleep(0.02)
+        await _wait_until(lambda: len(got) >= 3, 10, "the three publishes delivered")
         assert [(d.kind, d.target, d.event["type"]) for d in got] == [
             ("room", "r1", "a"),
             ("room", "r2", "b"),
@@ -64,11 +61,11 @@ async def test_subscribe_returns_once_redis_delivers(redis_url: str, redis_prefi
         await subscriber.unsubscribe("room", ["r1"])
         await publisher.publish_room("r1", {"type": "gone"})
         await publisher.publish_room("r2", {"type": "still"})
-        for _ in range(50):
-            if len(got) >= 4:
-                break
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.1)
+        # Redis delivers one connection's messages in publish order: once "still" is here, a
+        # "gone" that the unsubscribed channel still let through would have come before it.
+        await _wait_until(
+            lambda: any(d.event["type"] == "still" for d in got), 10, "the later publish"
+        )
         assert [d.event["type"] for d in got[3:]] == ["still"]
     finally:
         await publisher.close()
