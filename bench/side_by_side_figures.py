@@ -328,6 +328,7 @@ def figures(outcome: Outcome) -> dict[str, float | None]:
         out["incomplete_messages"] = res.get("incomplete_messages")
         out["schedule_lag_ms"] = res.get("schedule_lag_ms")
         out["duplicates"] = res.get("duplicates")
+        out["earlier_messages"] = res.get("earlier_messages")
         # sends per second of sending (the settling wait after it does not count)
         out["msg_rate"] = per(res.get("sent"), res.get("send_seconds") or res.get("seconds"))
         out["bytes_per_delivery"] = per(res.get("delivery_bytes") or None, delivered)
@@ -382,6 +383,7 @@ ROWS: tuple[Row, ...] = (
     Row("seed load: error frames", "seed", "errors"),
     Row("seed load: messages some member never got", "seed", "incomplete_messages"),
     Row("seed load: duplicate deliveries", "seed", "duplicates"),
+    Row("seed load: earlier workloads' messages filled in", "seed", "earlier_messages"),
     Row("10x load: messages sent per second", "tenx", "msg_rate", "/s", 1),
     Row("10x load: delivered", "tenx", "delivered_pct", "%", 1),
     Row("10x load: delivery p50", "tenx", "p50_ms", "ms", 2),
@@ -389,6 +391,7 @@ ROWS: tuple[Row, ...] = (
     Row("10x load: error frames", "tenx", "errors"),
     Row("10x load: messages some member never got", "tenx", "incomplete_messages"),
     Row("10x load: duplicate deliveries", "tenx", "duplicates"),
+    Row("10x load: earlier workloads' messages filled in", "tenx", "earlier_messages"),
     Row("10x load: sockets closed by the server", "tenx", "closed"),
     Row("ramp: highest msg/s, every delivery within 3 s", "ramp", "best_rate", "/s"),
     Row("ramp: deliveries/s at that rate", "ramp", "best_deliveries", "/s"),

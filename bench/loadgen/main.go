@@ -67,8 +67,12 @@ type Plan struct {
 
 type phaseStats struct {
 	sent, expected, acked, delivered, bytes, duplicates int64
-	latMs                                               []float32
-	errors                                              map[string]int64
+	// messages an earlier workload sent (older than this process), delivered in this one:
+	// a socket's gap fill reaching below where it went live (docs/architecture.md, "What a
+	// connect costs"), not a second copy
+	earlier int64
+	latMs   []float32
+	errors  map[string]int64
 	// deliveries still due per message (by its send timestamp); complete ones are removed
 	outstanding map[int64]int64
 }
@@ -170,11 +174,17 @@ func delivery(text string, size int) {
 	}
 	lat := float32(float64(now-sentNs) / 1e6)
 	st.mu.Lock()
+	if sentNs < startNs {
+		// Sent before this process: counted apart, and never as a delivery, which would let
+		// settle() end (delivered >= expected) with a message still missing.
+		st.phase(int(curPhase.Load())).earlier++
+		st.mu.Unlock()
+		return
+	}
 	ps := st.phase(phase)
 	due, ok := ps.outstanding[sentNs]
 	if !ok {
-		// Not due: a second copy, or a message this run never sent. Counted as a delivery it
-		// would let settle() end (delivered >= expected) with a message still missing.
+		// Not due: a second copy (or a message of this run's that no member was due).
 		ps.duplicates++
 		st.mu.Unlock()
 		return
@@ -436,6 +446,7 @@ func summary(phase int, seconds float64) map[string]any {
 		// Messages some member never got, and deliveries beyond one per member: these tell a
 		// lost publish (a whole message missing) from lost frames (a few members missing).
 		"incomplete_messages": len(ps.outstanding), "duplicates": ps.duplicates,
+		"earlier_messages": ps.earlier,
 	}
 	return res
 }

@@ -103,13 +103,19 @@ func TestOnlyDueDeliveriesCount(t *testing.T) {
 	st.mu.Lock()
 	st.phase(9).outstanding[ns] = 1
 	st.mu.Unlock()
+	curPhase.Store(9)
+	defer curPhase.Store(0)
 	delivery(text, 200)
-	delivery(text, 200)                         // a second copy
-	delivery(fmt.Sprintf("%d 9 xx", ns-1), 200) // a message this run never sent
+	delivery(text, 200)                              // a second copy
+	delivery(fmt.Sprintf("%d 9 xx", ns-1), 200)      // a message of this run no member was due
+	delivery(fmt.Sprintf("%d 3 xx", startNs-1), 200) // an earlier workload's, filled in
 	ps := st.phase(9)
 	if ps.delivered != 1 || ps.duplicates != 2 || len(ps.latMs) != 1 || ps.bytes != 200 {
 		t.Errorf("delivered %d, duplicates %d, latencies %d, bytes %d; want 1, 2, 1, 200",
 			ps.delivered, ps.duplicates, len(ps.latMs), ps.bytes)
+	}
+	if ps.earlier != 1 || st.phase(3).duplicates != 0 {
+		t.Errorf("earlier %d, duplicates of phase 3 %d; want 1, 0", ps.earlier, st.phase(3).duplicates)
 	}
 	if len(ps.outstanding) != 0 {
 		t.Errorf("still outstanding: %v", ps.outstanding)

@@ -45,6 +45,7 @@ def test_smoke_prints_the_table_and_measures_every_figure(tmp_path: Path) -> Non
     assert seed["errors"] == 0
     assert seed["incomplete_messages"] == 0
     assert seed["duplicates"] == 0
+    assert seed["earlier_messages"] == 0
     assert 0 < seed["p50_ms"] <= seed["p99_ms"] < 3000
     # CPU sampled from /proc: the server, FerretDB + the PostgreSQL tree, Redis
     assert seed["server_cores"] > 0

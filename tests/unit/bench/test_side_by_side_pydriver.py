@@ -1,5 +1,6 @@
 """The Python load generator's accounting (bench/side_by_side_pydriver.py): only a delivery
-still due counts, so a copy cannot stand in for a message some member never got."""
+still due counts, so a copy cannot stand in for a message some member never got, and an
+earlier workload's message is counted apart from copies."""
 
 from __future__ import annotations
 
@@ -17,15 +18,18 @@ def _delivered(text: str, seq: int) -> events.MessageEvent:
     return events.MessageEvent(room_id="r1", seq=seq, message=message)
 
 
-def test_a_copy_or_a_message_not_sent_by_the_run_is_no_delivery() -> None:
+def test_a_copy_or_an_earlier_workloads_message_is_no_delivery() -> None:
     driver = Driver({})
+    driver.current = 1
+    sent = driver.started_ns
     phase = driver.phase(1)
-    phase.expected, phase.outstanding = 2, {1000: 2}
+    phase.expected, phase.outstanding = 2, {sent: 2}
 
-    driver.on_event(_delivered("1000 1 xx", 7))
-    driver.on_event(_delivered("999 1 xx", 3))  # an earlier run's message
-    driver.on_event(_delivered("1000 1 xx", 7))
-    driver.on_event(_delivered("1000 1 xx", 7))  # one more than the room has members
+    driver.on_event(_delivered(f"{sent} 1 xx", 7))
+    driver.on_event(_delivered(f"{sent - 1} 1 xx", 3))  # an earlier workload's, filled in
+    driver.on_event(_delivered(f"{sent} 1 xx", 7))
+    driver.on_event(_delivered(f"{sent} 1 xx", 7))  # one more than the room has members
 
-    assert (phase.delivered, phase.duplicates, len(phase.latencies_ms)) == (2, 2, 2)
+    assert (phase.delivered, len(phase.latencies_ms)) == (2, 2)
+    assert (phase.duplicates, phase.earlier) == (1, 1)
     assert phase.outstanding == {}
