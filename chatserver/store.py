@@ -111,8 +111,6 @@ SUMMARY_WRITES_PER_SECOND: Final = 100
 SUMMARY_MAX_INTERVAL_SECONDS: Final = 5.0
 # Rooms whose highest known seq a process remembers (a cache; cleared when full).
 MAX_SEQ_HINTS: Final = 100_000
-# `_id` probes past the room's `last_seq` before `highest_seq` falls back to the seq index.
-MAX_SEQ_PROBES: Final = 64
 # Rooms listed by GET /rooms at most (newest activity first).
 MAX_ROOMS_LISTED: Final = 500
 # Memberships read by one `existing_members` command at most (its answer comes in one batch).
@@ -1081,19 +1079,22 @@ class Store:
         return 0 if doc is None else int(doc.get("last_seq") or 0)
 
     async def seq_floors(self, room_ids: list[str]) -> dict[str, int]:
-        """A lower bound of each room's highest stored seq.
+        """Each room's highest stored seq as of the read (`highest_seq`), where a new socket's
+        live delivery starts.
 
-        The rooms' summaries are written behind their messages (`_write_summaries`) and this
-        process's hints only name stored seqs, so neither is ever ahead of the room: cheaper
-        than `highest_seq`'s probes, and exact once the summaries caught up (0.25 s, up to
-        SUMMARY_MAX_INTERVAL_SECONDS under load; a socket fills the difference from history).
-        One lookup by `_id` per room, concurrent (one round trip of latency): FerretDB v1 pushes
-        down only an `_id` equality (internal/backends/sqlite/collection.go in its module), so
-        one `$in` find would read the whole rooms collection.
+        Not the summary alone: it is written behind the messages, and a process killed before
+        writing it leaves it behind until the room's next message. Every socket of such a room
+        then filled the difference from history, messages from before it went live, with a
+        range read each that FerretDB v1 answers by reading the room's every message (issue
+        #16: the 10x load after a ramp fell 26 s behind). One lookup by `_id` per room and
+        probes, concurrent across rooms: FerretDB v1 pushes down only an `_id` equality
+        (internal/backends/sqlite/collection.go in its module), so one `$in` find would read
+        the whole rooms collection.
 
         A read under way for a room is shared: the members of a room connecting together (a
-        burst of reconnects after a deploy) cost one read, not one each. Any earlier read is
-        still a lower bound, since seqs only grow."""
+        burst of reconnects after a deploy) cost one read, not one each. A read that started
+        earlier is still a lower bound, since seqs only grow; a socket fills from history what
+        is stored above its floor and it did not get live."""
         found = await asyncio.gather(*(self._shared_floor_read(room) for room in room_ids))
         return {
             room: max(seq, self._seq_hints.get(room, 0))
@@ -1103,7 +1104,7 @@ class Store:
     def _shared_floor_read(self, room_id: str) -> asyncio.Future[int]:
         read = self._floor_reads.get(room_id)
         if read is None:
-            read = asyncio.ensure_future(self._room_last_seq(room_id))
+            read = asyncio.ensure_future(self.highest_seq(room_id))
             self._floor_reads[room_id] = read
             read.add_done_callback(lambda done: self._floor_read_done(room_id, done))
         # Shielded: a caller cancelled (its socket closed) must not cancel the others' read.
@@ -1116,21 +1117,34 @@ class Store:
             read.exception()  # retrieved: a failed read is each caller's error, not a log line
 
     async def highest_seq(self, room_id: str) -> int:
-        """The room's highest stored seq (0 if empty): exact, unlike `Room.last_seq`."""
-        seq = max(self._seq_hints.get(room_id, 0), await self._room_last_seq(room_id))
-        for _ in range(MAX_SEQ_PROBES):
-            found = await self._messages.find_one(
-                {"_id": message_id(room_id, seq + 1)}, projection={"_id": True}
-            )
-            if found is None:
-                self._note_seq(room_id, seq)
-                return seq
-            seq += 1
-        # The room's summary is far behind (lost updates): ask the index instead.
-        doc = await self._messages.find_one(
-            {"room_id": room_id}, projection={"seq": True}, sort=[("seq", DESCENDING)]
+        """The room's highest stored seq (0 if empty): exact as of the read, unlike
+        `Room.last_seq`.
+
+        From what is known stored (the summary, this process's hint) it looks ahead by `_id`,
+        doubling the step, then bisects back: seq n is stored only after n - 1, so `room:n`
+        exists for every n up to the highest. A current summary costs one lookup more; one
+        that is k behind about 2·log2(k)."""
+        low = max(self._seq_hints.get(room_id, 0), await self._room_last_seq(room_id))
+        step, high = 1, 0
+        while not high:
+            if await self._is_stored(room_id, low + step):
+                low, step = low + step, step * 2
+            else:
+                high = low + step
+        while high - low > 1:
+            middle = (low + high) // 2
+            if await self._is_stored(room_id, middle):
+                low = middle
+            else:
+                high = middle
+        self._note_seq(room_id, low)
+        return low
+
+    async def _is_stored(self, room_id: str, seq: int) -> bool:
+        found = await self._messages.find_one(
+            {"_id": message_id(room_id, seq)}, projection={"_id": True}
         )
-        return 0 if doc is None else int(doc["seq"])
+        return found is not None
 
     async def _find_by_client_id(
         self, room_id: str, sender_id: str, client_id: str

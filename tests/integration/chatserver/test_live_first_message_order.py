@@ -8,8 +8,9 @@ then took N+1 as its first message and dropped N as already delivered. Nothing s
 N was never filled from history, and a later ``resume`` started after N+1: the socket never got
 a message stored after it went live. A single process publishes each room in seq order
 (chatserver/store.py, ``_deliver``), so bench/side_by_side.py (one process) cannot meet this.
-Now every room of a socket starts at a lower bound of its highest seq, read at connect
-(chatserver/realtime.py, ``Hub._set_baselines``): seq N is a gap, held for and filled.
+Now every room of a socket starts at its highest seq, read at connect (chatserver/realtime.py,
+``Hub._set_baselines``; chatserver/store.py, ``Store.seq_floors``): seq N is a gap, held for and
+filled.
 
 The two publishes are made here as two processes would, the later seq first. The listener's
 rooms start from MongoDB's room summary, the sender's (the process follows the room by then)
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 
 import pytest
 import redis
@@ -163,8 +165,8 @@ async def test_a_room_added_while_live_gets_every_later_message_whatever_the_pub
 async def test_sockets_of_a_room_connecting_together_share_one_floor_read(
     stores: list[Store],
 ) -> None:
-    """The members of a room going live at once (reconnects after a deploy) read its summary
-    once; each still gets a floor no higher than the room's highest seq."""
+    """The members of a room going live at once (reconnects after a deploy) share one read of
+    its highest seq (its summary, then one lookup past it); each gets that seq."""
     store = stores[0]
     room = await store.create_group_room("owner", "burst", ["bob"])
     for i in range(3):
@@ -173,8 +175,59 @@ async def test_sockets_of_a_room_connecting_together_share_one_floor_read(
     finds = metrics.MONGO_COMMANDS.labels("find")
     before = finds._value.get()
     floors = await asyncio.gather(*(store.seq_floors([room.id]) for _ in range(20)))
-    assert finds._value.get() - before == 1
+    assert finds._value.get() - before == 2
     assert floors == [{room.id: 3}] * 20
     # Once answered, the next connect reads again (a floor is never kept stale).
     await store.seq_floors([room.id])
-    assert finds._value.get() - before == 2
+    assert finds._value.get() - before == 4
+
+
+async def test_a_summary_left_far_behind_costs_a_few_lookups(stores: list[Store]) -> None:
+    """A process killed before writing its summaries leaves them behind until the room's next
+    message: a new socket's floor is still the room's highest seq, found in about 2·log2 of the
+    lag by `_id` (issue #16), not by each socket reading the lag from history."""
+    room = await stores[0].create_group_room("owner", "behind", ["bob"])
+    for i in range(100):
+        await stores[0].append_message(room.id, "owner", f"c{i}", "x")
+    await stores[0]._write_summaries()
+    await stores[0]._rooms.update_one({"_id": room.id}, {"$set": {"last_seq": 0}})
+    finds = metrics.MONGO_COMMANDS.labels("find")
+    before = finds._value.get()
+    assert await stores[1].seq_floors([room.id]) == {room.id: 100}  # a process without hints
+    # the summary, 7 lookups doubling the step (1, 3, ..., 127), 6 bisecting back
+    assert finds._value.get() - before == 14
+
+
+async def test_a_socket_that_goes_live_gets_no_earlier_message_whatever_the_summary(
+    chat_server_factory: ChatServerFactory, mongo_url: str, mongo_db_name: str
+) -> None:
+    """Without a resume a socket's messages start after the room's highest seq at connect,
+    also when the room's summary is far behind: every socket of such a room used to fill the
+    difference from history (bench/side_by_side.py counts those as earlier workloads'
+    messages; issue #16)."""
+    a, b = chat_server_factory.start_many(2)
+    alice, bob = await register(a.url), await register(a.url)
+    room = await create_group(a.url, alice, [bob])
+    rest = rest_as(a.url, alice)
+    try:
+        for i in range(30):
+            await rest.post_message(room, f"before {i}")
+    finally:
+        await rest.aclose()
+    store = Store(store_settings(mongo_url, mongo_db_name))
+    await store.connect()
+    try:
+        # A's summary written, then lost as a process killed before writing it loses it.
+        deadline = time.monotonic() + 30
+        while await store._room_last_seq(room) != 30:
+            assert time.monotonic() < deadline, "A never wrote the room's summary"
+            await asyncio.sleep(0.05)
+        await store._rooms.update_one({"_id": room}, {"$set": {"last_seq": 0}})
+    finally:
+        await store.close()
+    listener = await connect_user(b.ws_url, bob)  # B follows no socket of the room: it reads
+    sender = await connect_user(a.ws_url, alice)
+    live = await sender.send_message(room, "live")
+    assert live["seq"] == 31
+    await listener.until(lambda f: f.get("type") == "message" and f["seq"] == live["seq"])
+    assert listener.message_seqs(room) == [31]
