@@ -1171,8 +1171,8 @@ class Hub:
             cursor.begin_replay()  # hold live events until the resume window ends
             session.rooms[room_id] = cursor
         # Where each room starts if the socket goes live without resuming it: rooms this process
-        # follows already start at what it saw, the others are read (one lookup each,
-        # concurrent) while the channels are subscribed (see _set_baselines).
+        # follows already start at what it saw, the others at their highest seq, read
+        # (Store.seq_floors) while the channels are subscribed (see _set_baselines).
         seen = {room: self._room_seq[room] for room in room_ids if room in self._room_seq}
         floors = asyncio.create_task(
             self.store.seq_floors([room for room in room_ids if room not in seen]),
@@ -1199,8 +1199,10 @@ class Hub:
         to fill (tests/integration/chatserver/test_live_first_message_order.py). A lower bound
         of the room's highest stored seq is enough, as seq N is stored only after N-1
         (chatserver/store.py): every message stored after the socket went live is above it,
-        and one above it the socket does not get live is a gap, filled from history. A resume
-        replaces the baseline with the client's seq (``RoomCursor.begin_replay``).
+        and one above it the socket does not get live is a gap, filled from history. The
+        highest (``Store.seq_floors``) also spares the socket a fill of messages stored before it
+        went live. A resume replaces the baseline with the client's seq
+        (``RoomCursor.begin_replay``).
         """
         for room_id in room_ids:
             cursor = session.rooms.get(room_id)
