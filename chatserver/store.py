@@ -1086,8 +1086,8 @@ class Store:
         writing it leaves it behind until the room's next message. Every socket of such a room
         then filled the difference from history, messages from before it went live, with a
         range read each that FerretDB v1 answers by reading the room's every message (issue
-        #16: the 10x load after a ramp fell 26 s behind). One lookup by `_id` per room and
-        probes, concurrent across rooms: FerretDB v1 pushes down only an `_id` equality
+        #16: the 10x load after a ramp fell 26 s behind). Per room the summary and the probes,
+        all by `_id`, concurrent across rooms: FerretDB v1 pushes down only an `_id` equality
         (internal/backends/sqlite/collection.go in its module), so one `$in` find would read
         the whole rooms collection.
 
