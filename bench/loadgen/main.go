@@ -68,8 +68,9 @@ type Plan struct {
 type phaseStats struct {
 	sent, expected, acked, delivered, bytes, duplicates int64
 	// messages an earlier workload sent (older than this process), delivered in this one:
-	// a socket's gap fill reaching below where it went live (docs/architecture.md, "What a
-	// connect costs"), not a second copy
+	// a socket's gap fill reaching below where it went live, not a second copy (none since a
+	// new socket starts at the room's highest seq: docs/architecture.md, "Going live without
+	// resume")
 	earlier int64
 	latMs   []float32
 	errors  map[string]int64
