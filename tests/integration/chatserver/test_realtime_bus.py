@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,6 +21,7 @@ from chatserver.bus import (
     BusUnavailable,
     Delivery,
 )
+from tests.integration.chatserver.realtime_client import until_true
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ async def test_subscribe_returns_once_redis_delivers(redis_url: str, redis_prefi
         await publisher.publish_room("r1", {"type": "a"})
         await publisher.publish_rooms(["r2", "r3"], {"type": "b"})
         await publisher.publish_user("u1", {"type": "c"})
-        await _wait_until(lambda: len(got) >= 3, 10, "the three publishes delivered")
+        await until_true(lambda: len(got) >= 3, "the three publishes delivered", 10)
         assert [(d.kind, d.target, d.event["type"]) for d in got] == [
             ("room", "r1", "a"),
             ("room", "r2", "b"),
@@ -63,8 +63,8 @@ async def test_subscribe_returns_once_redis_delivers(redis_url: str, redis_prefi
         await publisher.publish_room("r2", {"type": "still"})
         # Redis delivers one connection's messages in publish order: once "still" is here, a
         # "gone" that the unsubscribed channel still let through would have come before it.
-        await _wait_until(
-            lambda: any(d.event["type"] == "still" for d in got), 10, "the later publish"
+        await until_true(
+            lambda: any(d.event["type"] == "still" for d in got), "the later publish", 10
         )
         assert [d.event["type"] for d in got[3:]] == ["still"]
     finally:
@@ -191,15 +191,6 @@ async def test_presence_refresh_extends_entries_and_restores_lost_ones(
         await bus.close()
 
 
-async def _wait_until(condition: Callable[[], bool], within: float, what: str) -> None:
-    """Poll ``condition`` until it holds (a condition wait, not a fixed sleep)."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {within}s: {what}")
-        await asyncio.sleep(0.05)
-
-
 async def test_a_frozen_redis_is_found_degrades_the_bus_and_is_replaced_after_it_resumes(
     redis_prefix: str,
 ) -> None:
@@ -225,10 +216,10 @@ async def test_a_frozen_redis_is_found_degrades_the_bus_and_is_replaced_after_it
             frozen_at = time.monotonic()
             try:
                 # Generous against a loaded machine; without the health check it never happens.
-                await _wait_until(
+                await until_true(
                     lambda: not bus.commands_ok and not bus.pubsub_ok,
-                    within=10 * DEAD_CONNECTION_BOUND_SECONDS,
                     what="the frozen Redis is declared dead",
+                    wait=10 * DEAD_CONNECTION_BOUND_SECONDS,
                 )
                 detected_after = time.monotonic() - frozen_at
                 # Degraded: decided by this process at once, never an exception or a wait.
@@ -244,10 +235,10 @@ async def test_a_frozen_redis_is_found_degrades_the_bus_and_is_replaced_after_it
                 assert not resyncs
             finally:
                 os.kill(pid, signal.SIGCONT)
-            await _wait_until(lambda: bus.healthy and bool(resyncs), 30, "resync after SIGCONT")
+            await until_true(lambda: bus.healthy and bool(resyncs), "resync after SIGCONT", 30)
             # Only the newest skipped message of the room is published (receivers fill before).
-            await _wait_until(
-                lambda: any(d.event.get("seq") == 7 for d in got), 10, "the skipped message"
+            await until_true(
+                lambda: any(d.event.get("seq") == 7 for d in got), "the skipped message", 10
             )
             assert not [d for d in got if d.event.get("seq") == 6]
             assert (await bus.check_rate("bob")).allowed
@@ -269,17 +260,17 @@ async def test_a_restarted_redis_brings_pubsub_back_with_a_resync(redis_prefix: 
         try:
             await subscriber.subscribe("room", ["r"])
             server.stop()
-            await _wait_until(lambda: not subscriber.pubsub_ok, 20, "pub/sub loss seen")
+            await until_true(lambda: not subscriber.pubsub_ok, "pub/sub loss seen", 20)
             # Subscribing while Redis is away returns at once (the resync will cover it).
             await subscriber.subscribe("room", ["later"])
             server.start()
-            await _wait_until(lambda: subscriber.healthy and bool(resyncs), 30, "resync")
+            await until_true(lambda: subscriber.healthy and bool(resyncs), "resync", 30)
             publisher = await Bus.connect(BusSettings(server.url, redis_prefix))
             try:
                 # The rate script is loaded again into the fresh Redis (NOSCRIPT handled).
                 assert (await publisher.check_rate("u")).allowed
                 assert await publisher.publish_room("later", {"type": "x"})
-                await _wait_until(lambda: bool(got), 10, "delivery on a channel added while down")
+                await until_true(lambda: bool(got), "delivery on a channel added while down", 10)
             finally:
                 await publisher.close()
         finally:
