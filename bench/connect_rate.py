@@ -9,7 +9,9 @@ and opens ``--sockets`` sockets, ``--concurrency`` at a time, each with its own 
 is done when the socket is live: ``ready`` and the ``pong`` of the ping sent after ``auth``, or
 with ``--resume`` the ``resumed`` that answers a resume from each room's second-to-last seq (one
 message per room replayed). Sockets stay open until the last one is live. Prints connects per
-second and the server's MongoDB commands and Redis round trips per connect (from /metrics).
+second and the server's MongoDB commands and Redis round trips per connect (from /metrics), then
+each process's CPU per connect (server, MongoDB store, Redis, driver) and the connect rate their
+sum caps at on this machine's cores.
 The server's CPU per connect follows this machine's speed, which varies by ±20 % between runs;
 the driver does the same work for any server, so the ratio of the server's CPU to the driver's
 (both until the last socket is live) compares two commits run alternately.
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +95,24 @@ async def seed(
     return user_ids, rooms_of
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (a loaded machine slows the wall clock, not
-    this)."""
-    stat = figs.parse_stat(Path(f"/proc/{pid}/stat").read_text())
-    return stat.ticks() / sbs.CLK_TCK
+def machine_budget(
+    done: int, cores: int, before: figs.Sample, live: figs.Sample, driver_cpu: float
+) -> str:
+    """What a connect cost each process (server, store, Redis, this driver), and the connect
+    rate their sum caps at on the cores they share (issue #16's 1,000 connects/s)."""
+    outcome = figs.Outcome(
+        figs.Workload("connect", "idle", done, connect_timeout_s=30),
+        samples={"start": before, "connected": replace(live, driver_cpu=driver_cpu)},
+        cores=cores,
+    )
+    ms = figs.connect_costs(outcome, done)
+    return (
+        f"  CPU per connect: server {ms['server_ms_per_connect'] or 0:.2f} ms, MongoDB store "
+        f"{ms['store_ms_per_connect'] or 0:.2f} ms, Redis {ms['redis_ms_per_connect'] or 0:.2f} "
+        f"ms, driver {ms['driver_ms_per_connect'] or 0:.2f} ms; all "
+        f"{ms['all_ms_per_connect'] or 0:.2f} ms = at most {ms['connect_rate_cap'] or 0:.0f} "
+        f"connects/s on the {cores} cores they share"
+    )
 
 
 def counters(metrics_url: str) -> dict[str, float]:
@@ -180,6 +196,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sbs.raise_fd_limit()
     pin = not args.no_pin and {0, 1} <= os.sched_getaffinity(0)
+    cores = len(os.sched_getaffinity(0))  # the driver, server and datastores share these
     if pin:
         os.sched_setaffinity(0, {sbs.DRIVER_CORE})
     secret = secrets.token_urlsafe(48)
@@ -224,23 +241,25 @@ def main() -> int:
             sbs.wait_http_ok(f"{base}/readyz", server)
             print(f"# server pid {server.pid}; pinned: {pin}", flush=True)
             rooms = [rooms_of[uid] for uid in user_ids]
+            store_pids = [p.process.pid for p in (mongo, mongo.postgres) if p and p.process]
+            watched = sbs.Watched(
+                server=server.pid,
+                store=store_pids,
+                redis=redis.process.pid if redis.process else None,
+            )
             for n in range(args.rounds):
                 before = counters(f"{base}/metrics")
                 cpu_before = time.process_time()
-                server_before = cpu_seconds(server.pid)
+                sample_before = watched.sample()
 
-                def at_live() -> tuple[float, float, dict[str, float]]:
-                    return (
-                        cpu_seconds(server.pid),
-                        time.process_time(),
-                        counters(f"{base}/metrics"),
-                    )
+                def at_live() -> tuple[figs.Sample, float, dict[str, float]]:
+                    return watched.sample(), time.process_time(), counters(f"{base}/metrics")
 
-                seconds, failures, (server_after, driver_live, after) = asyncio.run(
+                seconds, failures, (sample_live, driver_live, after) = asyncio.run(
                     connect_all(f"ws://{LOOPBACK}:{port}/ws", tokens, rooms, args.resume,
                                 args.concurrency, at_live)
                 )  # fmt: skip
-                server_cpu = server_after - server_before
+                server_cpu = (sample_live.server_cpu or 0.0) - (sample_before.server_cpu or 0.0)
                 driver_cpu = driver_live - cpu_before
                 wait_closed(f"{base}/metrics")
                 done = len(tokens) - failures
@@ -256,6 +275,8 @@ def main() -> int:
                     f"{server_cpu / max(driver_cpu, 1e-9):.3f}",
                     flush=True,
                 )
+                budget = machine_budget(done, cores, sample_before, sample_live, driver_cpu)
+                print(budget, flush=True)
         finally:
             sbs.stop_process(server)
     return 0

@@ -444,7 +444,7 @@ def driver_command(driver: Path | None, plan_path: Path) -> list[str]:
 def run_workload(
     target: Target, workload: figs.Workload, driver: Path | None, workdir: Path, pin: bool
 ) -> figs.Outcome:
-    outcome = figs.Outcome(workload)
+    outcome = figs.Outcome(workload, cores=len(os.sched_getaffinity(0)))
     if target.start is not None:
         target.start()
     plan_path = workdir / f"plan-{target.name}-{workload.name}.json"

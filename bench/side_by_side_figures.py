@@ -267,6 +267,7 @@ class Outcome:
     steps: list[dict[str, Any]] = field(default_factory=list)  # ramp steps
     samples: dict[str, Sample] = field(default_factory=dict)  # "start", "connected", ...
     error: str | None = None
+    cores: int | None = None  # the cores server, store, Redis and generator share
 
 
 def _span(outcome: Outcome, attr: str, first: str, last: str) -> float | None:
@@ -286,6 +287,31 @@ def _counter_span(outcome: Outcome, key: str, first: str, last: str) -> float | 
     return delta(b.counters.get(key), a.counters.get(key))
 
 
+def connect_costs(outcome: Outcome, connected: float | None) -> dict[str, float | None]:
+    """Each process's CPU per connect (ms) while the sockets connected, their sum, and the connect
+    rate that sum caps at on the cores they share: a connect rate needs the whole machine's CPU
+    per connect to fit, the server's share alone does not set it."""
+    at_connect = outcome.samples.get("connected")
+    spans = {
+        "server": _span(outcome, "server_cpu", "start", "connected"),
+        "store": _span(outcome, "store_cpu", "start", "connected"),
+        "redis": _span(outcome, "redis_cpu", "start", "connected"),
+        # The generator starts after "start": all its CPU so far is the connects'.
+        "driver": at_connect.driver_cpu if at_connect is not None else None,
+    }
+    out = {
+        f"{who}_ms_per_connect": per(None if cpu is None else cpu * 1000, connected)
+        for who, cpu in spans.items()
+    }
+    all_ms = None
+    if spans["server"] is not None and spans["driver"] is not None:
+        all_ms = per(sum(cpu or 0.0 for cpu in spans.values()) * 1000, connected)
+    out["all_ms_per_connect"] = all_ms
+    cores = outcome.cores
+    out["connect_rate_cap"] = None if not all_ms or not cores else cores * 1000 / all_ms
+    return out
+
+
 def figures(outcome: Outcome) -> dict[str, float | None]:
     """The figures of one workload against one server (None: not measured / not available)."""
     w = outcome.workload
@@ -302,6 +328,7 @@ def figures(outcome: Outcome) -> dict[str, float | None]:
         rss = _span(outcome, "server_rss_kib", "start", "settled")
         out["rss_per_socket_kib"] = per(rss, n)
         out["mongo_per_connect"] = per(_counter_span(outcome, "mongo", "start", "connected"), n)
+        out.update(connect_costs(outcome, n))
         return out
     elapsed = _span(outcome, "at", "measure_start", "measure_end")
     server_cpu = _span(outcome, "server_cpu", "measure_start", "measure_end")
@@ -378,6 +405,12 @@ ROWS: tuple[Row, ...] = (
     Row("connect rate at the 10x load (auth + live)", "tenx", "connect_rate", "/s"),
     Row("sockets connected at the 10x load", "tenx", "connected"),
     Row("connect rate, idle sockets", "idle", "connect_rate", "/s"),
+    Row("CPU per idle socket's connect: server", "idle", "server_ms_per_connect", "ms", 2),
+    Row("… store: FerretDB + PostgreSQL", "idle", "store_ms_per_connect", "ms", 2, True),
+    Row("… Redis", "idle", "redis_ms_per_connect", "ms", 2, True),
+    Row("… load generator", "idle", "driver_ms_per_connect", "ms", 2),
+    Row("… all of them", "idle", "all_ms_per_connect", "ms", 2),
+    Row("connect rate the machine's cores allow at that cost", "idle", "connect_rate_cap", "/s"),
     Row("seed load: messages sent per second", "seed", "msg_rate", "/s", 1),
     Row("seed load: delivered", "seed", "delivered_pct", "%", 1),
     Row("seed load: delivery p50", "seed", "p50_ms", "ms", 2),

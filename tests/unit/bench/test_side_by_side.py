@@ -155,6 +155,43 @@ def test_idle_figures_per_socket() -> None:
     assert got["connect_rate"] == 400.0
 
 
+def test_idle_figures_cpu_per_connect_and_the_rate_the_cores_allow() -> None:
+    w = figs.Workload("idle", "idle", 2_000, connect_timeout_s=10)
+    outcome = _outcome(
+        w,
+        start=figs.Sample(at=0, server_cpu=1.0, store_cpu=3.0, redis_cpu=0.5),
+        # the generator started after "start": all its CPU is the connects'
+        connected=figs.Sample(at=5, server_cpu=4.0, store_cpu=5.0, redis_cpu=0.7, driver_cpu=0.8),
+    )
+    outcome.cores = 2
+    outcome.events["connected"] = {"connected": 2_000, "rate": 400.0, "seconds": 5.0}
+    got = figs.figures(outcome)
+    assert got["server_ms_per_connect"] == pytest.approx(1.5)
+    assert got["store_ms_per_connect"] == pytest.approx(1.0)
+    assert got["redis_ms_per_connect"] == pytest.approx(0.1)
+    assert got["driver_ms_per_connect"] == pytest.approx(0.4)
+    assert got["all_ms_per_connect"] == pytest.approx(3.0)
+    assert got["connect_rate_cap"] == pytest.approx(2 * 1000 / 3.0)
+
+
+def test_a_server_without_datastores_costs_its_own_and_the_generators_cpu() -> None:
+    w = figs.Workload("idle", "idle", 1_000, connect_timeout_s=10)
+    outcome = _outcome(
+        w,
+        start=figs.Sample(at=0, server_cpu=0.2),
+        connected=figs.Sample(at=1, server_cpu=0.4, driver_cpu=0.3),
+    )
+    outcome.cores = 2
+    outcome.events["connected"] = {"connected": 1_000, "rate": 1_000.0, "seconds": 1.0}
+    got = figs.figures(outcome)
+    assert got["store_ms_per_connect"] is None
+    assert got["all_ms_per_connect"] == pytest.approx(0.5)
+    assert got["connect_rate_cap"] == pytest.approx(4_000)
+    # without the cores they shared there is no cap to give
+    outcome.cores = None
+    assert figs.figures(outcome)["connect_rate_cap"] is None
+
+
 def test_load_figures() -> None:
     w = figs.Workload("seed", "load", 4_000, connect_timeout_s=10, rate=133, duration_s=60)
     outcome = _outcome(
